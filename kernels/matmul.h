@@ -1,0 +1,68 @@
+// Weight matrix times activations on the CPU: y = x · Wᵀ with FP32 activations and FP32
+// accumulation, for every weight type of quant.h.
+//
+// Contract that split invariance and batch invariance rest on: the value of y[t][r] depends
+// only on row r of W and row t of x, never on n_tokens, the thread count or which other rows
+// share a tile. (Every code path accumulates (r, t) in the same order.)
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "runtime/base/ggml_types.h"
+#include "runtime/base/thread_pool.h"
+
+namespace pipelm::kernels {
+
+// A weight as it lies in the GGUF file: `rows` rows of `cols` elements, row-major
+// (ggml ne = {cols, rows}), each row ggml_row_bytes(type, cols) bytes.
+struct WeightView {
+    GgmlType type = GgmlType::kF32;
+    const void* data = nullptr;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    size_t row_bytes = 0;
+};
+
+// A weight ready for matmul. It may hold a repacked copy (layout chosen at load time for the
+// CPU it runs on) or just point at the mapped file data; `view()` always gives the original.
+class Matrix {
+public:
+    Matrix() = default;
+    // Prepares `w` for this CPU (may repack; the view's memory must outlive the Matrix unless
+    // the Matrix holds a repacked copy).
+    static Matrix prepare(const WeightView& w);
+
+    const WeightView& view() const { return view_; }
+    int64_t rows() const { return view_.rows; }
+    int64_t cols() const { return view_.cols; }
+    GgmlType type() const { return view_.type; }
+    // Opaque repacked data (nullptr when none); used by the matmul implementation only.
+    const std::shared_ptr<void>& packed() const { return packed_; }
+    int packed_format() const { return packed_format_; }
+
+    // Implementation hooks for kernels/cpu.
+    void set_packed(std::shared_ptr<void> p, int format) {
+        packed_ = std::move(p);
+        packed_format_ = format;
+    }
+    void set_view(const WeightView& v) { view_ = v; }
+
+private:
+    WeightView view_;
+    std::shared_ptr<void> packed_;
+    int packed_format_ = 0;
+};
+
+// y[t * ldy + r] = Σ_c W[r][c] · x[t * ldx + c]   for t < n_tokens, r < W.rows().
+void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n_tokens,
+            ThreadPool& pool);
+
+// Same, for rows [r0, r1) of W only (y columns r0..r1-1). Used to split lm_head work.
+void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
+                 int64_t ldy, int64_t n_tokens, ThreadPool& pool);
+
+// One-line description of the instruction set chosen at run time ("avx2+fma", "avx512f", "scalar").
+const char* cpu_isa_name();
+
+}  // namespace pipelm::kernels

@@ -1,0 +1,91 @@
+#include "runtime/base/thread_pool.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "runtime/base/error.h"
+
+namespace pipelm {
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+        generation_.fetch_add(1);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::worker_loop(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+        // Spin a little (cheap wake-up for back-to-back regions), then sleep.
+        auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+        while (generation_.load(std::memory_order_acquire) == seen && !stop_.load()) {
+            if (std::chrono::steady_clock::now() > spin_until) {
+                std::unique_lock<std::mutex> lock(mu_);
+                cv_.wait(lock, [&] { return generation_.load() != seen || stop_.load(); });
+                break;
+            }
+            std::this_thread::yield();
+        }
+        if (stop_.load()) return;
+        seen = generation_.load(std::memory_order_acquire);
+        const std::function<void(int)>* job = job_;
+        try {
+            (*job)(index);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mu_);
+            if (!error_) error_ = std::current_exception();
+        }
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+}
+
+void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
+    if (n_threads_ == 1) {
+        fn(0);
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        job_ = &fn;
+        error_ = nullptr;
+        pending_.store(n_threads_ - 1);
+        generation_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    cv_.notify_all();
+    std::exception_ptr mine;
+    try {
+        fn(0);
+    } catch (...) {
+        mine = std::current_exception();
+    }
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    if (mine) std::rethrow_exception(mine);
+    if (error_) std::rethrow_exception(error_);
+}
+
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(1, grain);
+    const int64_t n_grains = (n + grain - 1) / grain;
+    const int nt = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
+    if (nt == 1) {
+        fn(0, n, 0);
+        return;
+    }
+    run_on_all([&](int t) {
+        if (t >= nt) return;
+        const int64_t g0 = n_grains * t / nt, g1 = n_grains * (t + 1) / nt;
+        const int64_t b = g0 * grain, e = std::min(n, g1 * grain);
+        if (b < e) fn(b, e, t);
+    });
+}
+
+}  // namespace pipelm

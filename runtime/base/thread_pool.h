@@ -1,0 +1,47 @@
+// Fixed-size thread pool with static partitioning: parallel_for(n, fn) splits [0, n) into
+// one contiguous chunk per thread. The caller thread takes chunk 0. Workers spin briefly
+// before sleeping, since a transformer layer issues many short parallel regions.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pipelm {
+
+class ThreadPool {
+public:
+    explicit ThreadPool(int n_threads);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    int size() const { return n_threads_; }
+
+    // fn(begin, end, thread_index) for each non-empty chunk of [0, n). Chunks are aligned to
+    // `grain` elements (except the end). Rethrows the first exception from any chunk.
+    void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain = 1);
+
+    // fn(thread_index) on every thread.
+    void run_on_all(const std::function<void(int)>& fn);
+
+private:
+    void worker_loop(int index);
+
+    int n_threads_;
+    std::vector<std::thread> workers_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> pending_{0};
+    std::atomic<bool> stop_{false};
+    const std::function<void(int)>* job_ = nullptr;
+    std::exception_ptr error_;
+    std::mutex error_mu_;
+};
+
+}  // namespace pipelm

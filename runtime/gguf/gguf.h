@@ -1,0 +1,99 @@
+// GGUF v2/v3 reader: memory-maps the file, parses and validates the header, metadata and
+// tensor table. Every malformed file raises pipelm::Error{kFormat} whose message names the
+// file, the field or offset, and what was expected.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/base/ggml_types.h"
+
+namespace pipelm::gguf {
+
+enum class ValueType : uint32_t {
+    kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
+    kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+};
+const char* value_type_name(ValueType t);
+
+// A metadata value. Scalars are widened: integers to int64/uint64, floats to double.
+struct Value {
+    ValueType type = ValueType::kU8;
+    uint64_t u = 0;       // unsigned integers and bool
+    int64_t i = 0;        // signed integers
+    double f = 0;         // floats
+    std::string s;        // strings
+    ValueType elem_type = ValueType::kU8;  // arrays
+    std::vector<Value> arr;                // arrays (nested allowed)
+
+    bool is_integer() const;
+    int64_t as_int() const;      // any integer type (throws otherwise)
+    double as_float() const;     // any numeric type
+};
+
+struct TensorInfo {
+    std::string name;
+    std::vector<int64_t> ne;  // ne[0] fastest (ggml order)
+    GgmlType type = GgmlType::kF32;
+    uint64_t offset = 0;      // relative to the data section
+    uint64_t bytes = 0;
+    const uint8_t* data = nullptr;  // into the mapping
+    int64_t n_elements() const;
+};
+
+class MappedFile;
+
+class GgufFile {
+public:
+    // Opens and validates `path`. Throws Error{kIo} if it cannot be read, Error{kFormat} on any
+    // malformed content.
+    static std::shared_ptr<GgufFile> open(const std::string& path);
+
+    const std::string& path() const { return path_; }
+    uint32_t version() const { return version_; }
+    uint64_t alignment() const { return alignment_; }
+    uint64_t file_size() const;
+    uint64_t data_offset() const { return data_offset_; }
+
+    // Metadata in file order.
+    const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
+    const Value* find(const std::string& key) const;
+    bool has(const std::string& key) const { return find(key) != nullptr; }
+    // Typed getters: throw Error{kFormat} naming the file and key if missing or of the wrong type.
+    const Value& get(const std::string& key) const;
+    std::string get_string(const std::string& key) const;
+    int64_t get_int(const std::string& key) const;
+    int64_t get_int(const std::string& key, int64_t fallback) const;
+    double get_float(const std::string& key) const;
+    double get_float(const std::string& key, double fallback) const;
+    std::vector<std::string> get_string_array(const std::string& key) const;
+    std::vector<int64_t> get_int_array(const std::string& key) const;
+
+    const std::vector<TensorInfo>& tensors() const { return tensors_; }
+    const TensorInfo* find_tensor(const std::string& name) const;
+    // Throws Error{kFormat} "<file>: missing tensor '<name>'".
+    const TensorInfo& tensor(const std::string& name) const;
+
+    // Asks the OS to page in / drop the bytes of a tensor (a stage touches only its own).
+    void advise_willneed(const TensorInfo& t) const;
+
+    ~GgufFile();
+
+private:
+    GgufFile() = default;
+    void parse();
+
+    std::string path_;
+    std::unique_ptr<MappedFile> map_;
+    uint32_t version_ = 0;
+    uint64_t alignment_ = 32;
+    uint64_t data_offset_ = 0;
+    std::vector<std::pair<std::string, Value>> kv_;
+    std::map<std::string, size_t> kv_index_;
+    std::vector<TensorInfo> tensors_;
+    std::map<std::string, size_t> tensor_index_;
+};
+
+}  // namespace pipelm::gguf
