@@ -1,1 +1,76 @@
-int main() { return 0; }
+// pipelm: run GLM-4 models split by layers across threads, MPI ranks and TCP hosts.
+// The only place that turns errors into exit codes.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "launcher/commands.h"
+#include "runtime/base/error.h"
+#include "runtime/base/log.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: pipelm <command> [flags]   (pipelm <command> --help for its flags)\n\n"
+    "commands:\n"
+    "  run         generate text (no -m: the embedded glm4-demo model over 2 stages)\n"
+    "  logits      write the logits of every position of a token list (raw float32)\n"
+    "  perplexity  perplexity (and KL divergence against a saved run) over a text file\n"
+    "  bench       prompt/generation throughput, pipeline busy and bubble, roofline\n"
+    "  plan        show how the layers are split into stages, without loading weights\n"
+    "  tokenize    print the token ids of a text as JSON\n"
+    "  inspect     print a GGUF file's metadata and tensor table\n"
+    "  mkmodel     write a GLM-4 GGUF with random weights of any shape\n"
+    "  worker      serve pipeline stages over TCP for `run --workers`\n\n"
+    "modes: in-process (--stages N), MPI (mpirun -np N pipelm run ...), TCP (--workers h:p,...)\n";
+
+int exit_code(pipelm::ErrorCode c) {
+    switch (c) {
+        case pipelm::ErrorCode::kInvalidArgument: return 2;
+        case pipelm::ErrorCode::kFormat: return 3;
+        case pipelm::ErrorCode::kUnsupported: return 4;
+        case pipelm::ErrorCode::kIo: return 5;
+        case pipelm::ErrorCode::kOutOfMemory: return 6;
+        case pipelm::ErrorCode::kPeerLost:
+        case pipelm::ErrorCode::kTimeout:
+        case pipelm::ErrorCode::kProtocol: return 7;
+        case pipelm::ErrorCode::kNumerics: return 8;
+        case pipelm::ErrorCode::kCancelled: return 130;
+        default: return 1;
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);
+    if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+        std::fputs(kUsage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const std::string cmd = argv[1];
+    try {
+        using namespace pipelm::launcher;
+        if (cmd == "run") return cmd_run(argc, argv);
+        if (cmd == "logits") return cmd_logits(argc, argv);
+        if (cmd == "perplexity") return cmd_perplexity(argc, argv);
+        if (cmd == "bench") return cmd_bench(argc, argv);
+        if (cmd == "plan") return cmd_plan(argc, argv);
+        if (cmd == "tokenize") return cmd_tokenize(argc, argv);
+        if (cmd == "inspect") return cmd_inspect(argc, argv);
+        if (cmd == "mkmodel") return cmd_mkmodel(argc, argv);
+        if (cmd == "worker") return cmd_worker(argc, argv);
+        std::fprintf(stderr, "pipelm: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+        return 2;
+    } catch (const pipelm::Error& e) {
+        pipelm::log_line(pipelm::LogLevel::kError, e.what());
+        return exit_code(e.code());
+    } catch (const std::bad_alloc&) {
+        pipelm::log_line(pipelm::LogLevel::kError, "out of memory: use more stages, a smaller --ctx or a smaller model");
+        return 6;
+    } catch (const std::exception& e) {
+        pipelm::log_line(pipelm::LogLevel::kError, e.what());
+        return 1;
+    }
+}

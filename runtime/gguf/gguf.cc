@@ -1,1 +1,389 @@
-// placeholder
+// GGUF reader. Layout (ggml docs/gguf.md): magic, version, tensor_count, kv_count, kv pairs,
+// tensor infos, padding to `general.alignment` (default 32), tensor data.
+// Every count and length is bounded by the bytes left in the file before anything is allocated.
+#include "runtime/gguf/gguf.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "runtime/base/error.h"
+#include "runtime/gguf/mmap_file.h"
+
+namespace pipelm::gguf {
+
+const char* value_type_name(ValueType t) {
+    switch (t) {
+        case ValueType::kU8: return "u8";
+        case ValueType::kI8: return "i8";
+        case ValueType::kU16: return "u16";
+        case ValueType::kI16: return "i16";
+        case ValueType::kU32: return "u32";
+        case ValueType::kI32: return "i32";
+        case ValueType::kF32: return "f32";
+        case ValueType::kBool: return "bool";
+        case ValueType::kString: return "string";
+        case ValueType::kArray: return "array";
+        case ValueType::kU64: return "u64";
+        case ValueType::kI64: return "i64";
+        case ValueType::kF64: return "f64";
+    }
+    return "?";
+}
+
+bool Value::is_integer() const {
+    switch (type) {
+        case ValueType::kU8: case ValueType::kI8: case ValueType::kU16: case ValueType::kI16:
+        case ValueType::kU32: case ValueType::kI32: case ValueType::kU64: case ValueType::kI64:
+        case ValueType::kBool:
+            return true;
+        default:
+            return false;
+    }
+}
+
+int64_t Value::as_int() const {
+    switch (type) {
+        case ValueType::kU8: case ValueType::kU16: case ValueType::kU32: case ValueType::kU64:
+        case ValueType::kBool:
+            return static_cast<int64_t>(u);
+        case ValueType::kI8: case ValueType::kI16: case ValueType::kI32: case ValueType::kI64:
+            return i;
+        default:
+            PIPELM_THROW(ErrorCode::kFormat, "expected an integer, found ", value_type_name(type));
+    }
+}
+
+double Value::as_float() const {
+    if (type == ValueType::kF32 || type == ValueType::kF64) return f;
+    return static_cast<double>(as_int());
+}
+
+int64_t TensorInfo::n_elements() const {
+    int64_t n = 1;
+    for (int64_t d : ne) n *= d;
+    return n;
+}
+
+namespace {
+
+constexpr int kMaxArrayDepth = 8;
+constexpr size_t kMaxNameBytes = 64;  // GGML_MAX_NAME, including the terminating NUL
+constexpr uint32_t kMaxDims = 4;
+
+size_t scalar_size(ValueType t) {
+    switch (t) {
+        case ValueType::kU8: case ValueType::kI8: case ValueType::kBool: return 1;
+        case ValueType::kU16: case ValueType::kI16: return 2;
+        case ValueType::kU32: case ValueType::kI32: case ValueType::kF32: return 4;
+        case ValueType::kU64: case ValueType::kI64: case ValueType::kF64: return 8;
+        case ValueType::kString: return 8;   // at least the length field
+        case ValueType::kArray: return 12;   // at least type + count
+    }
+    return 1;
+}
+
+class Cursor {
+public:
+    Cursor(const std::string& path, const uint8_t* data, size_t size) : path_(path), data_(data), size_(size) {}
+
+    size_t pos() const { return pos_; }
+    size_t left() const { return size_ - pos_; }
+
+    void need(size_t n, const char* what) const {
+        if (n > left())
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": truncated at offset ", pos_, " while reading ", what,
+                         " (needs ", n, " bytes, ", left(), " left of ", size_, "): the file is incomplete; download it again");
+    }
+    template <typename T>
+    T read(const char* what) {
+        need(sizeof(T), what);
+        T v;
+        std::memcpy(&v, data_ + pos_, sizeof(T));
+        pos_ += sizeof(T);
+        return v;
+    }
+    std::string read_string(const char* what) {
+        const size_t at = pos_;
+        const uint64_t len = read<uint64_t>(what);
+        if (len > left())
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": string length ", len, " at offset ", at, " (", what,
+                         ") exceeds the ", left(), " bytes left in the file");
+        std::string s(reinterpret_cast<const char*>(data_ + pos_), static_cast<size_t>(len));
+        pos_ += static_cast<size_t>(len);
+        return s;
+    }
+    [[noreturn]] void fail(size_t at, const std::string& msg) const {
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": offset ", at, ": ", msg);
+    }
+
+private:
+    const std::string& path_;
+    const uint8_t* data_;
+    size_t size_;
+    size_t pos_ = 0;
+};
+
+bool valid_value_type(uint32_t t) { return t <= static_cast<uint32_t>(ValueType::kF64); }
+
+Value read_value(Cursor& c, ValueType type, const std::string& key, int depth) {
+    Value v;
+    v.type = type;
+    switch (type) {
+        case ValueType::kU8: v.u = c.read<uint8_t>("u8 value"); break;
+        case ValueType::kI8: v.i = c.read<int8_t>("i8 value"); break;
+        case ValueType::kU16: v.u = c.read<uint16_t>("u16 value"); break;
+        case ValueType::kI16: v.i = c.read<int16_t>("i16 value"); break;
+        case ValueType::kU32: v.u = c.read<uint32_t>("u32 value"); break;
+        case ValueType::kI32: v.i = c.read<int32_t>("i32 value"); break;
+        case ValueType::kU64: v.u = c.read<uint64_t>("u64 value"); break;
+        case ValueType::kI64: v.i = c.read<int64_t>("i64 value"); break;
+        case ValueType::kF32: v.f = c.read<float>("f32 value"); break;
+        case ValueType::kF64: v.f = c.read<double>("f64 value"); break;
+        case ValueType::kBool: {
+            const size_t at = c.pos();
+            const uint8_t b = c.read<uint8_t>("bool value");
+            if (b > 1) c.fail(at, "bool value of key '" + key + "' is " + std::to_string(b) + ", expected 0 or 1");
+            v.u = b;
+            break;
+        }
+        case ValueType::kString: v.s = c.read_string(("string value of key '" + key + "'").c_str()); break;
+        case ValueType::kArray: {
+            const size_t at = c.pos();
+            if (depth >= kMaxArrayDepth) c.fail(at, "arrays nested deeper than 8 levels in key '" + key + "'");
+            const uint32_t et = c.read<uint32_t>("array element type");
+            if (!valid_value_type(et))
+                c.fail(at, "array of key '" + key + "' has unknown element type " + std::to_string(et) +
+                               " (expected 0..12)");
+            const uint64_t n = c.read<uint64_t>("array length");
+            const size_t min_elem = scalar_size(static_cast<ValueType>(et));
+            if (n > c.left() / min_elem)
+                c.fail(at, "array of key '" + key + "' claims " + std::to_string(n) + " elements of " +
+                               value_type_name(static_cast<ValueType>(et)) + ", more than the " +
+                               std::to_string(c.left()) + " bytes left can hold");
+            v.elem_type = static_cast<ValueType>(et);
+            v.arr.reserve(static_cast<size_t>(n));
+            for (uint64_t k = 0; k < n; ++k) v.arr.push_back(read_value(c, v.elem_type, key, depth + 1));
+            break;
+        }
+    }
+    return v;
+}
+
+}  // namespace
+
+GgufFile::~GgufFile() = default;
+
+uint64_t GgufFile::file_size() const { return map_->size(); }
+
+std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) {
+    std::shared_ptr<GgufFile> f(new GgufFile());
+    f->path_ = path;
+    f->map_ = std::make_unique<MappedFile>(path);
+    f->parse();
+    return f;
+}
+
+void GgufFile::parse() {
+    Cursor c(path_, map_->data(), map_->size());
+    if (map_->size() < 4)
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": not a GGUF file: only ", map_->size(),
+                     " bytes (expected the magic 'GGUF' at offset 0)");
+    const uint32_t magic = c.read<uint32_t>("magic");
+    if (magic != 0x46554747u) {
+        char m[5] = {0};
+        std::memcpy(m, &magic, 4);
+        for (char& ch : m)
+            if (ch && (ch < 32 || ch > 126)) ch = '?';
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": not a GGUF file: magic at offset 0 is '", m,
+                     "', expected 'GGUF'");
+    }
+    version_ = c.read<uint32_t>("version");
+    if (version_ != 2 && version_ != 3)
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": unsupported GGUF version ", version_,
+                     " at offset 4 (pipelm reads versions 2 and 3)");
+    const size_t at_counts = c.pos();
+    const uint64_t n_tensors = c.read<uint64_t>("tensor count");
+    const uint64_t n_kv = c.read<uint64_t>("metadata count");
+    // A tensor info is at least 8 (name len) + 4 (n_dims) + 4 (type) + 8 (offset) bytes;
+    // a kv at least 8 (key len) + 4 (type) + 1 byte.
+    if (n_tensors > c.left() / 24)
+        c.fail(at_counts, "tensor count " + std::to_string(n_tensors) + " is more than the file can hold");
+    if (n_kv > c.left() / 13)
+        c.fail(at_counts + 8, "metadata count " + std::to_string(n_kv) + " is more than the file can hold");
+
+    kv_.reserve(static_cast<size_t>(n_kv));
+    for (uint64_t k = 0; k < n_kv; ++k) {
+        const size_t at = c.pos();
+        std::string key = c.read_string("metadata key");
+        const size_t at_type = c.pos();
+        const uint32_t t = c.read<uint32_t>("metadata value type");
+        if (!valid_value_type(t))
+            c.fail(at_type, "key '" + key + "' has unknown value type " + std::to_string(t) + " (expected 0..12)");
+        Value v = read_value(c, static_cast<ValueType>(t), key, 0);
+        if (kv_index_.count(key)) c.fail(at, "duplicate metadata key '" + key + "'");
+        kv_index_[key] = kv_.size();
+        kv_.emplace_back(std::move(key), std::move(v));
+    }
+
+    if (const Value* a = find("general.alignment")) {
+        if (a->type != ValueType::kU32)
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": general.alignment has type ", value_type_name(a->type),
+                         ", expected u32");
+        const uint64_t al = a->u;
+        if (al == 0 || (al & (al - 1)) != 0)
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": general.alignment is ", al, ", expected a power of two");
+        alignment_ = al;
+    }
+
+    tensors_.reserve(static_cast<size_t>(n_tensors));
+    for (uint64_t k = 0; k < n_tensors; ++k) {
+        const size_t at = c.pos();
+        TensorInfo ti;
+        ti.name = c.read_string("tensor name");
+        if (ti.name.size() >= kMaxNameBytes)
+            c.fail(at, "tensor name '" + ti.name.substr(0, 80) + "...' is longer than 63 bytes");
+        if (tensor_index_.count(ti.name)) c.fail(at, "duplicate tensor name '" + ti.name + "'");
+        const uint32_t n_dims = c.read<uint32_t>("tensor dimension count");
+        if (n_dims == 0 || n_dims > kMaxDims)
+            c.fail(at, "tensor '" + ti.name + "' has " + std::to_string(n_dims) + " dimensions, expected 1..4");
+        int64_t n_el = 1;
+        for (uint32_t d = 0; d < n_dims; ++d) {
+            const uint64_t ne = c.read<uint64_t>("tensor dimension");
+            if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+                (ne != 0 && static_cast<uint64_t>(n_el) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ne))
+                c.fail(at, "tensor '" + ti.name + "' has an element count that overflows 64 bits");
+            ti.ne.push_back(static_cast<int64_t>(ne));
+            n_el *= static_cast<int64_t>(ne);
+        }
+        const size_t at_type = c.pos();
+        const uint32_t type = c.read<uint32_t>("tensor type");
+        const GgmlTypeInfo& info = ggml_type_info(type);
+        if (!info.known)
+            c.fail(at_type, "tensor '" + ti.name + "' has unknown ggml type " + std::to_string(type));
+        ti.type = static_cast<GgmlType>(type);
+        if (ti.ne[0] % info.block != 0)
+            c.fail(at, "tensor '" + ti.name + "' of type " + info.name + " has " + std::to_string(ti.ne[0]) +
+                           " elements per row, not a multiple of the block size " + std::to_string(info.block));
+        const uint64_t rows = ti.ne[0] == 0 ? 0 : static_cast<uint64_t>(n_el / ti.ne[0]);
+        const uint64_t row_bytes = static_cast<uint64_t>(ti.ne[0] / info.block) * info.block_bytes;
+        if (rows != 0 && row_bytes > std::numeric_limits<uint64_t>::max() / rows)
+            c.fail(at, "tensor '" + ti.name + "' byte size overflows 64 bits");
+        ti.bytes = row_bytes * rows;
+        const size_t at_off = c.pos();
+        ti.offset = c.read<uint64_t>("tensor data offset");
+        if (ti.offset % alignment_ != 0)
+            c.fail(at_off, "tensor '" + ti.name + "' data offset " + std::to_string(ti.offset) +
+                               " is not a multiple of the alignment " + std::to_string(alignment_));
+        tensor_index_[ti.name] = tensors_.size();
+        tensors_.push_back(std::move(ti));
+    }
+
+    const uint64_t end_of_infos = c.pos();
+    data_offset_ = (end_of_infos + alignment_ - 1) / alignment_ * alignment_;
+    const uint64_t fsize = map_->size();
+    if (n_tensors > 0 && data_offset_ > fsize)
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": truncated: tensor data would start at offset ", data_offset_,
+                     " but the file has ", fsize, " bytes: the file is incomplete; download it again");
+    // Bounds and overlaps of tensor data.
+    std::vector<const TensorInfo*> by_off;
+    for (auto& t : tensors_) {
+        const uint64_t avail = fsize >= data_offset_ ? fsize - data_offset_ : 0;
+        if (t.offset > avail || t.bytes > avail - t.offset)
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": tensor '", t.name, "' data [", data_offset_ + t.offset, ", ",
+                         data_offset_ + t.offset + t.bytes, ") runs past the end of the file (", fsize,
+                         " bytes): the file is truncated; download it again");
+        t.data = map_->data() + data_offset_ + t.offset;
+        by_off.push_back(&t);
+    }
+    std::sort(by_off.begin(), by_off.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+    for (size_t k = 1; k < by_off.size(); ++k) {
+        const TensorInfo* p = by_off[k - 1];
+        const TensorInfo* q = by_off[k];
+        if (p->bytes > 0 && q->bytes > 0 && p->offset + p->bytes > q->offset)
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": tensors '", p->name, "' [", p->offset, ", ", p->offset + p->bytes,
+                         ") and '", q->name, "' [", q->offset, ", ", q->offset + q->bytes,
+                         ") overlap in the data section");
+    }
+}
+
+const Value* GgufFile::find(const std::string& key) const {
+    auto it = kv_index_.find(key);
+    return it == kv_index_.end() ? nullptr : &kv_[it->second].second;
+}
+
+const Value& GgufFile::get(const std::string& key) const {
+    const Value* v = find(key);
+    if (!v) PIPELM_THROW(ErrorCode::kFormat, path_, ": missing metadata key '", key, "'");
+    return *v;
+}
+
+std::string GgufFile::get_string(const std::string& key) const {
+    const Value& v = get(key);
+    if (v.type != ValueType::kString)
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' has type ", value_type_name(v.type), ", expected string");
+    return v.s;
+}
+
+int64_t GgufFile::get_int(const std::string& key) const {
+    const Value& v = get(key);
+    if (!v.is_integer())
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' has type ", value_type_name(v.type), ", expected an integer");
+    return v.as_int();
+}
+
+int64_t GgufFile::get_int(const std::string& key, int64_t fallback) const {
+    return has(key) ? get_int(key) : fallback;
+}
+
+double GgufFile::get_float(const std::string& key) const {
+    const Value& v = get(key);
+    if (v.type == ValueType::kString || v.type == ValueType::kArray)
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' has type ", value_type_name(v.type), ", expected a number");
+    return v.as_float();
+}
+
+double GgufFile::get_float(const std::string& key, double fallback) const {
+    return has(key) ? get_float(key) : fallback;
+}
+
+std::vector<std::string> GgufFile::get_string_array(const std::string& key) const {
+    const Value& v = get(key);
+    if (v.type != ValueType::kArray || v.elem_type != ValueType::kString)
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' is not an array of strings");
+    std::vector<std::string> out;
+    out.reserve(v.arr.size());
+    for (const auto& e : v.arr) out.push_back(e.s);
+    return out;
+}
+
+std::vector<int64_t> GgufFile::get_int_array(const std::string& key) const {
+    const Value& v = get(key);
+    if (v.type != ValueType::kArray)
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' is not an array");
+    std::vector<int64_t> out;
+    out.reserve(v.arr.size());
+    for (const auto& e : v.arr) {
+        if (!e.is_integer())
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' is not an array of integers");
+        out.push_back(e.as_int());
+    }
+    return out;
+}
+
+const TensorInfo* GgufFile::find_tensor(const std::string& name) const {
+    auto it = tensor_index_.find(name);
+    return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+}
+
+const TensorInfo& GgufFile::tensor(const std::string& name) const {
+    const TensorInfo* t = find_tensor(name);
+    if (!t) PIPELM_THROW(ErrorCode::kFormat, path_, ": missing tensor '", name, "'");
+    return *t;
+}
+
+void GgufFile::advise_willneed(const TensorInfo& t) const {
+    map_->advise_willneed(static_cast<size_t>(data_offset_ + t.offset), static_cast<size_t>(t.bytes));
+}
+
+}  // namespace pipelm::gguf

@@ -1,1 +1,133 @@
-// placeholder
+#include "runtime/model/glm4_config.h"
+
+#include <sstream>
+
+#include "runtime/base/error.h"
+
+namespace pipelm::model {
+namespace {
+
+void expect_shape(const gguf::GgufFile& f, const std::string& name, std::vector<int64_t> ne, bool required = true) {
+    const gguf::TensorInfo* t = f.find_tensor(name);
+    if (!t) {
+        if (required)
+            PIPELM_THROW(ErrorCode::kFormat, f.path(), ": missing tensor '", name, "' (required by glm4)");
+        return;
+    }
+    if (t->ne != ne) {
+        std::ostringstream got, want;
+        for (size_t i = 0; i < t->ne.size(); ++i) got << (i ? ", " : "") << t->ne[i];
+        for (size_t i = 0; i < ne.size(); ++i) want << (i ? ", " : "") << ne[i];
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": tensor '", name, "' has shape {", got.str(),
+                     "} but the hyperparameters require {", want.str(), "}");
+    }
+    if (!ggml_type_info(t->type).supported)
+        PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": tensor '", name, "' has type ",
+                     ggml_type_info(t->type).name, ", which pipelm cannot compute with (supported: ",
+                     supported_ggml_types(), ")");
+}
+
+int positive(const gguf::GgufFile& f, const std::string& key, int64_t v, int64_t max = (int64_t)1 << 24) {
+    if (v <= 0 || v > max)
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": ", key, " = ", v, " is out of range (1..", max, ")");
+    return static_cast<int>(v);
+}
+
+}  // namespace
+
+std::string layer_tensor(int layer, const char* name) {
+    return "blk." + std::to_string(layer) + "." + name + ".weight";
+}
+
+Glm4Config Glm4Config::from_gguf(const gguf::GgufFile& f) {
+    Glm4Config c;
+    c.arch = f.get_string("general.architecture");
+    find_arch(c.arch, f.path());  // refuses unknown architectures by name
+    const std::string p = c.arch + ".";
+    c.n_layer = positive(f, p + "block_count", f.get_int(p + "block_count"), 4096);
+    c.n_embd = positive(f, p + "embedding_length", f.get_int(p + "embedding_length"));
+    c.n_head = positive(f, p + "attention.head_count", f.get_int(p + "attention.head_count"), 4096);
+    c.n_head_kv = positive(f, p + "attention.head_count_kv", f.get_int(p + "attention.head_count_kv", c.n_head), 4096);
+    c.head_dim = positive(f, p + "attention.key_length", f.get_int(p + "attention.key_length", c.n_embd / c.n_head), 65536);
+    const int vlen = static_cast<int>(f.get_int(p + "attention.value_length", c.head_dim));
+    if (vlen != c.head_dim)
+        PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": attention.value_length ", vlen, " != key_length ", c.head_dim);
+    c.n_rot = positive(f, p + "rope.dimension_count", f.get_int(p + "rope.dimension_count", c.head_dim), 65536);
+    c.n_ff = positive(f, p + "feed_forward_length", f.get_int(p + "feed_forward_length"));
+    c.n_ctx_train = static_cast<int>(f.get_int(p + "context_length", 4096));
+    c.eps = static_cast<float>(f.get_float(p + "attention.layer_norm_rms_epsilon"));
+    c.rope_base = static_cast<float>(f.get_float(p + "rope.freq_base", 10000.0));
+    if (c.n_head % c.n_head_kv != 0)
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": head_count ", c.n_head, " is not a multiple of head_count_kv ",
+                     c.n_head_kv);
+    if (c.n_rot > c.head_dim || c.n_rot % 2 != 0)
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": rope.dimension_count ", c.n_rot,
+                     " must be even and at most key_length ", c.head_dim);
+    if (!(c.eps > 0.f) || c.eps > 1.f)
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": layer_norm_rms_epsilon ", c.eps, " is out of range");
+    if (f.has(p + "rope.dimension_sections")) {
+        auto s = f.get_int_array(p + "rope.dimension_sections");
+        if (s.size() >= 2 && s[0] > 0 && s[1] > 0)
+            PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": multi-section RoPE (GLM-4.1V/GLM-OCR) is not supported");
+    }
+
+    const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
+    if (emb.ne.size() != 2)
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": token_embd.weight must be 2-D");
+    c.n_vocab = positive(f, "token_embd.weight rows", emb.ne[1], (int64_t)1 << 26);
+    const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim();
+    expect_shape(f, "token_embd.weight", {E, c.n_vocab});
+    expect_shape(f, "output_norm.weight", {E});
+    c.tied_output = f.find_tensor("output.weight") == nullptr;
+    if (!c.tied_output) expect_shape(f, "output.weight", {E, c.n_vocab});
+    if (f.find_tensor("blk.0.attn_qkv.weight"))
+        PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": fused attn_qkv tensors are not supported; convert with separate attn_q/k/v");
+    c.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+    for (int l = 0; l < c.n_layer; ++l) {
+        const std::string b = "blk." + std::to_string(l) + ".";
+        expect_shape(f, b + "attn_norm.weight", {E});
+        expect_shape(f, b + "attn_q.weight", {E, Q});
+        expect_shape(f, b + "attn_k.weight", {E, KV});
+        expect_shape(f, b + "attn_v.weight", {E, KV});
+        if (c.qkv_bias) {
+            expect_shape(f, b + "attn_q.bias", {Q});
+            expect_shape(f, b + "attn_k.bias", {KV});
+            expect_shape(f, b + "attn_v.bias", {KV});
+        }
+        expect_shape(f, b + "attn_output.weight", {Q, E});
+        expect_shape(f, b + "post_attention_norm.weight", {E});
+        expect_shape(f, b + "ffn_norm.weight", {E});
+        expect_shape(f, b + "ffn_up.weight", {E, 2 * (int64_t)c.n_ff});
+        expect_shape(f, b + "ffn_down.weight", {c.n_ff, E});
+        expect_shape(f, b + "post_ffw_norm.weight", {E});
+        for (const char* n : {"attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"})
+            if (f.tensor(b + n + ".weight").type != GgmlType::kF32)
+                PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": norm tensor '", b, n, ".weight' must be F32");
+    }
+    return c;
+}
+
+std::string Glm4Config::summary() const {
+    std::ostringstream os;
+    os << arch << ": " << n_layer << " layers, hidden " << n_embd << ", heads " << n_head << "/" << n_head_kv
+       << " (head_dim " << head_dim << ", rope " << n_rot << "), ffn " << n_ff << ", vocab " << n_vocab
+       << (qkv_bias ? ", qkv bias" : "");
+    return os.str();
+}
+
+uint64_t layer_weight_bytes(const gguf::GgufFile& f, int layer) {
+    const std::string prefix = "blk." + std::to_string(layer) + ".";
+    uint64_t b = 0;
+    for (const auto& t : f.tensors())
+        if (t.name.compare(0, prefix.size(), prefix) == 0) b += t.bytes;
+    return b;
+}
+
+uint64_t embedding_bytes(const gguf::GgufFile& f) { return f.tensor("token_embd.weight").bytes; }
+
+uint64_t head_bytes(const gguf::GgufFile& f) {
+    const gguf::TensorInfo* o = f.find_tensor("output.weight");
+    return f.tensor("output_norm.weight").bytes + (o ? o->bytes : f.tensor("token_embd.weight").bytes);
+}
+
+}  // namespace pipelm::model

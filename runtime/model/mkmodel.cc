@@ -1,1 +1,223 @@
-// placeholder
+#include "runtime/model/mkmodel.h"
+
+#include <algorithm>
+#include <cstring>
+#include <cmath>
+#include <thread>
+#include <vector>
+
+#include "kernels/quant.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fp16.h"
+#include "runtime/gguf/gguf_writer.h"
+
+namespace pipelm::model {
+namespace {
+
+uint64_t mix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+// Uniform in [-a, a) with standard deviation `std`, from a per-row counter-based generator.
+void random_row(uint64_t seed, uint64_t tensor, uint64_t row, float std, float* out, int64_t n) {
+    uint64_t s = mix(seed * 0x9e3779b97f4a7c15ull ^ mix(tensor * 1315423911ull + row + 1));
+    const float a = std * 1.7320508f;
+    for (int64_t i = 0; i < n; ++i) {
+        s = mix(s + 0x9e3779b97f4a7c15ull);
+        const float u = static_cast<float>(s >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+        out[i] = (2.f * u - 1.f) * a;
+    }
+}
+
+void encode_row(GgmlType t, const float* src, uint8_t* dst, int64_t n) {
+    switch (t) {
+        case GgmlType::kF32: std::memcpy(dst, src, n * 4); break;
+        case GgmlType::kF16:
+            for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_fp16(src[i]);
+            break;
+        case GgmlType::kBF16:
+            for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
+            break;
+        default: kernels::quantize_row(t, src, dst, n); break;
+    }
+}
+
+std::string utf8(uint32_t cp) {
+    std::string s;
+    if (cp < 0x80) s += static_cast<char>(cp);
+    else if (cp < 0x800) {
+        s += static_cast<char>(0xC0 | (cp >> 6));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+        s += static_cast<char>(0xE0 | (cp >> 12));
+        s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    return s;
+}
+
+// GPT-2 byte -> printable code point mapping.
+std::vector<std::string> byte_tokens() {
+    std::vector<std::string> tok(256);
+    uint32_t extra = 0;
+    for (uint32_t b = 0; b < 256; ++b) {
+        const bool direct = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        tok[b] = utf8(direct ? b : 256 + extra++);
+    }
+    return tok;
+}
+
+const char* kSpecials[] = {"<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>",
+                           "<eop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"};
+
+const char* kChatTemplate =
+    "[gMASK]<sop>{%- for msg in messages %}{%- if msg.role == 'system' %}<|system|>\n{{ msg.content }}{%- endif %}"
+    "{%- endfor %}{%- for message in messages if message.role != 'system' %}<|{{ message.role }}|>\n"
+    "{{ message.content }}{%- endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+}  // namespace
+
+MkModelSpec mkmodel_preset(const std::string& name) {
+    MkModelSpec s;
+    if (name == "tiny") return s;  // the glm4-tiny test shape
+    if (name == "bench") {
+        s.n_layer = 61; s.n_embd = 1024; s.n_head = 8; s.n_head_kv = 1; s.head_dim = 128; s.n_rot = 64;
+        s.n_ff = 3840; s.n_vocab = 151552; s.qkv_bias = false; s.dtype = GgmlType::kF16;
+        return s;
+    }
+    if (name == "small") {
+        s.n_layer = 8; s.n_embd = 256; s.n_head = 4; s.n_head_kv = 1; s.head_dim = 64; s.n_rot = 32;
+        s.n_ff = 512; s.n_vocab = 4096; s.qkv_bias = false;
+        return s;
+    }
+    if (name == "glm4-9b") {
+        s.n_layer = 40; s.n_embd = 4096; s.n_head = 32; s.n_head_kv = 2; s.head_dim = 128; s.n_rot = 64;
+        s.n_ff = 13696; s.n_vocab = 151552; s.qkv_bias = true; s.dtype = GgmlType::kBF16; s.n_ctx = 32768;
+        return s;
+    }
+    if (name == "glm4-32b") {
+        s.n_layer = 61; s.n_embd = 6144; s.n_head = 48; s.n_head_kv = 2; s.head_dim = 128; s.n_rot = 64;
+        s.n_ff = 23040; s.n_vocab = 151552; s.qkv_bias = false; s.dtype = GgmlType::kBF16; s.n_ctx = 32768;
+        return s;
+    }
+    PIPELM_THROW(ErrorCode::kInvalidArgument, "--preset ", name, ": unknown (use ", mkmodel_presets(), ")");
+}
+
+std::string mkmodel_presets() { return "tiny, small, bench, glm4-9b, glm4-32b"; }
+
+uint64_t mkmodel_params(const MkModelSpec& s) {
+    const uint64_t E = s.n_embd, Q = uint64_t(s.n_head) * s.head_dim, KV = uint64_t(s.n_head_kv) * s.head_dim;
+    uint64_t per_layer = E * Q + 2 * E * KV + Q * E + E * 2 * s.n_ff + uint64_t(s.n_ff) * E + 4 * E;
+    if (s.qkv_bias) per_layer += Q + 2 * KV;
+    return per_layer * s.n_layer + 2 * E * s.n_vocab + E;
+}
+
+void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads) {
+    PIPELM_CHECK(s.n_layer > 0 && s.n_embd > 0 && s.n_head > 0 && s.n_head_kv > 0 && s.head_dim > 0 && s.n_ff > 0,
+                 "mkmodel: every dimension must be positive");
+    PIPELM_CHECK(s.n_head % s.n_head_kv == 0, "mkmodel: --heads ", s.n_head, " must be a multiple of --kv-heads ",
+                 s.n_head_kv);
+    PIPELM_CHECK(s.n_rot % 2 == 0 && s.n_rot <= s.head_dim, "mkmodel: --rope-dim must be even and <= --head-dim");
+    PIPELM_CHECK(s.n_vocab >= 266, "mkmodel: --vocab must be at least 266 (256 bytes + 10 special tokens)");
+    const int64_t blk = ggml_type_info(s.dtype).block;
+    const int64_t E = s.n_embd, Q = int64_t(s.n_head) * s.head_dim, KV = int64_t(s.n_head_kv) * s.head_dim;
+    for (int64_t cols : {E, Q, int64_t(s.n_ff)})
+        PIPELM_CHECK(cols % blk == 0, "mkmodel: --dtype ", ggml_type_name(s.dtype), " needs every row length (",
+                     E, ", ", Q, ", ", s.n_ff, ") to be a multiple of ", blk);
+
+    gguf::GgufWriter w;
+    w.set_string("general.architecture", "glm4");
+    w.set_string("general.name", "pipelm random GLM-4 (mkmodel)");
+    w.set_u32("general.file_type", static_cast<uint32_t>(s.dtype));
+    w.set_u32("glm4.context_length", s.n_ctx);
+    w.set_u32("glm4.embedding_length", s.n_embd);
+    w.set_u32("glm4.feed_forward_length", s.n_ff);
+    w.set_u32("glm4.block_count", s.n_layer);
+    w.set_u32("glm4.attention.head_count", s.n_head);
+    w.set_u32("glm4.attention.head_count_kv", s.n_head_kv);
+    w.set_u32("glm4.attention.key_length", s.head_dim);
+    w.set_u32("glm4.attention.value_length", s.head_dim);
+    w.set_f32("glm4.attention.layer_norm_rms_epsilon", 1e-5f);
+    w.set_u32("glm4.rope.dimension_count", s.n_rot);
+    w.set_f32("glm4.rope.freq_base", 10000.f);
+    std::vector<std::string> tokens = byte_tokens();
+    std::vector<int32_t> types(256, 6);
+    const int n_fill = s.n_vocab - 256 - 10;
+    for (int i = 0; i < n_fill; ++i) {
+        tokens.push_back("[PAD" + std::to_string(256 + i) + "]");
+        types.push_back(5);
+    }
+    for (const char* sp : kSpecials) {
+        tokens.push_back(sp);
+        types.push_back(3);
+    }
+    const int32_t base = s.n_vocab - 10;
+    w.set_string("tokenizer.ggml.model", "gpt2");
+    w.set_string("tokenizer.ggml.pre", "glm4");
+    w.set_string_array("tokenizer.ggml.tokens", tokens);
+    w.set_i32_array("tokenizer.ggml.token_type", types);
+    w.set_string_array("tokenizer.ggml.merges", {});
+    w.set_u32("tokenizer.ggml.eos_token_id", base + 0);
+    w.set_u32("tokenizer.ggml.padding_token_id", base + 0);
+    w.set_u32("tokenizer.ggml.unknown_token_id", base + 0);
+    w.set_u32("tokenizer.ggml.bos_token_id", base + 2);
+    w.set_u32("tokenizer.ggml.eot_token_id", base + 7);
+    w.set_string("tokenizer.chat_template", kChatTemplate);
+
+    uint64_t tensor_id = 0;
+    auto matrix = [&](const std::string& name, int64_t cols, int64_t rows, GgmlType t, float std) {
+        const uint64_t id = tensor_id++;
+        const size_t rb = ggml_row_bytes(t, cols);
+        w.add_tensor(name, t, {cols, rows}, [=](uint8_t* dst) {
+            const int nt = std::max<int>(1, std::min<int64_t>(n_threads, rows));
+            std::vector<std::thread> th;
+            for (int k = 0; k < nt; ++k)
+                th.emplace_back([=] {
+                    std::vector<float> row(cols);
+                    for (int64_t r = rows * k / nt; r < rows * (k + 1) / nt; ++r) {
+                        random_row(s.seed, id, r, std, row.data(), cols);
+                        encode_row(t, row.data(), dst + r * rb, cols);
+                    }
+                });
+            for (auto& x : th) x.join();
+        });
+    };
+    auto vec = [&](const std::string& name, int64_t n, float center, float std) {
+        const uint64_t id = tensor_id++;
+        w.add_tensor(name, GgmlType::kF32, {n}, [=](uint8_t* dst) {
+            std::vector<float> v(n);
+            random_row(s.seed, id, 0, std, v.data(), n);
+            for (auto& x : v) x += center;
+            std::memcpy(dst, v.data(), n * 4);
+        });
+    };
+    matrix("token_embd.weight", E, s.n_vocab, s.dtype, 1.0f);
+    for (int l = 0; l < s.n_layer; ++l) {
+        const std::string b = "blk." + std::to_string(l) + ".";
+        vec(b + "attn_norm.weight", E, 1.f, 0.1f);
+        matrix(b + "attn_q.weight", E, Q, s.dtype, s.weight_std);
+        matrix(b + "attn_k.weight", E, KV, s.dtype, s.weight_std);
+        matrix(b + "attn_v.weight", E, KV, s.dtype, s.weight_std);
+        if (s.qkv_bias) {
+            vec(b + "attn_q.bias", Q, 0.f, 0.1f);
+            vec(b + "attn_k.bias", KV, 0.f, 0.1f);
+            vec(b + "attn_v.bias", KV, 0.f, 0.1f);
+        }
+        matrix(b + "attn_output.weight", Q, E, s.dtype, s.weight_std);
+        vec(b + "post_attention_norm.weight", E, 1.f, 0.1f);
+        vec(b + "ffn_norm.weight", E, 1.f, 0.1f);
+        matrix(b + "ffn_up.weight", E, 2 * int64_t(s.n_ff), s.dtype, s.weight_std);
+        matrix(b + "ffn_down.weight", s.n_ff, E, s.dtype, s.weight_std);
+        vec(b + "post_ffw_norm.weight", E, 1.f, 0.1f);
+    }
+    vec("output_norm.weight", E, 1.f, 0.1f);
+    matrix("output.weight", E, s.n_vocab, s.dtype, s.weight_std);
+    w.write(path);
+}
+
+}  // namespace pipelm::model

@@ -1,0 +1,60 @@
+// Element-wise and attention ops of a GLM-4 layer on the CPU. FP32 activations, FP32 (or wider)
+// accumulation. Every op computes each token's row independently of the other rows.
+#pragma once
+#include <cstdint>
+
+#include "runtime/base/ggml_types.h"
+#include "runtime/base/thread_pool.h"
+
+namespace pipelm::kernels {
+
+// y[t][i] = (x[t][i] * s_t) * w[i], s_t = 1/sqrt(mean_i x[t][i]^2 + eps); sum of squares in double
+// (as ggml). x and y: [n_rows][n] with row strides ldx / ldy; may alias.
+void rms_norm(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n_rows, int64_t n,
+              float eps, ThreadPool& pool);
+
+// Rotary embedding of type NORM (adjacent pairs (2i, 2i+1), i < n_rot/2) applied in place to
+// x: [n_tokens][n_heads * head_dim] (row stride ld). cos_sin: per token, n_rot floats
+// (cos θ_0, sin θ_0, cos θ_1, ...), table row stride n_rot; row of token t = cos_sin + pos[t] * n_rot.
+void rope_norm(float* x, int64_t ld, int64_t n_tokens, int n_heads, int head_dim, int n_rot, const int32_t* pos,
+               const float* cos_sin);
+
+// Builds the cos/sin table for positions [0, n_pos): θ_i(p) = p · base^(−2i/n_rot), computed in double.
+void rope_table(float* cos_sin, int64_t n_pos, int n_rot, float base);
+
+// out[t][i] = silu(gu[t][i]) * gu[t][n_ff + i]  (gate first, then up), gu: [n_tokens][2 n_ff].
+void swiglu(const float* gu, float* out, int64_t n_tokens, int64_t n_ff, ThreadPool& pool);
+
+// x[i] += y[i]
+void add_inplace(float* x, const float* y, int64_t n);
+
+// KV storage type of the cache: f32 or f16 (or q8_0 blocks of 32 along the row).
+// Converts n floats into `type` at dst / back.
+void store_row(GgmlType type, const float* src, void* dst, int64_t n);
+
+struct AttentionArgs {
+    const float* q = nullptr;  // [n_tokens][n_head * head_dim], row stride ldq (post-RoPE)
+    int64_t ldq = 0;
+    float* out = nullptr;      // [n_tokens][n_head * head_dim], row stride ldo
+    int64_t ldo = 0;
+    int64_t n_tokens = 0;
+    int n_head = 0;
+    int n_head_kv = 0;
+    int head_dim = 0;
+    float scale = 1.f;
+    // Per token: the K/V rows it attends to are rows [0, n_kv[t]) of its sequence's cache,
+    // k_rows[t] / v_rows[t] point at row 0; each row holds n_head_kv * head_dim values of kv_type.
+    const void* const* k_rows = nullptr;
+    const void* const* v_rows = nullptr;
+    const int32_t* n_kv = nullptr;
+    GgmlType kv_type = GgmlType::kF32;
+};
+
+// Causal GQA attention, FP32 scores, FP32 softmax (sum in double) and FP32 softmax·V.
+// Query head h uses KV head h / (n_head / n_head_kv). Threads split over (token, head).
+void attention(const AttentionArgs& a, ThreadPool& pool);
+
+// True if any of x[0..n) is NaN or ±Inf.
+bool has_non_finite(const float* x, int64_t n);
+
+}  // namespace pipelm::kernels

@@ -1,0 +1,190 @@
+// Model-file commands: tokenize, inspect, mkmodel, plan.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <iostream>
+#include <sstream>
+
+#include "launcher/cli.h"
+#include "launcher/commands.h"
+#include "launcher/session.h"
+#include "runtime/base/log.h"
+#include "runtime/model/mkmodel.h"
+
+namespace pipelm::launcher {
+
+int cmd_tokenize(int argc, char** argv) {
+    cli::Args a("tokenize", {{"--model", "-m", true, "FILE", "GGUF model file", ""},
+                             {"--text", "", true, "S", "text to tokenize", ""},
+                             {"--file", "-f", true, "FILE", "read the text from a file", ""},
+                             {"--special", "", false, "", "parse special tokens like [gMASK] and <|user|>", ""}});
+    if (!a.parse(argc, argv, 2, "Prints the token ids of a text as a JSON array (no BOS is added).")) return 0;
+    if (!a.has("--model")) PIPELM_THROW(ErrorCode::kInvalidArgument, "tokenize: pass -m FILE.gguf");
+    std::string text = a.str("--text");
+    if (a.has("--file")) {
+        std::ifstream in(a.str("--file"), std::ios::binary);
+        if (!in) PIPELM_THROW(ErrorCode::kIo, a.str("--file"), ": cannot read");
+        text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    auto f = gguf::GgufFile::open(a.str("--model"));
+    tok::Tokenizer t(vocab_from_gguf(*f));
+    const auto ids = t.encode(text, a.flag("--special"));
+    std::ostringstream os;
+    os << "[";
+    for (size_t i = 0; i < ids.size(); ++i) os << (i ? ", " : "") << ids[i];
+    os << "]\n";
+    std::fputs(os.str().c_str(), stdout);
+    return 0;
+}
+
+namespace {
+
+std::string value_to_string(const gguf::Value& v, size_t max_items = 8) {
+    using gguf::ValueType;
+    std::ostringstream os;
+    switch (v.type) {
+        case ValueType::kString: {
+            std::string s = v.s.size() > 80 ? v.s.substr(0, 77) + "..." : v.s;
+            for (auto& c : s)
+                if (c == '\n') c = ' ';
+            os << '"' << s << '"';
+            break;
+        }
+        case ValueType::kF32: case ValueType::kF64: os << v.f; break;
+        case ValueType::kBool: os << (v.u ? "true" : "false"); break;
+        case ValueType::kArray: {
+            os << "[" << gguf::value_type_name(v.elem_type) << " x " << v.arr.size() << "]";
+            if (!v.arr.empty()) {
+                os << " ";
+                for (size_t i = 0; i < v.arr.size() && i < max_items; ++i) os << (i ? ", " : "") << value_to_string(v.arr[i], 3);
+                if (v.arr.size() > max_items) os << ", ...";
+            }
+            break;
+        }
+        default: os << v.as_int(); break;
+    }
+    return os.str();
+}
+
+}  // namespace
+
+int cmd_inspect(int argc, char** argv) {
+    cli::Args a("inspect", {{"--model", "-m", true, "FILE", "GGUF file", ""}});
+    if (!a.parse(argc, argv, 2, "Prints a GGUF file's metadata, tensor table and bits per weight.")) return 0;
+    if (!a.has("--model")) PIPELM_THROW(ErrorCode::kInvalidArgument, "inspect: pass -m FILE.gguf");
+    auto f = gguf::GgufFile::open(a.str("--model"));
+    std::printf("file: %s\nGGUF version %u, alignment %llu, %zu metadata keys, %zu tensors, %llu bytes\n\n",
+                f->path().c_str(), f->version(), (unsigned long long)f->alignment(), f->metadata().size(),
+                f->tensors().size(), (unsigned long long)f->file_size());
+    for (const auto& kv : f->metadata())
+        std::printf("  %-44s %s\n", kv.first.c_str(), value_to_string(kv.second).c_str());
+    std::printf("\n  %-36s %-8s %-22s %12s\n", "tensor", "type", "shape (ne)", "bytes");
+    uint64_t total_bytes = 0, total_el = 0;
+    std::map<std::string, std::pair<int, uint64_t>> by_type;
+    for (const auto& t : f->tensors()) {
+        std::ostringstream sh;
+        sh << "{";
+        for (size_t i = 0; i < t.ne.size(); ++i) sh << (i ? ", " : "") << t.ne[i];
+        sh << "}";
+        std::printf("  %-36s %-8s %-22s %12llu\n", t.name.c_str(), ggml_type_name(t.type), sh.str().c_str(),
+                    (unsigned long long)t.bytes);
+        total_bytes += t.bytes;
+        total_el += static_cast<uint64_t>(t.n_elements());
+        auto& bt = by_type[ggml_type_name(t.type)];
+        bt.first++;
+        bt.second += t.bytes;
+    }
+    std::printf("\ntypes:");
+    for (const auto& bt : by_type) std::printf(" %s x%d (%.1f MiB)", bt.first.c_str(), bt.second.first, bt.second.second / 1048576.0);
+    std::printf("\nparameters: %llu, tensor bytes: %llu, bits per weight: %.3f\n", (unsigned long long)total_el,
+                (unsigned long long)total_bytes, total_el ? 8.0 * total_bytes / total_el : 0.0);
+    if (f->has("general.architecture")) {
+        try {
+            auto cfg = model::Glm4Config::from_gguf(*f);
+            std::printf("model: %s\n", cfg.summary().c_str());
+        } catch (const Error& e) {
+            std::printf("model: not loadable: %s\n", e.what());
+        }
+    }
+    return 0;
+}
+
+int cmd_mkmodel(int argc, char** argv) {
+    cli::Args a("mkmodel", {
+        {"--out", "-o", true, "FILE", "output GGUF path", ""},
+        {"--preset", "", true, "NAME", "shape preset: " + model::mkmodel_presets(), "tiny"},
+        {"--layers", "", true, "N", "block_count", "preset"},
+        {"--embd", "", true, "N", "embedding_length (hidden size)", "preset"},
+        {"--heads", "", true, "N", "query heads", "preset"},
+        {"--kv-heads", "", true, "N", "KV heads", "preset"},
+        {"--head-dim", "", true, "N", "head dimension", "preset"},
+        {"--rope-dim", "", true, "N", "rotary dimensions per head", "preset"},
+        {"--ffn", "", true, "N", "feed_forward_length", "preset"},
+        {"--vocab", "", true, "N", "vocabulary size (>= 266)", "preset"},
+        {"--ctx", "", true, "N", "context_length", "preset"},
+        {"--bias", "", false, "", "with q/k/v biases (as GLM-4-9B)", ""},
+        {"--no-bias", "", false, "", "without q/k/v biases (as GLM-4-32B)", ""},
+        {"--dtype", "", true, "TYPE", "type of the 2-D weights: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q4_k q5_k q6_k iq4_xs", "preset"},
+        {"--seed", "", true, "N", "random seed", "42"},
+        {"--threads", "-t", true, "N", "threads", "all cores"},
+    });
+    if (!a.parse(argc, argv, 2,
+                 "Writes a GLM-4-architecture GGUF with RANDOM weights (for tests and benchmarks: its text is noise)\n"
+                 "and a byte-level tokenizer. Quantized types use pipelm's own round-to-nearest quantizers."))
+        return 0;
+    if (!a.has("--out")) PIPELM_THROW(ErrorCode::kInvalidArgument, "mkmodel: pass -o FILE.gguf");
+    model::MkModelSpec s = model::mkmodel_preset(a.str("--preset"));
+    auto set = [&](const char* flag, int& v) {
+        if (a.has(flag)) v = static_cast<int>(a.integer(flag));
+    };
+    set("--layers", s.n_layer);
+    set("--embd", s.n_embd);
+    set("--heads", s.n_head);
+    set("--kv-heads", s.n_head_kv);
+    set("--head-dim", s.head_dim);
+    set("--rope-dim", s.n_rot);
+    set("--ffn", s.n_ff);
+    set("--vocab", s.n_vocab);
+    set("--ctx", s.n_ctx);
+    if (a.flag("--bias")) s.qkv_bias = true;
+    if (a.flag("--no-bias")) s.qkv_bias = false;
+    if (a.has("--dtype")) s.dtype = parse_ggml_type(a.str("--dtype"));
+    s.seed = static_cast<uint64_t>(a.integer("--seed"));
+    const int threads = a.has("--threads") ? static_cast<int>(a.integer("--threads")) : default_threads(1);
+    model::mkmodel_write(s, a.str("--out"), threads);
+    PIPELM_INFO("wrote ", a.str("--out"), ": ", model::mkmodel_params(s) / 1e6, " M parameters, ", s.n_layer,
+                " layers, ", ggml_type_name(s.dtype), " (random weights)");
+    return 0;
+}
+
+int cmd_plan(int argc, char** argv) {
+    cli::Args a("plan", cli::pipeline_flags());
+    if (!a.parse(argc, argv, 2, "Prints how the model's layers are split into stages (device, layers, weight and KV\n"
+                                "memory, share of the compute) and refuses a plan that does not fit. Reads no weights."))
+        return 0;
+    SessionOptions o = SessionOptions::from_args(a);
+    if (o.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: pass -m FILE.gguf");
+    auto f = gguf::GgufFile::open(o.model_path);
+    auto cfg = model::Glm4Config::from_gguf(*f);
+    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(4096, cfg.n_ctx_train > 0 ? cfg.n_ctx_train : 4096);
+    int S = o.n_stages;
+    if (!o.workers.empty()) S = 1 + static_cast<int>(std::count(o.workers.begin(), o.workers.end(), ',')) + 1;
+    pipeline::PlanRequest r;
+    r.n_stages = S;
+    r.split = o.split;
+    if (!o.mem.empty()) r.mem_budget = pipeline::parse_mem_list(o.mem);
+    std::stringstream ss(o.devices);
+    std::string d;
+    while (std::getline(ss, d, ',')) r.devices.push_back(d);
+    r.n_ctx = n_ctx;
+    r.n_seq = o.n_seq;
+    r.kv_bytes_per_token_layer = ggml_row_bytes(o.cache_k, cfg.kv_dim()) + ggml_row_bytes(o.cache_v, cfg.kv_dim());
+    auto plan = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*f, cfg.n_layer), r);
+    std::printf("%s\n%s, context %d x %d sequence(s), KV %s/%s\n%s", f->path().c_str(), cfg.summary().c_str(), n_ctx,
+                o.n_seq, ggml_type_name(o.cache_k), ggml_type_name(o.cache_v), pipeline::format_plan(plan).c_str());
+    return 0;
+}
+
+}  // namespace pipelm::launcher

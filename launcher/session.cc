@@ -1,0 +1,195 @@
+#include "launcher/session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <sstream>
+
+#include "runtime/base/log.h"
+#include "transport/inproc_link.h"
+#include "launcher/session_net.h"
+
+namespace pipelm::launcher {
+
+const char* mode_name(Mode m) {
+    switch (m) {
+        case Mode::kInProcess: return "in-process";
+        case Mode::kMpi: return "mpi";
+        case Mode::kTcp: return "tcp";
+    }
+    return "?";
+}
+
+int default_threads(int local_stages) {
+    const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+    return std::max(1, static_cast<int>(cores) / std::max(1, local_stages));
+}
+
+SessionOptions SessionOptions::from_args(const cli::Args& a) {
+    SessionOptions o;
+    o.model_path = a.str("--model");
+    o.threads = a.has("--threads") ? static_cast<int>(a.integer("--threads")) : 0;
+    o.n_ctx = a.has("--ctx") ? static_cast<int>(a.integer("--ctx")) : 0;
+    o.ubatch = a.has("--ubatch") ? static_cast<int>(a.integer("--ubatch")) : 64;
+    o.n_stages = a.has("--stages") ? static_cast<int>(a.integer("--stages")) : 1;
+    o.split = a.has("--split") ? a.str("--split") : "auto";
+    o.mem = a.str("--mem");
+    o.devices = a.str("--devices");
+    o.workers = a.str("--workers");
+    o.token_file = a.str("--token-file");
+    o.connect_timeout_s = a.number("--connect-timeout");
+    o.wire = pipeline::parse_wire(a.str("--wire"));
+    o.n_seq = static_cast<int>(a.integer("--parallel"));
+    o.cache_k = parse_ggml_type(a.str("--cache-type-k"));
+    o.cache_v = parse_ggml_type(a.str("--cache-type-v"));
+    o.check_finite = !a.flag("--no-check-finite");
+    if (o.threads < 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--threads must be positive");
+    if (o.ubatch <= 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--ubatch must be positive");
+    if (o.n_seq <= 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--parallel must be positive");
+    if (o.n_ctx < 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--ctx must be positive");
+    if (o.n_stages < 1) PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages must be at least 1");
+    if (a.has("--attn-precision")) {
+        const std::string p = a.str("--attn-precision");
+        if (p != "f32" && p != "f16" && p != "bf16")
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--attn-precision ", p, ": use f32 (default for glm4) or f16");
+    }
+    if (!o.devices.empty()) {
+        std::stringstream ss(o.devices);
+        std::string d;
+        while (std::getline(ss, d, ','))
+            if (d != "cpu")
+                PIPELM_THROW(ErrorCode::kUnsupported, "--devices ", o.devices, ": device '", d,
+                             "' is not available in this build (CPU stages only); use cpu");
+    }
+    return o;
+}
+
+tok::VocabData vocab_from_gguf(const gguf::GgufFile& f) {
+    tok::VocabData v;
+    v.model = f.get_string("tokenizer.ggml.model");
+    v.pre = f.has("tokenizer.ggml.pre") ? f.get_string("tokenizer.ggml.pre") : "";
+    v.tokens = f.get_string_array("tokenizer.ggml.tokens");
+    if (f.has("tokenizer.ggml.token_type"))
+        for (int64_t t : f.get_int_array("tokenizer.ggml.token_type")) v.token_types.push_back(static_cast<int32_t>(t));
+    if (f.has("tokenizer.ggml.merges")) v.merges = f.get_string_array("tokenizer.ggml.merges");
+    v.bos = static_cast<int32_t>(f.get_int("tokenizer.ggml.bos_token_id", -1));
+    v.eos = static_cast<int32_t>(f.get_int("tokenizer.ggml.eos_token_id", -1));
+    v.eot = static_cast<int32_t>(f.get_int("tokenizer.ggml.eot_token_id", -1));
+    v.unk = static_cast<int32_t>(f.get_int("tokenizer.ggml.unknown_token_id", -1));
+    v.pad = static_cast<int32_t>(f.get_int("tokenizer.ggml.padding_token_id", -1));
+    if (f.has("tokenizer.chat_template")) v.chat_template = f.get_string("tokenizer.chat_template");
+    return v;
+}
+
+namespace {
+
+pipeline::PlanRequest plan_request(const SessionOptions& o, const model::Glm4Config& cfg, int n_stages, int n_ctx) {
+    pipeline::PlanRequest r;
+    r.n_stages = n_stages;
+    r.split = o.split;
+    if (!o.mem.empty()) r.mem_budget = pipeline::parse_mem_list(o.mem);
+    std::stringstream ss(o.devices);
+    std::string d;
+    while (std::getline(ss, d, ',')) r.devices.push_back(d);
+    r.n_ctx = n_ctx;
+    r.n_seq = o.n_seq;
+    r.kv_bytes_per_token_layer = ggml_row_bytes(o.cache_k, cfg.kv_dim()) + ggml_row_bytes(o.cache_v, cfg.kv_dim());
+    return r;
+}
+
+}  // namespace
+
+std::unique_ptr<Session> Session::open(const SessionOptions& opt) {
+    std::unique_ptr<Session> s(new Session());
+    if (net::launched_by_mpirun()) s->mode_ = Mode::kMpi;
+    else if (!opt.workers.empty()) s->mode_ = Mode::kTcp;
+    if (s->mode_ == Mode::kMpi) {
+        s->start_mpi(opt);
+        return s;
+    }
+    if (opt.model_path.empty())
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
+    s->file_ = gguf::GgufFile::open(opt.model_path);
+    s->cfg_ = model::Glm4Config::from_gguf(*s->file_);
+    s->tokenizer_ = std::make_unique<tok::Tokenizer>(vocab_from_gguf(*s->file_));
+    s->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min(4096, s->cfg_.n_ctx_train > 0 ? s->cfg_.n_ctx_train : 4096);
+    if (s->mode_ == Mode::kTcp) s->start_tcp(opt);
+    else s->start_in_process(opt);
+    return s;
+}
+
+void Session::start_in_process(const SessionOptions& opt) {
+    const int S = opt.n_stages;
+    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
+    if (!opt.quiet_plan && S > 1)
+        PIPELM_INFO("plan: ", S, " stages, in-process links\n", pipeline::format_plan(plan_));
+    const int threads = opt.threads > 0 ? opt.threads : default_threads(S);
+    std::vector<transport::StageLinks> links =
+        S > 1 ? transport::make_inproc_pipeline(S) : std::vector<transport::StageLinks>(1);
+    const std::string id = pipeline::model_identity(*file_);
+    for (int s = 0; s < S; ++s) {
+        pools_.push_back(std::make_unique<ThreadPool>(threads));
+        model::StageSpec spec{s, plan_[s].first_layer, plan_[s].last_layer, plan_[s].has_embedding, plan_[s].has_head};
+        model::StageOptions so;
+        so.n_ctx = n_ctx_;
+        so.n_seq = opt.n_seq;
+        so.cache_type_k = opt.cache_k;
+        so.cache_type_v = opt.cache_v;
+        so.check_finite = opt.check_finite;
+        stages_.push_back(std::make_unique<model::Glm4Stage>(file_, cfg_, spec, so, *pools_.back()));
+    }
+    thread_errors_.resize(S);
+    for (int s = 1; s < S; ++s) {
+        pipeline::RunnerOptions ro;
+        ro.model_id = id;
+        ro.n_stages = S;
+        ro.n_seq = opt.n_seq;
+        auto runner = std::make_shared<pipeline::StageRunner>(*stages_[s], links[s], ro);
+        threads_.emplace_back([this, runner, s] {
+            try {
+                runner->run();
+            } catch (...) {
+                thread_errors_[s] = std::current_exception();
+            }
+        });
+    }
+    pipeline::EngineOptions eo;
+    eo.n_stages = S;
+    eo.ubatch = opt.ubatch;
+    eo.wire = opt.wire;
+    eo.n_seq = opt.n_seq;
+    eo.model_id = id;
+    eo.model_name = file_->path();
+    for (const auto& p : plan_) eo.plan.push_back({p.first_layer, p.last_layer});
+    engine_ = std::make_unique<pipeline::Engine>(*stages_[0], links[0], eo);
+    engine_->handshake();
+}
+
+void Session::close() {
+    if (closed_) return;
+    closed_ = true;
+    std::exception_ptr first;
+    if (engine_) {
+        try {
+            engine_->shutdown();
+        } catch (...) {
+            first = std::current_exception();
+        }
+    }
+    for (auto& t : threads_)
+        if (t.joinable()) t.join();
+    for (auto& e : thread_errors_)
+        if (e && !first) first = e;
+    if (first) std::rethrow_exception(first);
+}
+
+Session::~Session() {
+    try {
+        close();
+    } catch (const std::exception& e) {
+        PIPELM_WARN("while shutting down: ", e.what());
+    }
+}
+
+}  // namespace pipelm::launcher

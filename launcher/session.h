@@ -1,0 +1,111 @@
+// Wires a command to a pipeline: opens the model, makes the plan, builds this process's stages
+// and links for the mode in use (in-process threads, mpirun ranks, TCP workers) and gives the
+// coordinator an Engine. The same flags work in every mode.
+#pragma once
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "launcher/cli.h"
+#include "runtime/base/thread_pool.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/model/glm4_config.h"
+#include "runtime/model/glm4_stage.h"
+#include "runtime/pipeline/planner.h"
+#include "runtime/pipeline/stage_runner.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace pipelm::launcher {
+
+enum class Mode { kInProcess, kMpi, kTcp };
+const char* mode_name(Mode m);
+
+struct SessionOptions {
+    std::string model_path;
+    int threads = 0;  // 0 = cores / local stages
+    int n_ctx = 0;    // 0 = min(model's, 4096)
+    int ubatch = 64;
+    int n_stages = 1;
+    std::string split = "auto";
+    std::string mem;
+    std::string devices;
+    std::string workers;
+    std::string token_file;
+    double connect_timeout_s = 30;
+    pipeline::Wire wire = pipeline::Wire::kF32;
+    int n_seq = 1;
+    GgmlType cache_k = GgmlType::kF32, cache_v = GgmlType::kF32;
+    bool check_finite = true;
+    bool quiet_plan = false;
+
+    static SessionOptions from_args(const cli::Args& a);
+};
+
+// Job description sent to TCP workers (cereal).
+struct WorkerJob {
+    std::string model_path;
+    std::string model_id;
+    int32_t first_layer = 0, last_layer = 0;
+    int32_t n_stages = 1;
+    int32_t n_ctx = 0, n_seq = 1, threads = 0;
+    uint32_t cache_k = 0, cache_v = 0;
+    uint8_t check_finite = 1;
+    template <class A>
+    void serialize(A& ar) {
+        ar(model_path, model_id, first_layer, last_layer, n_stages, n_ctx, n_seq, threads, cache_k, cache_v, check_finite);
+    }
+};
+
+class Session {
+public:
+    // Builds the pipeline. On MPI ranks other than 0 this runs the stage until the coordinator
+    // shuts it down and then returns a session with is_coordinator() == false.
+    static std::unique_ptr<Session> open(const SessionOptions& opt);
+    ~Session();
+
+    bool is_coordinator() const { return engine_ != nullptr; }
+    pipeline::Engine& engine() { return *engine_; }
+    const tok::Tokenizer& tokenizer() const { return *tokenizer_; }
+    const model::Glm4Config& config() const { return cfg_; }
+    const gguf::GgufFile& file() const { return *file_; }
+    const std::vector<pipeline::StagePlan>& plan() const { return plan_; }
+    Mode mode() const { return mode_; }
+    int n_ctx() const { return n_ctx_; }
+    int rank() const { return rank_; }
+    // Orderly shutdown of every stage; rethrows a stage thread's error.
+    void close();
+
+private:
+    Session() = default;
+    void start_in_process(const SessionOptions& opt);
+    void start_mpi(const SessionOptions& opt);
+    void start_tcp(const SessionOptions& opt);
+
+    Mode mode_ = Mode::kInProcess;
+    int rank_ = 0;
+    int n_ctx_ = 0;
+    std::shared_ptr<gguf::GgufFile> file_;
+    model::Glm4Config cfg_;
+    std::unique_ptr<tok::Tokenizer> tokenizer_;
+    std::vector<pipeline::StagePlan> plan_;
+    std::vector<std::unique_ptr<ThreadPool>> pools_;
+    std::vector<std::unique_ptr<model::Glm4Stage>> stages_;
+    std::unique_ptr<pipeline::Engine> engine_;
+    std::vector<std::thread> threads_;
+    std::vector<std::exception_ptr> thread_errors_;
+    std::shared_ptr<void> mpi_env_;  // keeps MPI initialized for the session's lifetime
+    std::vector<std::shared_ptr<void>> keep_alive_;
+    bool closed_ = false;
+};
+
+// tokenizer.ggml.* keys -> VocabData.
+tok::VocabData vocab_from_gguf(const gguf::GgufFile& f);
+// Threads per stage when --threads is not given.
+int default_threads(int local_stages);
+
+// Runs a TCP worker: serves jobs from coordinators until killed (or one job with once).
+int run_worker(const std::string& listen, const std::string& token_file, const std::string& model_override,
+               int threads, bool once);
+
+}  // namespace pipelm::launcher

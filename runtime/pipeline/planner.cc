@@ -1,0 +1,204 @@
+#include "runtime/pipeline/planner.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+#include <sstream>
+
+#include "runtime/base/error.h"
+#include "runtime/model/glm4_config.h"
+
+namespace pipelm::pipeline {
+
+ModelCosts ModelCosts::from_gguf(const gguf::GgufFile& f, int n_layer) {
+    ModelCosts c;
+    for (int l = 0; l < n_layer; ++l) c.layer_bytes.push_back(model::layer_weight_bytes(f, l));
+    c.embedding_bytes = model::embedding_bytes(f);
+    c.head_bytes = model::head_bytes(f);
+    c.head_compute = c.head_bytes - f.tensor("output_norm.weight").bytes;
+    return c;
+}
+
+std::vector<int> parse_split(const std::string& s) {
+    std::vector<int> out;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        char* end = nullptr;
+        const long v = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || v <= 0 || v > 100000)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", s, ": '", item,
+                         "' is not a positive layer count (use auto, mem, or counts like 16,15,15,15)");
+        out.push_back(static_cast<int>(v));
+    }
+    return out;
+}
+
+std::vector<uint64_t> parse_mem_list(const std::string& s) {
+    std::vector<uint64_t> out;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        char* end = nullptr;
+        const double v = std::strtod(item.c_str(), &end);
+        uint64_t mult = 1;
+        std::string suf(end ? end : "");
+        if (suf == "K" || suf == "k" || suf == "KiB") mult = 1ull << 10;
+        else if (suf == "M" || suf == "m" || suf == "MiB") mult = 1ull << 20;
+        else if (suf == "G" || suf == "g" || suf == "GiB") mult = 1ull << 30;
+        else if (suf == "T" || suf == "TiB") mult = 1ull << 40;
+        else if (!suf.empty())
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--mem ", s, ": cannot read '", item, "' (use e.g. 8G,512M)");
+        if (!(v >= 0)) PIPELM_THROW(ErrorCode::kInvalidArgument, "--mem ", s, ": negative size");
+        out.push_back(static_cast<uint64_t>(v * static_cast<double>(mult)));
+    }
+    return out;
+}
+
+namespace {
+
+// Contiguous partition of costs into k parts minimizing the largest part (DP, O(k n^2)).
+std::vector<int> balance(const std::vector<double>& layer_cost, double first_extra, double last_extra, int k) {
+    const int n = static_cast<int>(layer_cost.size());
+    std::vector<double> prefix(n + 1, 0.0);
+    for (int i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + layer_cost[i];
+    const double inf = std::numeric_limits<double>::infinity();
+    // best[s][i]: first i layers in s stages; choice[s][i]: start of stage s-1.
+    std::vector<std::vector<double>> best(k + 1, std::vector<double>(n + 1, inf));
+    std::vector<std::vector<int>> choice(k + 1, std::vector<int>(n + 1, 0));
+    best[0][0] = 0;
+    for (int s = 1; s <= k; ++s)
+        for (int i = s; i <= n - (k - s); ++i)
+            for (int j = s - 1; j < i; ++j) {
+                if (best[s - 1][j] == inf) continue;
+                double c = prefix[i] - prefix[j];
+                if (s == 1) c += first_extra;
+                if (s == k) c += last_extra;
+                const double v = std::max(best[s - 1][j], c);
+                if (v < best[s][i] - 1e-12) {
+                    best[s][i] = v;
+                    choice[s][i] = j;
+                }
+            }
+    std::vector<int> counts(k);
+    int i = n;
+    for (int s = k; s >= 1; --s) {
+        const int j = choice[s][i];
+        counts[s - 1] = i - j;
+        i = j;
+    }
+    return counts;
+}
+
+std::string mib(uint64_t b) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(b) / (1 << 20));
+    return buf;
+}
+
+}  // namespace
+
+std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req) {
+    const int n_layer = static_cast<int>(costs.layer_bytes.size());
+    const int S = req.n_stages;
+    if (S < 1) PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": need at least 1 stage");
+    if (S > n_layer)
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer,
+                     " layers; every stage needs at least one");
+    std::vector<uint64_t> budget(S, 0);
+    if (req.mem_budget.size() == 1) budget.assign(S, req.mem_budget[0]);
+    else if (!req.mem_budget.empty()) {
+        if (static_cast<int>(req.mem_budget.size()) != S)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--mem has ", req.mem_budget.size(), " values for ", S,
+                         " stages: give one per stage or a single value");
+        budget = req.mem_budget;
+    }
+
+    std::vector<int> counts;
+    if (req.split == "auto" || req.split.empty()) {
+        std::vector<double> c(costs.layer_bytes.begin(), costs.layer_bytes.end());
+        counts = balance(c, 0.0, static_cast<double>(costs.head_compute), S);
+    } else if (req.split == "mem") {
+        // Layers in proportion to each stage's memory budget (all equal if none given).
+        std::vector<double> w(S, 1.0);
+        bool any = false;
+        for (int s = 0; s < S; ++s)
+            if (budget[s]) any = true;
+        if (any)
+            for (int s = 0; s < S; ++s) w[s] = static_cast<double>(budget[s]);
+        double total = 0;
+        for (double x : w) total += x;
+        counts.assign(S, 1);
+        int assigned = S;
+        std::vector<double> exact(S);
+        for (int s = 0; s < S; ++s) exact[s] = w[s] / total * n_layer;
+        while (assigned < n_layer) {
+            int best = 0;
+            for (int s = 1; s < S; ++s)
+                if (exact[s] - counts[s] > exact[best] - counts[best]) best = s;
+            counts[best]++;
+            assigned++;
+        }
+    } else {
+        counts = parse_split(req.split);
+        if (static_cast<int>(counts.size()) != S && req.n_stages > 1)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", req.split, " has ", counts.size(),
+                         " stages but --stages is ", S);
+        int sum = 0;
+        for (int c : counts) sum += c;
+        if (sum != n_layer)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", req.split, " sums to ", sum,
+                         " layers but the model has n_layer = ", n_layer, ": the counts must add up to ", n_layer);
+    }
+
+    std::vector<StagePlan> plan;
+    double total_compute = static_cast<double>(costs.head_compute);
+    for (uint64_t b : costs.layer_bytes) total_compute += static_cast<double>(b);
+    int first = 0;
+    for (int s = 0; s < static_cast<int>(counts.size()); ++s) {
+        StagePlan p;
+        p.index = s;
+        p.device = s < static_cast<int>(req.devices.size()) ? req.devices[s] : "cpu";
+        p.first_layer = first;
+        p.last_layer = first + counts[s];
+        p.has_embedding = s == 0;
+        p.has_head = s + 1 == static_cast<int>(counts.size());
+        double compute = 0;
+        for (int l = p.first_layer; l < p.last_layer; ++l) {
+            p.weight_bytes += costs.layer_bytes[l];
+            compute += static_cast<double>(costs.layer_bytes[l]);
+        }
+        if (p.has_embedding) p.weight_bytes += costs.embedding_bytes;
+        if (p.has_head) {
+            p.weight_bytes += costs.head_bytes;
+            compute += static_cast<double>(costs.head_compute);
+        }
+        p.kv_bytes = req.kv_bytes_per_token_layer * static_cast<uint64_t>(counts[s]) * req.n_ctx * req.n_seq;
+        p.compute_share = total_compute > 0 ? compute / total_compute : 0;
+        if (s < static_cast<int>(budget.size()) && budget[s] && p.weight_bytes + p.kv_bytes > budget[s])
+            PIPELM_THROW(ErrorCode::kOutOfMemory, "stage ", s, " (", p.device, ", layers ", p.first_layer, "-",
+                         p.last_layer - 1, ") needs ", mib(p.weight_bytes + p.kv_bytes), " MiB (weights ",
+                         mib(p.weight_bytes), " + KV ", mib(p.kv_bytes), ") but its --mem budget is ", mib(budget[s]),
+                         " MiB: use more stages, another --split, a smaller --ctx or a smaller quantization");
+        plan.push_back(p);
+        first = p.last_layer;
+    }
+    return plan;
+}
+
+std::string format_plan(const std::vector<StagePlan>& plan) {
+    std::ostringstream os;
+    os << "stage  device    layers        weights MiB   KV MiB   compute\n";
+    for (const auto& p : plan) {
+        char buf[160];
+        char layers[32];
+        std::snprintf(layers, sizeof layers, "%d-%d (%d)", p.first_layer, p.last_layer - 1, p.last_layer - p.first_layer);
+        std::snprintf(buf, sizeof buf, "%5d  %-8s  %-12s  %11s  %7s   %5.1f%%%s%s\n", p.index, p.device.c_str(), layers,
+                      mib(p.weight_bytes).c_str(), mib(p.kv_bytes).c_str(), 100.0 * p.compute_share,
+                      p.has_embedding ? " +embd" : "", p.has_head ? " +head" : "");
+        os << buf;
+    }
+    return os.str();
+}
+
+}  // namespace pipelm::pipeline

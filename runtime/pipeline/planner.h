@@ -1,0 +1,53 @@
+// Planner: cuts the model's layers into contiguous stages. Input: per-layer weight bytes, the
+// embedding (first stage) and final norm + lm_head (last stage), KV bytes per token, devices and
+// their memory budgets. Output: layer ranges minimizing the slowest stage (auto), proportional
+// to memory (mem) or given (a,b,c). Works from the GGUF tensor table: no weight is read.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/gguf/gguf.h"
+
+namespace pipelm::pipeline {
+
+struct PlanRequest {
+    int n_stages = 1;
+    std::string split = "auto";         // auto | mem | a,b,c
+    std::vector<std::string> devices;   // per stage ("cpu", "cuda:0"); empty = all cpu
+    std::vector<uint64_t> mem_budget;   // per stage bytes, 0 = unchecked; one value = same for all
+    int n_ctx = 2048;
+    int n_seq = 1;
+    uint64_t kv_bytes_per_token_layer = 0;  // K + V bytes of one token in one layer
+};
+
+struct StagePlan {
+    int index = 0;
+    std::string device = "cpu";
+    int first_layer = 0, last_layer = 0;
+    bool has_embedding = false, has_head = false;
+    uint64_t weight_bytes = 0;
+    uint64_t kv_bytes = 0;
+    double compute_share = 0;  // fraction of the estimated per-token compute
+};
+
+struct ModelCosts {
+    std::vector<uint64_t> layer_bytes;
+    uint64_t embedding_bytes = 0;
+    uint64_t head_bytes = 0;      // output_norm + lm_head
+    uint64_t head_compute = 0;    // lm_head matmul bytes (compute proxy)
+    static ModelCosts from_gguf(const gguf::GgufFile& f, int n_layer);
+};
+
+// Throws Error{kInvalidArgument} naming the flag: a split that does not sum to n_layer, a stage
+// without layers, more stages than layers, or a stage whose weights + KV exceed its budget.
+std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req);
+
+// "16,15,15,15" -> counts; throws naming --split.
+std::vector<int> parse_split(const std::string& s);
+// "8G,512M" -> bytes
+std::vector<uint64_t> parse_mem_list(const std::string& s);
+
+std::string format_plan(const std::vector<StagePlan>& plan);
+
+}  // namespace pipelm::pipeline

@@ -1,0 +1,381 @@
+#include "runtime/pipeline/stage_runner.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "runtime/base/log.h"
+
+namespace pipelm::pipeline {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::vector<uint8_t> floats_to_bytes(const std::vector<float>& v) {
+    std::vector<uint8_t> b(v.size() * 4);
+    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+    return b;
+}
+
+void check_ubatch(const UbatchHeader& h, int n_seq, int n_ctx) {
+    if (h.seq.size() != h.pos.size() || h.seq.empty() || h.seq.size() > (1u << 20))
+        PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, ": ", h.seq.size(), " slots for ", h.pos.size(), " positions");
+    for (size_t t = 0; t < h.seq.size(); ++t)
+        if (h.seq[t] < 0 || h.seq[t] >= n_seq || h.pos[t] < 0 || h.pos[t] >= n_ctx)
+            PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, ": token ", t, " has slot ", h.seq[t], " / position ",
+                         h.pos[t], " outside this stage's ", n_seq, " slots x ", n_ctx,
+                         " context: start every rank with the same --ctx and --parallel");
+    for (int32_t r : h.out_rows)
+        if (r < 0 || r >= static_cast<int32_t>(h.seq.size()))
+            PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, ": output row ", r, " out of range");
+}
+
+}  // namespace
+
+// ---- Tail -------------------------------------------------------------------------------
+
+Tail::Tail(model::Glm4Stage& stage, int n_seq) : stage_(stage), samplers_(n_seq) {}
+
+void Tail::start_seq(const SeqStart& s) {
+    if (s.slot < 0 || s.slot >= static_cast<int>(samplers_.size()))
+        PIPELM_THROW(ErrorCode::kProtocol, "sequence slot ", s.slot, " outside [0, ", samplers_.size(), ")");
+    samplers_[s.slot] = sampling::Sampler(s.sampler);
+    for (int32_t t : s.history) samplers_[s.slot].accept(t);
+}
+
+ResultHeader Tail::run(const UbatchHeader& h, const float* x, std::vector<float>* logits) {
+    ResultHeader r;
+    r.id = h.id;
+    const int64_t E = stage_.n_embd(), V = stage_.config().n_vocab;
+    const int64_t n_out = static_cast<int64_t>(h.out_rows.size());
+    if (n_out == 0) return r;
+    rows_.resize(n_out * E);
+    for (int64_t i = 0; i < n_out; ++i) std::memcpy(rows_.data() + i * E, x + h.out_rows[i] * E, E * sizeof(float));
+    logits->resize(n_out * V);
+    stage_.head(rows_.data(), n_out, logits->data());
+    for (int64_t i = 0; i < n_out; ++i) {
+        const int32_t slot = h.seq[h.out_rows[i]];
+        r.seq.push_back(slot);
+        if (h.sample) {
+            const float* l = logits->data() + i * V;
+            for (int64_t k = 0; k < V; ++k)
+                if (!std::isfinite(l[k]))
+                    PIPELM_THROW(ErrorCode::kNumerics, "stage ", stage_.spec().index,
+                                 ": non-finite logits; the model's weights may be corrupt");
+            const int32_t tok = samplers_[slot].sample(l, static_cast<int>(V));
+            samplers_[slot].accept(tok);
+            r.tokens.push_back(tok);
+        }
+    }
+    r.n_logit_rows = h.want_logits ? static_cast<int32_t>(n_out) : 0;
+    if (!h.want_logits) logits->clear();
+    return r;
+}
+
+// ---- StageRunner ------------------------------------------------------------------------
+
+StageRunner::StageRunner(model::Glm4Stage& stage, transport::StageLinks links, RunnerOptions opt)
+    : stage_(stage), links_(std::move(links)), opt_(std::move(opt)) {
+    if (stage_.spec().has_head) tail_ = std::make_unique<Tail>(stage_, opt_.n_seq);
+}
+
+void StageRunner::run() {
+    try {
+        loop();
+    } catch (const std::exception& e) {
+        const std::string reason = "stage " + std::to_string(stage_.spec().index) + " failed: " + e.what();
+        for (auto* l : {&links_.prev, &links_.next, &links_.ring})
+            if (*l) (*l)->abort(reason);
+        throw;
+    }
+}
+
+void StageRunner::handle_hello(const transport::Message& m) {
+    const Hello h = decode<Hello>(m.control, "hello");
+    const int s = stage_.spec().index;
+    if (h.version != kProtocolVersion)
+        PIPELM_THROW(ErrorCode::kProtocol, "protocol version mismatch: coordinator speaks ", h.version, ", stage ", s,
+                     " speaks ", kProtocolVersion, ": run the same pipelm build on every host");
+    if (h.model_id != opt_.model_id)
+        PIPELM_THROW(ErrorCode::kProtocol, "model mismatch: coordinator has ", h.model_name, " (id ", h.model_id,
+                     "), stage ", s, " has ", stage_.config().arch, " model with id ", opt_.model_id,
+                     ": give every rank the same GGUF file");
+    if (static_cast<int>(h.plan.size()) != opt_.n_stages || h.plan[s].first != stage_.spec().first_layer ||
+        h.plan[s].last != stage_.spec().last_layer)
+        PIPELM_THROW(ErrorCode::kProtocol, "layer range mismatch: coordinator assigns stage ", s, " layers [",
+                     s < static_cast<int>(h.plan.size()) ? h.plan[s].first : -1, ", ",
+                     s < static_cast<int>(h.plan.size()) ? h.plan[s].last : -1, ") of ", h.plan.size(),
+                     " stages, this stage holds [", stage_.spec().first_layer, ", ", stage_.spec().last_layer, ") of ",
+                     opt_.n_stages, ": pass the same --split on every rank");
+    if (links_.next) {
+        transport::Message fwd = m;
+        links_.next->send(std::move(fwd));
+    } else {
+        HelloAck ack;
+        ack.stage = s;
+        links_.ring->send(make_message(kHelloAck, ack));
+    }
+}
+
+void StageRunner::loop() {
+    const int E = stage_.n_embd();
+    for (;;) {
+        transport::Message m;
+        try {
+            m = links_.prev->recv(opt_.idle_timeout);
+        } catch (const Error& e) {
+            if (e.code() == ErrorCode::kTimeout) continue;
+            throw;
+        }
+        if (m.kind == transport::MsgKind::kShutdown) {
+            if (links_.next) {
+                links_.next->send(std::move(m));
+                links_.next->flush();
+            }
+            if (links_.ring) links_.ring->flush();
+            return;
+        }
+        switch (m.tag) {
+            case kHello:
+                handle_hello(m);
+                break;
+            case kSeqStart:
+                if (tail_) tail_->start_seq(decode<SeqStart>(m.control, "sequence start"));
+                if (links_.next) links_.next->send(std::move(m));
+                break;
+            case kUbatch: {
+                UbatchHeader h = decode<UbatchHeader>(m.control, "ubatch");
+                check_ubatch(h, 1 << 16, 1 << 30);
+                const int64_t n = static_cast<int64_t>(h.seq.size());
+                x_.resize(n * E);
+                unpack_hidden(m.payload, x_.data(), n * E, static_cast<Wire>(h.wire));
+                const auto t0 = Clock::now();
+                model::Batch b{n, h.pos.data(), h.seq.data()};
+                stage_.forward(x_.data(), b);
+                if (tail_) {
+                    ResultHeader r = tail_->run(h, x_.data(), &logits_);
+                    h.busy_s.push_back(seconds_since(t0));
+                    r.busy_s = h.busy_s;
+                    links_.ring->send(make_message(kResult, r, floats_to_bytes(logits_)));
+                } else {
+                    h.busy_s.push_back(seconds_since(t0));
+                    const Wire w = static_cast<Wire>(h.wire);
+                    links_.next->send(make_message(kUbatch, h, pack_hidden(x_.data(), n * E, w)));
+                }
+                break;
+            }
+            default:
+                PIPELM_THROW(ErrorCode::kProtocol, "stage ", stage_.spec().index, ": unexpected message tag ", m.tag,
+                             " from ", links_.prev->peer_name());
+        }
+    }
+}
+
+// ---- Engine -----------------------------------------------------------------------------
+
+Engine::Engine(model::Glm4Stage& stage0, transport::StageLinks links, EngineOptions opt)
+    : stage_(stage0), links_(std::move(links)), opt_(std::move(opt)) {
+    PIPELM_CHECK(opt_.ubatch > 0, "--ubatch must be positive");
+    if (opt_.n_stages == 1) tail_ = std::make_unique<Tail>(stage_, opt_.n_seq);
+    stats_.busy_s.assign(opt_.n_stages, 0.0);
+}
+
+Engine::~Engine() {
+    try {
+        shutdown();
+    } catch (...) {
+    }
+}
+
+void Engine::handshake() {
+    if (opt_.n_stages == 1) return;
+    Hello h;
+    h.model_id = opt_.model_id;
+    h.model_name = opt_.model_name;
+    h.plan = opt_.plan;
+    links_.next->send(make_message(kHello, h));
+    transport::Message m = links_.ring->recv(opt_.result_timeout);
+    if (m.tag != kHelloAck)
+        PIPELM_THROW(ErrorCode::kProtocol, "expected the handshake reply from the last stage, got tag ", m.tag);
+}
+
+void Engine::start_seq(int slot, const sampling::SamplerParams& p, const std::vector<int32_t>& history) {
+    SeqStart s;
+    s.slot = slot;
+    s.sampler = p;
+    s.history = history;
+    if (tail_) tail_->start_seq(s);
+    else links_.next->send(make_message(kSeqStart, s));
+}
+
+uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<int32_t>& seq,
+                        const std::vector<int32_t>& pos, const std::vector<int32_t>& out_rows, bool sample,
+                        bool want_logits) {
+    PIPELM_CHECK(tokens.size() == seq.size() && tokens.size() == pos.size() && !tokens.empty(),
+                 "submit: tokens, slots and positions differ in length");
+    const int64_t n = static_cast<int64_t>(tokens.size()), E = stage_.n_embd();
+    UbatchHeader h;
+    h.id = next_id_++;
+    h.seq = seq;
+    h.pos = pos;
+    h.out_rows = out_rows;
+    h.sample = sample;
+    h.want_logits = want_logits;
+    h.wire = static_cast<uint8_t>(opt_.wire);
+    check_ubatch(h, opt_.n_seq, 1 << 30);
+    x_.resize(n * E);
+    const auto t0 = Clock::now();
+    stage_.embed(tokens.data(), n, x_.data());
+    model::Batch b{n, h.pos.data(), h.seq.data()};
+    stage_.forward(x_.data(), b);
+    ++in_flight_;
+    if (tail_) {
+        Result r;
+        r.header = tail_->run(h, x_.data(), &r.logits);
+        r.header.busy_s = {seconds_since(t0)};
+        local_.push_back(std::move(r));
+    } else {
+        h.busy_s.push_back(seconds_since(t0));
+        links_.next->send(make_message(kUbatch, h, pack_hidden(x_.data(), n * E, opt_.wire)));
+    }
+    return h.id;
+}
+
+Result Engine::next_result() {
+    PIPELM_CHECK(in_flight_ > 0, "next_result: nothing in flight");
+    Result r;
+    if (tail_) {
+        r = std::move(local_.front());
+        local_.pop_front();
+    } else {
+        transport::Message m = links_.ring->recv(opt_.result_timeout);
+        if (m.tag != kResult)
+            PIPELM_THROW(ErrorCode::kProtocol, "expected a result from the last stage, got tag ", m.tag);
+        r.header = decode<ResultHeader>(m.control, "result");
+        const size_t need = static_cast<size_t>(r.header.n_logit_rows) * n_vocab() * 4;
+        if (m.payload.size() != need)
+            PIPELM_THROW(ErrorCode::kProtocol, "result ", r.header.id, " carries ", m.payload.size(),
+                         " bytes of logits, expected ", need);
+        r.logits.resize(need / 4);
+        if (need) std::memcpy(r.logits.data(), m.payload.data(), need);
+    }
+    --in_flight_;
+    ++stats_.ubatches;
+    for (size_t s = 0; s < r.header.busy_s.size() && s < stats_.busy_s.size(); ++s) stats_.busy_s[s] += r.header.busy_s[s];
+    return r;
+}
+
+std::vector<float> Engine::prefill_logits(int slot, const std::vector<int32_t>& tokens, int pos0, bool all_logits) {
+    const int64_t n = static_cast<int64_t>(tokens.size()), V = n_vocab();
+    PIPELM_CHECK(n > 0, "empty prompt");
+    std::vector<float> out(all_logits ? n * V : V);
+    int64_t done_rows = 0;
+    auto take = [&](Result r) {
+        if (r.header.n_logit_rows == 0) return;
+        if (all_logits) {
+            std::memcpy(out.data() + done_rows * V, r.logits.data(), r.logits.size() * 4);
+            done_rows += r.header.n_logit_rows;
+        } else {
+            std::memcpy(out.data(), r.logits.data() + (r.header.n_logit_rows - 1) * V, V * 4);
+        }
+    };
+    for (int64_t c0 = 0; c0 < n; c0 += opt_.ubatch) {
+        const int64_t c1 = std::min<int64_t>(n, c0 + opt_.ubatch);
+        std::vector<int32_t> tok(tokens.begin() + c0, tokens.begin() + c1), seq(c1 - c0, slot), pos(c1 - c0), rows;
+        for (int64_t t = c0; t < c1; ++t) {
+            pos[t - c0] = pos0 + static_cast<int32_t>(t);
+            if (all_logits || t == n - 1) rows.push_back(static_cast<int32_t>(t - c0));
+        }
+        submit(tok, seq, pos, rows, false, !rows.empty());
+        // Keep at most S ubatches in flight: enough to fill the pipe, bounded memory.
+        while (in_flight_ > opt_.n_stages) take(next_result());
+    }
+    while (in_flight_ > 0) take(next_result());
+    return out;
+}
+
+int32_t Engine::prefill_sample(int slot, const std::vector<int32_t>& tokens, int pos0) {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    PIPELM_CHECK(n > 0, "empty prompt");
+    int32_t tok = -1;
+    for (int64_t c0 = 0; c0 < n; c0 += opt_.ubatch) {
+        const int64_t c1 = std::min<int64_t>(n, c0 + opt_.ubatch);
+        std::vector<int32_t> t(tokens.begin() + c0, tokens.begin() + c1), seq(c1 - c0, slot), pos(c1 - c0), rows;
+        for (int64_t i = c0; i < c1; ++i) pos[i - c0] = pos0 + static_cast<int32_t>(i);
+        const bool last = c1 == n;
+        if (last) rows.push_back(static_cast<int32_t>(c1 - c0 - 1));
+        submit(t, seq, pos, rows, last, false);
+        while (in_flight_ > opt_.n_stages) next_result();
+    }
+    while (in_flight_ > 0) {
+        Result r = next_result();
+        if (!r.header.tokens.empty()) tok = r.header.tokens.back();
+    }
+    return tok;
+}
+
+int32_t Engine::decode_sample(int slot, int32_t token, int pos) {
+    submit({token}, {slot}, {pos}, {0}, true, false);
+    Result r = next_result();
+    PIPELM_CHECK(r.header.tokens.size() == 1, "decode: the last stage returned no token");
+    return r.header.tokens[0];
+}
+
+void Engine::shutdown() {
+    if (shut_down_) return;
+    shut_down_ = true;
+    if (opt_.n_stages == 1 || !links_.next) return;
+    transport::Message m;
+    m.kind = transport::MsgKind::kShutdown;
+    links_.next->send(std::move(m));
+    links_.next->flush();
+}
+
+void Engine::reset_stats() {
+    stats_ = PipelineStats{};
+    stats_.busy_s.assign(opt_.n_stages, 0.0);
+}
+
+uint64_t Engine::link_bytes() const {
+    uint64_t b = 0;
+    if (links_.next) b += links_.next->bytes_sent();
+    if (links_.ring) b += links_.ring->bytes_received();
+    return b;
+}
+
+std::string model_identity(const gguf::GgufFile& f) {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const void* p, size_t n) {
+        const auto* b = static_cast<const uint8_t*>(p);
+        for (size_t i = 0; i < n; ++i) {
+            h ^= b[i];
+            h *= 1099511628211ull;
+        }
+    };
+    for (const auto& kv : f.metadata()) {
+        mix(kv.first.data(), kv.first.size());
+        const auto& v = kv.second;
+        mix(&v.type, sizeof(v.type));
+        mix(&v.u, sizeof(v.u));
+        mix(&v.i, sizeof(v.i));
+        mix(&v.f, sizeof(v.f));
+        mix(v.s.data(), v.s.size());
+        const uint64_t n = v.arr.size();
+        mix(&n, sizeof(n));
+    }
+    for (const auto& t : f.tensors()) {
+        mix(t.name.data(), t.name.size());
+        mix(t.ne.data(), t.ne.size() * sizeof(int64_t));
+        mix(&t.type, sizeof(t.type));
+        mix(&t.offset, sizeof(t.offset));
+    }
+    std::ostringstream os;
+    os << std::hex << h;
+    return os.str();
+}
+
+}  // namespace pipelm::pipeline

@@ -1,0 +1,130 @@
+// The work of pipeline stages: Tail (final norm, lm_head, sampling on the last stage),
+// StageRunner (recv -> layers -> send loop of stages 1..S-1) and Engine (the coordinator, which
+// is stage 0: it schedules ubatches, runs the embedding and its own layers, and gets sampled
+// ids or logits back over the ring link).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/model/glm4_stage.h"
+#include "runtime/pipeline/protocol.h"
+#include "runtime/sampling/sampler.h"
+#include "transport/link.h"
+
+namespace pipelm::pipeline {
+
+class Tail {
+public:
+    Tail(model::Glm4Stage& stage, int n_seq);
+    void start_seq(const SeqStart& s);
+    // Computes the outputs the header asks for from the ubatch's hidden states x.
+    ResultHeader run(const UbatchHeader& h, const float* x, std::vector<float>* logits);
+
+private:
+    model::Glm4Stage& stage_;
+    std::vector<sampling::Sampler> samplers_;
+    std::vector<float> rows_;
+};
+
+struct RunnerOptions {
+    std::string model_id;
+    int n_stages = 1;
+    int n_seq = 1;  // sequence slots (same --parallel on every rank)
+    std::chrono::milliseconds idle_timeout{std::chrono::hours(24 * 365)};
+};
+
+// Stages 1..S-1. Returns on kShutdown; on any error aborts its links (so neighbours stop
+// within seconds, with this stage's reason) and rethrows.
+class StageRunner {
+public:
+    StageRunner(model::Glm4Stage& stage, transport::StageLinks links, RunnerOptions opt);
+    void run();
+
+private:
+    void loop();
+    void handle_hello(const transport::Message& m);
+    model::Glm4Stage& stage_;
+    transport::StageLinks links_;
+    RunnerOptions opt_;
+    std::unique_ptr<Tail> tail_;
+    std::vector<float> x_;
+    std::vector<float> logits_;
+};
+
+struct EngineOptions {
+    int n_stages = 1;
+    int ubatch = 512;
+    Wire wire = Wire::kF32;
+    int n_seq = 1;
+    std::string model_id;
+    std::string model_name;
+    std::vector<LayerRange> plan;
+    std::chrono::milliseconds result_timeout{std::chrono::minutes(10)};
+};
+
+struct Result {
+    ResultHeader header;
+    std::vector<float> logits;  // [n_logit_rows][n_vocab]
+};
+
+struct PipelineStats {
+    std::vector<double> busy_s;  // per stage, summed compute time
+    uint64_t ubatches = 0;
+    uint64_t link_bytes = 0;
+};
+
+class Engine {
+public:
+    Engine(model::Glm4Stage& stage0, transport::StageLinks links, EngineOptions opt);
+    ~Engine();
+
+    int n_stages() const { return opt_.n_stages; }
+    int n_vocab() const { return stage_.config().n_vocab; }
+    const EngineOptions& options() const { return opt_; }
+
+    // Checks protocol version, model identity and layer ranges with every stage.
+    void handshake();
+    void start_seq(int slot, const sampling::SamplerParams& p, const std::vector<int32_t>& history);
+
+    // Runs stage 0 on the tokens and passes the ubatch on (or finishes it locally with 1 stage).
+    // Every submitted ubatch produces exactly one Result, in submission order.
+    uint64_t submit(const std::vector<int32_t>& tokens, const std::vector<int32_t>& seq,
+                    const std::vector<int32_t>& pos, const std::vector<int32_t>& out_rows, bool sample,
+                    bool want_logits);
+    Result next_result();
+    int in_flight() const { return in_flight_; }
+
+    // Prompt of one sequence in chunks of --ubatch that overlap across stages. Returns the
+    // logits of every position ([n][n_vocab]) when all_logits, else of the last one only.
+    std::vector<float> prefill_logits(int slot, const std::vector<int32_t>& tokens, int pos0, bool all_logits);
+    // Prompt in chunks, then the sampled next token.
+    int32_t prefill_sample(int slot, const std::vector<int32_t>& tokens, int pos0);
+    // One decode step of one sequence: returns the sampled next token.
+    int32_t decode_sample(int slot, int32_t token, int pos);
+
+    void shutdown();
+    const PipelineStats& stats() const { return stats_; }
+    void reset_stats();
+    uint64_t link_bytes() const;
+
+private:
+    model::Glm4Stage& stage_;
+    transport::StageLinks links_;
+    EngineOptions opt_;
+    std::unique_ptr<Tail> tail_;  // with 1 stage
+    std::deque<Result> local_;
+    uint64_t next_id_ = 0;
+    int in_flight_ = 0;
+    bool shut_down_ = false;
+    std::vector<float> x_;
+    PipelineStats stats_;
+};
+
+// Model identity for the handshake: hash of the metadata and tensor table (not the data).
+std::string model_identity(const gguf::GgufFile& f);
+
+}  // namespace pipelm::pipeline
