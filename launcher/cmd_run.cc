@@ -81,6 +81,8 @@ int cmd_run(int argc, char** argv) {
         {"--chat", "", false, "", "wrap the prompt in the model's chat template (GLM-4-0414 format)", ""},
         {"--system", "", true, "TEXT", "system message for --chat", ""},
         {"--ignore-eos", "", false, "", "generate exactly -n tokens (for benchmarks)", ""},
+        {"--tokens", "", true, "IDS", "prompt as token ids (e.g. 658,660,663) instead of text", ""},
+        {"--print-ids", "", false, "", "print the generated token ids as a JSON array instead of text", ""},
     });
     cli::Args a("run", flags);
     if (!a.parse(argc, argv, 2,
@@ -101,7 +103,9 @@ int cmd_run(int argc, char** argv) {
     const tok::Tokenizer& tk = session->tokenizer();
     if (demo) PIPELM_INFO("model: embedded glm4-demo (", session->config().summary(), ")");
     std::vector<int32_t> ids;
-    if (a.flag("--chat")) {
+    if (a.has("--tokens")) {
+        ids = parse_ids(a.str("--tokens"), "--tokens");
+    } else if (a.flag("--chat")) {
         std::vector<tok::ChatMessage> msgs;
         if (a.has("--system")) msgs.push_back({"system", a.str("--system")});
         msgs.push_back({"user", prompt});
@@ -119,11 +123,12 @@ int cmd_run(int argc, char** argv) {
     pipeline::Engine& eng = session->engine();
     const auto sp = sampler_from_args(a);
     eng.start_seq(0, sp, ids);
-    if (!demo || a.has("--prompt")) {
-    } else {
+    const bool print_ids = a.flag("--print-ids");
+    if (demo && !a.has("--prompt") && !a.has("--file") && !print_ids) {
         std::fputs(prompt.substr(std::strlen("[gMASK]<sop>")).c_str(), stdout);
         std::fflush(stdout);
     }
+    std::vector<int32_t> generated;
     eng.reset_stats();
     const auto t0 = Clock::now();
     int32_t tok = eng.prefill_sample(0, ids, 0);
@@ -135,12 +140,21 @@ int cmd_run(int argc, char** argv) {
     while (n_gen < n_predict) {
         ++n_gen;
         if (!ignore_eos && tk.is_eog(tok)) break;
-        std::fputs(dec.push(tok).c_str(), stdout);
-        std::fflush(stdout);
+        generated.push_back(tok);
+        if (!print_ids) {
+            std::fputs(dec.push(tok).c_str(), stdout);
+            std::fflush(stdout);
+        }
         if (n_gen == n_predict) break;
         tok = eng.decode_sample(0, tok, pos++);
     }
-    std::fputs(dec.finish().c_str(), stdout);
+    if (print_ids) {
+        std::string out = "[";
+        for (size_t i = 0; i < generated.size(); ++i) out += (i ? ", " : "") + std::to_string(generated[i]);
+        std::fputs((out + "]").c_str(), stdout);
+    } else {
+        std::fputs(dec.finish().c_str(), stdout);
+    }
     std::fputs("\n", stdout);
     std::fflush(stdout);
     const double t_gen = since(t1), wall = since(t0);

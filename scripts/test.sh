@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds pipelm and runs every test (set-up included): unit tests under ASan+UBSan first, then
+# the whole suite (unit, golden, invariance, transport, mpi, faults, cli; CUDA tests skip
+# without a GPU). Prints ctest's summary last. Usage: scripts/test.sh [ctest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=$(nproc)
+bash scripts/setup.sh --no-build
+
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+
+echo "== sanitizer build (address,undefined): unit tests"
+[ -f build-asan/CMakeCache.txt ] || cmake -S . -B build-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=Debug \
+  -DPIPELM_SANITIZE=address,undefined -DPIPELM_WITH_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$JOBS" >/dev/null
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -L unit -LE "mpi|slow" -j"$JOBS" --output-on-failure -Q || {
+    echo "sanitizer unit tests failed" >&2; exit 1; }
+echo "sanitizer unit tests passed"
+
+echo "== release build: all tests"
+[ -f build/CMakeCache.txt ] || cmake -S . -B build "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$JOBS" >/dev/null
+ctest --test-dir build -j"$JOBS" --output-on-failure "$@"

@@ -1,0 +1,153 @@
+// Golden tests: `pipelm logits` / `pipelm run` against the reference outputs of
+// tests/data/models (llama.cpp and transformers float64; see shared/testdata/README.md).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "tests/testing/test_util.h"
+
+namespace pipelm::testing {
+namespace {
+
+struct Compare {
+    double max_rel = 0;
+    int argmax_agree = 0;
+    int rows = 0;
+    std::vector<double> per_row;
+};
+
+Compare compare(const std::vector<float>& x, const std::vector<float>& r, int V) {
+    Compare c;
+    EXPECT_EQ(x.size(), r.size());
+    c.rows = static_cast<int>(std::min(x.size(), r.size()) / V);
+    for (int i = 0; i < c.rows; ++i) {
+        const double e = rel_l2(x.data() + i * V, r.data() + i * V, V);
+        c.per_row.push_back(e);
+        c.max_rel = std::max(c.max_rel, e);
+        c.argmax_agree += argmax(x.data() + i * V, V) == argmax(r.data() + i * V, V);
+    }
+    return c;
+}
+
+std::vector<int32_t> prompt_ids(const std::string& model_dir, const std::string& name) {
+    return json_ids(read_json(data_path("models/" + model_dir + "/ref/prompts.json")).at(name).at("ids"));
+}
+
+std::vector<float> logits(const std::string& model, const std::vector<int32_t>& ids, const std::string& extra = "") {
+    const std::string out = temp_file("logits-" + std::to_string(std::hash<std::string>()(model + extra + ids_arg(ids))) + ".f32");
+    const RunResult r = run_cmd(pipelm_cmd("logits -m " + data_path(model) + " --tokens " + ids_arg(ids) + " --out " + out + " " + extra));
+    EXPECT_EQ(r.status, 0) << r.output;
+    return read_f32(out);
+}
+
+const char* kPrompts[] = {"p1", "p7", "p64"};
+constexpr int kTinyVocab = 666;
+
+// F32 file vs transformers float64: llama.cpp reaches 2.2e-6 here. pipelm accumulates every dot
+// product in FP32 (norm sums and softmax sums in double), so its error is FP32 rounding of the
+// same order; 1e-5 leaves a 4x margin and still catches any real bug (a wrong op gives > 1e-2).
+TEST(GoldenTiny, F32MatchesTransformersFloat64) {
+    for (const char* p : kPrompts) {
+        const auto ids = prompt_ids("glm4-tiny", p);
+        const auto x = logits("models/glm4-tiny/model.gguf", ids);
+        const auto r = read_f32(data_path(std::string("models/glm4-tiny/ref/logits-hf64-") + p + ".f32"));
+        const Compare c = compare(x, r, kTinyVocab);
+        EXPECT_LE(c.max_rel, 1e-5) << p;
+        EXPECT_EQ(c.argmax_agree, c.rows) << p;
+    }
+}
+
+// F16/BF16/Q8_0 files vs the F32 forward of exactly their stored weights. pipelm dequantizes
+// bit-exactly and keeps activations in FP32, so it must be at least as close as llama.cpp's own
+// logits (which round activations) and within 1e-4 wherever llama.cpp is closer than that.
+TEST(GoldenTiny, ReducedPrecisionFilesMatchTheirExactForward) {
+    for (const char* v : {"f16", "bf16", "q8_0"}) {
+        for (const char* p : kPrompts) {
+            const auto ids = prompt_ids("glm4-tiny", p);
+            const auto x = logits(std::string("models/glm4-tiny/model-") + v + ".gguf", ids);
+            const auto exact = read_f32(data_path(std::string("models/glm4-tiny/ref/logits-exact-") + v + "-" + p + ".f32"));
+            const auto llama = read_f32(data_path(std::string("models/glm4-tiny/ref/logits-") + v + "-" + p + ".f32"));
+            const Compare ours = compare(x, exact, kTinyVocab);
+            const Compare theirs = compare(llama, exact, kTinyVocab);
+            for (int i = 0; i < ours.rows; ++i) {
+                EXPECT_LE(ours.per_row[i], std::max(theirs.per_row[i], 0.0)) << v << " " << p << " row " << i;
+                EXPECT_LE(ours.per_row[i], 1e-4) << v << " " << p << " row " << i;
+            }
+        }
+    }
+}
+
+// glm4-range: K·Q scores up to 4e5, so one FP32 ulp of a score is 0.03 and attention is nearly
+// one-hot: FP32 implementations differ visibly from float64 (llama.cpp: 4e-3, argmax 0.995).
+TEST(GoldenRange, F32WithinTheIllConditionedBound) {
+    int agree = 0, rows = 0;
+    for (const char* p : kPrompts) {
+        const auto ids = prompt_ids("glm4-range", p);
+        const auto x = logits("models/glm4-range/model.gguf", ids);
+        const auto r = read_f32(data_path(std::string("models/glm4-range/ref/logits-hf64-") + p + ".f32"));
+        const Compare c = compare(x, r, kTinyVocab);
+        EXPECT_LE(c.max_rel, 1e-2) << p;
+        agree += c.argmax_agree;
+        rows += c.rows;
+    }
+    EXPECT_GE(static_cast<double>(agree) / rows, 0.99);
+}
+
+TEST(GoldenTiny, GreedyTokensEqualReference) {
+    const auto g = read_json(data_path("models/glm4-tiny/ref/greedy-f32.json"));
+    const auto prompt = json_ids(g.at("prompt_ids"));
+    const auto want = json_ids(g.at("generated_ids"));
+    const RunResult r = run_cmd(pipelm_cmd("run -m " + data_path("models/glm4-tiny/model.gguf") + " --tokens " +
+                                           ids_arg(prompt) + " -n " + std::to_string(want.size()) +
+                                           " --temp 0 --ignore-eos --print-ids"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    // stdout holds the ids line; the summary line goes to stderr (merged here).
+    const size_t at = r.output.find('[');
+    ASSERT_NE(at, std::string::npos) << r.output;
+    EXPECT_EQ(r.output.substr(at, r.output.find('\n', at) - at + 1), "[" + [&] {
+        std::string s;
+        for (size_t i = 0; i < want.size(); ++i) s += (i ? ", " : "") + std::to_string(want[i]);
+        return s;
+    }() + "]\n");
+}
+
+// Batch invariance: one batch, chunks of 7 and token by token give bit-identical logits.
+TEST(Invariance, ChunkedEqualsBatchedEqualsTokenByToken) {
+    const auto ids = prompt_ids("glm4-tiny", "p64");
+    const auto full = logits("models/glm4-tiny/model.gguf", ids, "--ubatch 512");
+    for (const char* ub : {"--ubatch 7", "--ubatch 1"}) {
+        const auto x = logits("models/glm4-tiny/model.gguf", ids, ub);
+        ASSERT_EQ(x.size(), full.size());
+        EXPECT_EQ(0, std::memcmp(x.data(), full.data(), x.size() * 4)) << ub;
+    }
+    const auto threads = logits("models/glm4-tiny/model.gguf", ids, "--threads 2 --ubatch 5");
+    EXPECT_EQ(0, std::memcmp(threads.data(), full.data(), full.size() * 4));
+}
+
+// Split invariance over in-process stages: byte-identical logits for every split.
+TEST(Invariance, SplitsAreByteIdenticalInProcess) {
+    const auto ids = prompt_ids("glm4-tiny", "p64");
+    const auto one = logits("models/glm4-tiny/model.gguf", ids, "--ubatch 16");
+    for (const char* split : {"--stages 1 --split 61", "--stages 2 --split 30,31", "--stages 2 --split 1,60",
+                              "--stages 2 --split 60,1", "--stages 3 --split 20,20,21",
+                              "--stages 4 --split 16,15,15,15", "--stages 3 --split auto"}) {
+        const auto x = logits("models/glm4-tiny/model.gguf", ids, std::string("--ubatch 16 ") + split);
+        ASSERT_EQ(x.size(), one.size()) << split;
+        EXPECT_EQ(0, std::memcmp(x.data(), one.data(), x.size() * 4)) << split;
+    }
+}
+
+// --wire bf16 halves the bytes on links; its effect on the logits is measured here and in the
+// README (it rounds the residual stream at each stage boundary).
+TEST(Invariance, Bf16WireStaysClose) {
+    const auto ids = prompt_ids("glm4-tiny", "p64");
+    const auto one = logits("models/glm4-tiny/model.gguf", ids);
+    const auto x = logits("models/glm4-tiny/model.gguf", ids, "--stages 4 --wire bf16");
+    const Compare c = compare(x, one, kTinyVocab);
+    std::printf("bf16 wire, 4 stages: max rel L2 %.3e, argmax %d/%d\n", c.max_rel, c.argmax_agree, c.rows);
+    EXPECT_LE(c.max_rel, 5e-2);
+    EXPECT_GT(c.max_rel, 0.0);
+}
+
+}  // namespace
+}  // namespace pipelm::testing
