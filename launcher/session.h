@@ -82,6 +82,8 @@ private:
     void start_mpi(const SessionOptions& opt);
     void start_tcp(const SessionOptions& opt);
 
+    // First member: destroyed last, so MPI_Finalize runs after every link is closed.
+    std::shared_ptr<void> mpi_env_;
     Mode mode_ = Mode::kInProcess;
     int rank_ = 0;
     int n_ctx_ = 0;
@@ -94,7 +96,6 @@ private:
     std::unique_ptr<pipeline::Engine> engine_;
     std::vector<std::thread> threads_;
     std::vector<std::exception_ptr> thread_errors_;
-    std::shared_ptr<void> mpi_env_;  // keeps MPI initialized for the session's lifetime
     std::vector<std::shared_ptr<void>> keep_alive_;
     bool closed_ = false;
 };

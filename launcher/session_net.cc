@@ -1,32 +1,205 @@
 // MPI and TCP wiring of a session, and the TCP worker loop.
 #include <cstdlib>
+#include <sstream>
 
 #include "launcher/session.h"
 #include "launcher/session_net.h"
 #include "runtime/base/log.h"
+#include "transport/mpi_link.h"
+#include "transport/tcp_bootstrap.h"
+#include "transport/tcp_link.h"
 
 namespace pipelm::launcher {
 
 namespace net {
-bool launched_by_mpirun() {
-    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}) {
-        const char* s = std::getenv(v);
-        if (s && std::atoi(s) > 1) return true;
-    }
-    return false;
-}
+bool launched_by_mpirun() { return transport::MpiEnv::launched_by_mpirun(); }
 }  // namespace net
 
-void Session::start_mpi(const SessionOptions&) {
-    PIPELM_THROW(ErrorCode::kUnsupported, "MPI mode is not wired yet");
+namespace {
+
+pipeline::PlanRequest make_request(const SessionOptions& o, const model::Glm4Config& cfg, int n_stages, int n_ctx) {
+    pipeline::PlanRequest r;
+    r.n_stages = n_stages;
+    r.split = o.split;
+    if (!o.mem.empty()) r.mem_budget = pipeline::parse_mem_list(o.mem);
+    r.n_ctx = n_ctx;
+    r.n_seq = o.n_seq;
+    r.kv_bytes_per_token_layer = ggml_row_bytes(o.cache_k, cfg.kv_dim()) + ggml_row_bytes(o.cache_v, cfg.kv_dim());
+    return r;
 }
 
-void Session::start_tcp(const SessionOptions&) {
-    PIPELM_THROW(ErrorCode::kUnsupported, "TCP mode is not wired yet");
+model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, bool check) {
+    model::StageOptions so;
+    so.n_ctx = n_ctx;
+    so.n_seq = n_seq;
+    so.cache_type_k = k;
+    so.cache_type_v = v;
+    so.check_finite = check;
+    return so;
 }
 
-int run_worker(const std::string&, const std::string&, const std::string&, int, bool) {
-    PIPELM_THROW(ErrorCode::kUnsupported, "worker is not wired yet");
+int local_ranks() {
+    for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}) {
+        const char* s = std::getenv(v);
+        if (s && std::atoi(s) > 0) return std::atoi(s);
+    }
+    return 1;
+}
+
+}  // namespace
+
+void Session::start_mpi(const SessionOptions& opt) {
+    auto env = std::make_shared<transport::MpiEnv>();
+    mpi_env_ = env;
+    rank_ = env->rank();
+    const int S = env->size();
+    set_log_prefix("[rank " + std::to_string(rank_) + "] ");
+    if (opt.n_stages > 1 && opt.n_stages != S)
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", opt.n_stages, " but mpirun started ", S,
+                     " ranks: under mpirun every rank is one stage (drop --stages or use -np ", opt.n_stages, ")");
+    if (opt.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
+    file_ = gguf::GgufFile::open(opt.model_path);
+    cfg_ = model::Glm4Config::from_gguf(*file_);
+    n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min(4096, cfg_.n_ctx_train > 0 ? cfg_.n_ctx_train : 4096);
+    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), make_request(opt, cfg_, S, n_ctx_));
+    if (rank_ == 0 && !opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, one per MPI rank\n", pipeline::format_plan(plan_));
+    const int threads = opt.threads > 0 ? opt.threads : default_threads(local_ranks());
+    pools_.push_back(std::make_unique<ThreadPool>(threads));
+    const auto& p = plan_[rank_];
+    model::StageSpec spec{rank_, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
+    stages_.push_back(std::make_unique<model::Glm4Stage>(
+        file_, cfg_, spec, stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite), *pools_[0]));
+    transport::StageLinks links = transport::make_mpi_links(*env);
+    const std::string id = pipeline::model_identity(*file_);
+    if (rank_ != 0) {
+        pipeline::RunnerOptions ro;
+        ro.model_id = id;
+        ro.n_stages = S;
+        ro.n_seq = opt.n_seq;
+        pipeline::StageRunner runner(*stages_[0], links, ro);
+        runner.run();
+        return;
+    }
+    tokenizer_ = std::make_unique<tok::Tokenizer>(vocab_from_gguf(*file_));
+    pipeline::EngineOptions eo;
+    eo.n_stages = S;
+    eo.ubatch = opt.ubatch;
+    eo.wire = opt.wire;
+    eo.n_seq = opt.n_seq;
+    eo.model_id = id;
+    eo.model_name = file_->path();
+    for (const auto& q : plan_) eo.plan.push_back({q.first_layer, q.last_layer});
+    engine_ = std::make_unique<pipeline::Engine>(*stages_[0], links, eo);
+    engine_->handshake();
+}
+
+void Session::start_tcp(const SessionOptions& opt) {
+    std::vector<std::string> workers;
+    std::stringstream ss(opt.workers);
+    std::string w;
+    while (std::getline(ss, w, ','))
+        if (!w.empty()) workers.push_back(w);
+    const int S = 1 + static_cast<int>(workers.size());
+    if (opt.token_file.empty())
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--workers needs --token-file FILE (the secret the workers were started with)");
+    const std::string token = transport::read_token_file(opt.token_file);
+    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), make_request(opt, cfg_, S, n_ctx_));
+    if (!opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, TCP workers ", opt.workers, "\n", pipeline::format_plan(plan_));
+    const std::string id = pipeline::model_identity(*file_);
+    auto job_for_stage = [&](int s) {
+        WorkerJob j;
+        j.model_path = opt.model_path;
+        j.model_id = id;
+        j.first_layer = plan_[s].first_layer;
+        j.last_layer = plan_[s].last_layer;
+        j.n_stages = S;
+        j.n_ctx = n_ctx_;
+        j.n_seq = opt.n_seq;
+        j.threads = opt.threads;
+        j.cache_k = static_cast<uint32_t>(opt.cache_k);
+        j.cache_v = static_cast<uint32_t>(opt.cache_v);
+        j.check_finite = opt.check_finite;
+        return pipeline::encode(j);
+    };
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
+    transport::CoordinatorSession cs = transport::tcp_coordinator_connect(workers, token, timeout, job_for_stage);
+    keep_alive_.push_back(std::make_shared<transport::CoordinatorSession>(cs));
+    const int threads = opt.threads > 0 ? opt.threads : default_threads(1);
+    pools_.push_back(std::make_unique<ThreadPool>(threads));
+    const auto& p = plan_[0];
+    model::StageSpec spec{0, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
+    stages_.push_back(std::make_unique<model::Glm4Stage>(
+        file_, cfg_, spec, stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite), *pools_[0]));
+    pipeline::EngineOptions eo;
+    eo.n_stages = S;
+    eo.ubatch = opt.ubatch;
+    eo.wire = opt.wire;
+    eo.n_seq = opt.n_seq;
+    eo.model_id = id;
+    eo.model_name = file_->path();
+    for (const auto& q : plan_) eo.plan.push_back({q.first_layer, q.last_layer});
+    engine_ = std::make_unique<pipeline::Engine>(*stages_[0], cs.links, eo);
+    engine_->handshake();
+}
+
+namespace {
+
+void serve_job(transport::WorkerSession& ws, const std::string& model_override, int threads_flag) {
+    const WorkerJob job = pipeline::decode<WorkerJob>(ws.job.job, "worker job");
+    const std::string path = model_override.empty() ? job.model_path : model_override;
+    set_log_prefix("[stage " + std::to_string(ws.job.stage) + "] ");
+    PIPELM_INFO("job: stage ", ws.job.stage, " of ", ws.job.n_stages, ", layers ", job.first_layer, "-",
+                job.last_layer - 1, " of ", path);
+    auto file = gguf::GgufFile::open(path);
+    const model::Glm4Config cfg = model::Glm4Config::from_gguf(*file);
+    const int threads = threads_flag > 0 ? threads_flag : (job.threads > 0 ? job.threads : default_threads(1));
+    ThreadPool pool(threads);
+    const bool last = ws.job.stage + 1 == ws.job.n_stages;
+    model::StageSpec spec{ws.job.stage, job.first_layer, job.last_layer, false, last};
+    model::Glm4Stage stage(file, cfg, spec,
+                           stage_options(job.n_ctx, job.n_seq, static_cast<GgmlType>(job.cache_k),
+                                         static_cast<GgmlType>(job.cache_v), job.check_finite != 0),
+                           pool);
+    pipeline::RunnerOptions ro;
+    ro.model_id = pipeline::model_identity(*file);
+    ro.n_stages = ws.job.n_stages;
+    ro.n_seq = job.n_seq;
+    pipeline::StageRunner runner(stage, ws.links, ro);
+    runner.run();
+    PIPELM_INFO("job done");
+}
+
+}  // namespace
+
+int run_worker(const std::string& listen, const std::string& token_file, const std::string& model_override, int threads,
+               bool once) {
+    if (listen.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "worker: pass --listen HOST:PORT");
+    if (token_file.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "worker: pass --token-file FILE");
+    const std::string token = transport::read_token_file(token_file);
+    auto listener = transport::TcpListener::bind(listen, token);
+    PIPELM_INFO("worker listening on ", listener->address());
+    for (;;) {
+        transport::WorkerSession ws;
+        try {
+            ws = transport::tcp_worker_accept(*listener, std::chrono::hours(24 * 365));
+        } catch (const Error& e) {
+            if (e.code() == ErrorCode::kTimeout) continue;
+            if (once) throw;
+            PIPELM_WARN("could not start a job: ", e.what());
+            continue;
+        }
+        try {
+            serve_job(ws, model_override, threads);
+        } catch (const Error& e) {
+            if (ws.control) ws.control->abort(e.what());
+            if (once) throw;
+            log_line(LogLevel::kError, e.what());
+            set_log_prefix("");
+            continue;
+        }
+        set_log_prefix("");
+        if (once) return 0;
+    }
 }
 
 }  // namespace pipelm::launcher

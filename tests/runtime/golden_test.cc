@@ -151,3 +151,34 @@ TEST(Invariance, Bf16WireStaysClose) {
 
 }  // namespace
 }  // namespace pipelm::testing
+
+namespace pipelm::testing {
+namespace {
+
+// Every llama.cpp-quantized file (ten types, and the ffn-416 fallback mixes) against the F32
+// forward of exactly its stored weights: pipelm dequantizes bit-exactly and computes in FP32, so
+// it must be within 1e-4 and at least as close as llama.cpp's own logits (≈2-4e-2 here).
+TEST(GoldenQuant, EveryFileMatchesItsExactForward) {
+    const char* models[][11] = {
+        {"glm4-quant", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs"},
+        {"glm4-quant-ff416", "q4_k_m", "q5_k_m", "iq4_xs", nullptr}};
+    for (const auto& m : models) {
+        for (int k = 1; k < 11 && m[k]; ++k) {
+            for (const char* p : {"p1", "p7"}) {
+                const std::string dir = std::string("models/") + m[0];
+                const auto ids = prompt_ids(m[0], p);
+                const auto x = logits(dir + "/model-" + m[k] + ".gguf", ids);
+                const auto exact = read_f32(data_path(dir + "/ref/logits-exact-" + m[k] + "-" + p + ".f32"));
+                const auto llama = read_f32(data_path(dir + "/ref/logits-" + m[k] + "-" + p + ".f32"));
+                const Compare ours = compare(x, exact, kTinyVocab);
+                const Compare theirs = compare(llama, exact, kTinyVocab);
+                EXPECT_LE(ours.max_rel, 1e-4) << m[0] << " " << m[k] << " " << p;
+                for (int i = 0; i < ours.rows; ++i) EXPECT_LE(ours.per_row[i], theirs.per_row[i]) << m[k] << " row " << i;
+                EXPECT_EQ(ours.argmax_agree, ours.rows) << m[0] << " " << m[k] << " " << p;
+            }
+        }
+    }
+}
+
+}  // namespace
+}  // namespace pipelm::testing

@@ -1,0 +1,24 @@
+// pipelm worker: serves pipeline stages over TCP for coordinators started with --workers.
+#include "launcher/cli.h"
+#include "launcher/commands.h"
+#include "launcher/session.h"
+
+namespace pipelm::launcher {
+
+int cmd_worker(int argc, char** argv) {
+    cli::Args a("worker", {
+        {"--listen", "", true, "HOST:PORT", "address to listen on (e.g. 0.0.0.0:7000; port 0 picks a free one)", ""},
+        {"--token-file", "", true, "FILE", "file with the shared secret; peers must present it before anything else", ""},
+        {"--model", "-m", true, "FILE", "model path on this host (default: the coordinator's path)", ""},
+        {"--threads", "-t", true, "N", "compute threads (default: the coordinator's --threads, else all cores)", ""},
+        {"--once", "", false, "", "serve one job and exit (non-zero if it failed)", ""},
+    });
+    if (!a.parse(argc, argv, 2,
+                 "Waits for a coordinator (`pipelm run|logits|bench|perplexity --workers HOST:PORT,... --token-file F`),\n"
+                 "receives its stage's layer range and serves it; then waits for the next job."))
+        return 0;
+    return run_worker(a.str("--listen"), a.str("--token-file"), a.str("--model"),
+                      a.has("--threads") ? static_cast<int>(a.integer("--threads")) : 0, a.flag("--once"));
+}
+
+}  // namespace pipelm::launcher
