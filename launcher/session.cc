@@ -53,14 +53,21 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
         const std::string p = a.str("--attn-precision");
         if (p != "f32" && p != "f16" && p != "bf16")
             PIPELM_THROW(ErrorCode::kInvalidArgument, "--attn-precision ", p, ": use f32 (default for glm4) or f16");
+        o.attn_precision = p;
     }
     if (!o.devices.empty()) {
         std::stringstream ss(o.devices);
         std::string d;
-        while (std::getline(ss, d, ','))
-            if (d != "cpu")
-                PIPELM_THROW(ErrorCode::kUnsupported, "--devices ", o.devices, ": device '", d,
-                             "' is not available in this build (CPU stages only); use cpu");
+        int n = 0;
+        while (std::getline(ss, d, ',')) {
+            ++n;
+            if (d != "cpu" && d.rfind("cuda:", 0) != 0)
+                PIPELM_THROW(ErrorCode::kInvalidArgument, "--devices ", o.devices, ": '", d, "' is not a device (use cpu or cuda:N)");
+        }
+        // One device per stage: --devices implies the number of in-process stages.
+        if (!a.has("--stages")) o.n_stages = n;
+        else if (o.n_stages != n)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--devices names ", n, " devices but --stages is ", o.n_stages);
     }
     return o;
 }
@@ -137,7 +144,12 @@ void Session::start_in_process(const SessionOptions& opt) {
         so.cache_type_k = opt.cache_k;
         so.cache_type_v = opt.cache_v;
         so.check_finite = opt.check_finite;
-        stages_.push_back(std::make_unique<model::Glm4Stage>(file_, cfg_, spec, so, *pools_.back()));
+        so.device = plan_[s].device;
+        if (!opt.attn_precision.empty()) {
+            so.precision.kq = model::parse_precision(opt.attn_precision);
+            so.precision.softmax_v = so.precision.kq;
+        }
+        stages_.push_back(model::make_stage(file_, cfg_, spec, so, *pools_.back()));
     }
     thread_errors_.resize(S);
     for (int s = 1; s < S; ++s) {

@@ -11,7 +11,7 @@
 #include "runtime/base/thread_pool.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/model/glm4_config.h"
-#include "runtime/model/glm4_stage.h"
+#include "runtime/model/stage.h"
 #include "runtime/pipeline/planner.h"
 #include "runtime/pipeline/stage_runner.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -38,6 +38,7 @@ struct SessionOptions {
     GgmlType cache_k = GgmlType::kF32, cache_v = GgmlType::kF32;
     bool check_finite = true;
     bool quiet_plan = false;
+    std::string attn_precision;  // "" = the architecture's policy
 
     static SessionOptions from_args(const cli::Args& a);
 };
@@ -51,9 +52,12 @@ struct WorkerJob {
     int32_t n_ctx = 0, n_seq = 1, threads = 0;
     uint32_t cache_k = 0, cache_v = 0;
     uint8_t check_finite = 1;
+    std::string device = "cpu";
+    std::string attn_precision;
     template <class A>
     void serialize(A& ar) {
-        ar(model_path, model_id, first_layer, last_layer, n_stages, n_ctx, n_seq, threads, cache_k, cache_v, check_finite);
+        ar(model_path, model_id, first_layer, last_layer, n_stages, n_ctx, n_seq, threads, cache_k, cache_v, check_finite,
+           device, attn_precision);
     }
 };
 
@@ -92,7 +96,7 @@ private:
     std::unique_ptr<tok::Tokenizer> tokenizer_;
     std::vector<pipeline::StagePlan> plan_;
     std::vector<std::unique_ptr<ThreadPool>> pools_;
-    std::vector<std::unique_ptr<model::Glm4Stage>> stages_;
+    std::vector<std::unique_ptr<model::Stage>> stages_;
     std::unique_ptr<pipeline::Engine> engine_;
     std::vector<std::thread> threads_;
     std::vector<std::exception_ptr> thread_errors_;

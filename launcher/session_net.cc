@@ -25,11 +25,20 @@ pipeline::PlanRequest make_request(const SessionOptions& o, const model::Glm4Con
     r.n_ctx = n_ctx;
     r.n_seq = o.n_seq;
     r.kv_bytes_per_token_layer = ggml_row_bytes(o.cache_k, cfg.kv_dim()) + ggml_row_bytes(o.cache_v, cfg.kv_dim());
+    std::stringstream ds(o.devices);
+    std::string d;
+    while (std::getline(ds, d, ',')) r.devices.push_back(d);
     return r;
 }
 
-model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, bool check) {
+model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, bool check,
+                                  const std::string& device = "cpu", const std::string& attn_precision = "") {
     model::StageOptions so;
+    so.device = device;
+    if (!attn_precision.empty()) {
+        so.precision.kq = model::parse_precision(attn_precision);
+        so.precision.softmax_v = so.precision.kq;
+    }
     so.n_ctx = n_ctx;
     so.n_seq = n_seq;
     so.cache_type_k = k;
@@ -67,8 +76,10 @@ void Session::start_mpi(const SessionOptions& opt) {
     pools_.push_back(std::make_unique<ThreadPool>(threads));
     const auto& p = plan_[rank_];
     model::StageSpec spec{rank_, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
-    stages_.push_back(std::make_unique<model::Glm4Stage>(
-        file_, cfg_, spec, stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite), *pools_[0]));
+    stages_.push_back(model::make_stage(
+        file_, cfg_, spec,
+        stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision),
+        *pools_[0]));
     transport::StageLinks links = transport::make_mpi_links(*env);
     const std::string id = pipeline::model_identity(*file_);
     if (rank_ != 0) {
@@ -119,6 +130,8 @@ void Session::start_tcp(const SessionOptions& opt) {
         j.cache_k = static_cast<uint32_t>(opt.cache_k);
         j.cache_v = static_cast<uint32_t>(opt.cache_v);
         j.check_finite = opt.check_finite;
+        j.device = plan_[s].device;
+        j.attn_precision = opt.attn_precision;
         return pipeline::encode(j);
     };
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
@@ -128,8 +141,10 @@ void Session::start_tcp(const SessionOptions& opt) {
     pools_.push_back(std::make_unique<ThreadPool>(threads));
     const auto& p = plan_[0];
     model::StageSpec spec{0, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
-    stages_.push_back(std::make_unique<model::Glm4Stage>(
-        file_, cfg_, spec, stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite), *pools_[0]));
+    stages_.push_back(model::make_stage(
+        file_, cfg_, spec,
+        stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision),
+        *pools_[0]));
     pipeline::EngineOptions eo;
     eo.n_stages = S;
     eo.ubatch = opt.ubatch;
@@ -156,15 +171,16 @@ void serve_job(transport::WorkerSession& ws, const std::string& model_override, 
     ThreadPool pool(threads);
     const bool last = ws.job.stage + 1 == ws.job.n_stages;
     model::StageSpec spec{ws.job.stage, job.first_layer, job.last_layer, false, last};
-    model::Glm4Stage stage(file, cfg, spec,
+    auto stage_ptr = model::make_stage(file, cfg, spec,
                            stage_options(job.n_ctx, job.n_seq, static_cast<GgmlType>(job.cache_k),
-                                         static_cast<GgmlType>(job.cache_v), job.check_finite != 0),
+                                         static_cast<GgmlType>(job.cache_v), job.check_finite != 0, job.device,
+                                         job.attn_precision),
                            pool);
     pipeline::RunnerOptions ro;
     ro.model_id = pipeline::model_identity(*file);
     ro.n_stages = ws.job.n_stages;
     ro.n_seq = job.n_seq;
-    pipeline::StageRunner runner(stage, ws.links, ro);
+    pipeline::StageRunner runner(*stage_ptr, ws.links, ro);
     runner.run();
     PIPELM_INFO("job done");
 }

@@ -86,7 +86,7 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
     kernels::rope_table(rope_cs_.data(), opt.n_ctx, cfg.n_rot, cfg.rope_base);
 }
 
-void Glm4Stage::embed(const int32_t* tokens, int64_t n, float* x) const {
+void Glm4Stage::embed(const int32_t* tokens, int64_t n, float* x) {
     PIPELM_CHECK(spec_.has_embedding, "stage ", spec_.index, " has no embedding");
     for (int64_t t = 0; t < n; ++t) {
         const int32_t id = tokens[t];

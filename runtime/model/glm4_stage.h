@@ -11,51 +11,27 @@
 #include "runtime/gguf/gguf.h"
 #include "runtime/model/glm4_config.h"
 #include "runtime/model/kv_cache.h"
+#include "runtime/model/stage.h"
 
 namespace pipelm::model {
 
-struct StageSpec {
-    int index = 0;        // stage number (for messages)
-    int first_layer = 0;  // [first_layer, last_layer)
-    int last_layer = 0;
-    bool has_embedding = true;
-    bool has_head = true;
-};
-
-struct StageOptions {
-    int n_ctx = 2048;
-    int n_seq = 1;  // sequence slots in the KV cache
-    GgmlType cache_type_k = GgmlType::kF32;
-    GgmlType cache_type_v = GgmlType::kF32;
-    bool check_finite = true;  // NaN/Inf check after every layer
-};
-
-// A batch of tokens: token t belongs to sequence slot seq[t] at position pos[t]. Positions of a
-// slot must be filled in order (a token at position p attends to the slot's rows 0..p).
-struct Batch {
-    int64_t n_tokens = 0;
-    const int32_t* pos = nullptr;
-    const int32_t* seq = nullptr;
-};
-
-class Glm4Stage {
+class Glm4Stage : public Stage {
 public:
     Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Config& cfg, const StageSpec& spec,
               const StageOptions& opt, ThreadPool& pool);
 
-    const StageSpec& spec() const { return spec_; }
-    const Glm4Config& config() const { return cfg_; }
-    int n_embd() const { return cfg_.n_embd; }
+    const StageSpec& spec() const override { return spec_; }
+    const Glm4Config& config() const override { return cfg_; }
 
     // x[t][:] = embedding of tokens[t] (first stage only). Throws on an out-of-range id.
-    void embed(const int32_t* tokens, int64_t n, float* x) const;
+    void embed(const int32_t* tokens, int64_t n, float* x) override;
     // Runs this stage's layers on x: [n_tokens][n_embd], in place.
-    void forward(float* x, const Batch& b);
+    void forward(float* x, const Batch& b) override;
     // logits[r][:] = lm_head(final_norm(x[r])) for r < n_rows (last stage only). x rows contiguous.
-    void head(const float* x, int64_t n_rows, float* logits);
+    void head(const float* x, int64_t n_rows, float* logits) override;
 
-    uint64_t weight_bytes() const { return weight_bytes_; }
-    uint64_t kv_bytes() const { return kv_.bytes(); }
+    uint64_t weight_bytes() const override { return weight_bytes_; }
+    uint64_t kv_bytes() const override { return kv_.bytes(); }
 
 private:
     struct Layer {

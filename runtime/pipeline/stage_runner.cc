@@ -38,7 +38,7 @@ void check_ubatch(const UbatchHeader& h, int n_seq, int n_ctx) {
 
 // ---- Tail -------------------------------------------------------------------------------
 
-Tail::Tail(model::Glm4Stage& stage, int n_seq) : stage_(stage), samplers_(n_seq) {}
+Tail::Tail(model::Stage& stage, int n_seq) : stage_(stage), samplers_(n_seq) {}
 
 void Tail::start_seq(const SeqStart& s) {
     if (s.slot < 0 || s.slot >= static_cast<int>(samplers_.size()))
@@ -78,7 +78,7 @@ ResultHeader Tail::run(const UbatchHeader& h, const float* x, std::vector<float>
 
 // ---- StageRunner ------------------------------------------------------------------------
 
-StageRunner::StageRunner(model::Glm4Stage& stage, transport::StageLinks links, RunnerOptions opt)
+StageRunner::StageRunner(model::Stage& stage, transport::StageLinks links, RunnerOptions opt)
     : stage_(stage), links_(std::move(links)), opt_(std::move(opt)) {
     if (stage_.spec().has_head) tail_ = std::make_unique<Tail>(stage_, opt_.n_seq);
 }
@@ -177,7 +177,7 @@ void StageRunner::loop() {
 
 // ---- Engine -----------------------------------------------------------------------------
 
-Engine::Engine(model::Glm4Stage& stage0, transport::StageLinks links, EngineOptions opt)
+Engine::Engine(model::Stage& stage0, transport::StageLinks links, EngineOptions opt)
     : stage_(stage0), links_(std::move(links)), opt_(std::move(opt)) {
     PIPELM_CHECK(opt_.ubatch > 0, "--ubatch must be positive");
     if (opt_.n_stages == 1) tail_ = std::make_unique<Tail>(stage_, opt_.n_seq);

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/model/glm4_stage.h"
+#include "runtime/model/stage.h"
 #include "runtime/pipeline/protocol.h"
 #include "runtime/sampling/sampler.h"
 #include "transport/link.h"
@@ -19,13 +19,13 @@ namespace pipelm::pipeline {
 
 class Tail {
 public:
-    Tail(model::Glm4Stage& stage, int n_seq);
+    Tail(model::Stage& stage, int n_seq);
     void start_seq(const SeqStart& s);
     // Computes the outputs the header asks for from the ubatch's hidden states x.
     ResultHeader run(const UbatchHeader& h, const float* x, std::vector<float>* logits);
 
 private:
-    model::Glm4Stage& stage_;
+    model::Stage& stage_;
     std::vector<sampling::Sampler> samplers_;
     std::vector<float> rows_;
 };
@@ -41,13 +41,13 @@ struct RunnerOptions {
 // within seconds, with this stage's reason) and rethrows.
 class StageRunner {
 public:
-    StageRunner(model::Glm4Stage& stage, transport::StageLinks links, RunnerOptions opt);
+    StageRunner(model::Stage& stage, transport::StageLinks links, RunnerOptions opt);
     void run();
 
 private:
     void loop();
     void handle_hello(const transport::Message& m);
-    model::Glm4Stage& stage_;
+    model::Stage& stage_;
     transport::StageLinks links_;
     RunnerOptions opt_;
     std::unique_ptr<Tail> tail_;
@@ -79,7 +79,7 @@ struct PipelineStats {
 
 class Engine {
 public:
-    Engine(model::Glm4Stage& stage0, transport::StageLinks links, EngineOptions opt);
+    Engine(model::Stage& stage0, transport::StageLinks links, EngineOptions opt);
     ~Engine();
 
     int n_stages() const { return opt_.n_stages; }
@@ -112,7 +112,7 @@ public:
     uint64_t link_bytes() const;
 
 private:
-    model::Glm4Stage& stage_;
+    model::Stage& stage_;
     transport::StageLinks links_;
     EngineOptions opt_;
     std::unique_ptr<Tail> tail_;  // with 1 stage
