@@ -62,7 +62,18 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy,
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
                  int64_t ldy, int64_t n_tokens, ThreadPool& pool);
 
-// One-line description of the instruction set chosen at run time ("avx2+fma", "avx512f", "scalar").
+// One-line description of the instruction set chosen at run time ("avx2+fma+f16c" or "scalar").
 const char* cpu_isa_name();
+
+// Overrides the run-time ISA choice (tests, benchmarks): "auto", "scalar" or "avx2". Returns
+// false (and changes nothing) when this CPU cannot run it. Process-wide; not for use while
+// another thread is inside matmul. Every ISA follows the accumulation contract above; the
+// scalar path gives the same bits as the AVX2 path (both use FMA and the exact dequantized
+// weights), so this never changes results, only speed.
+bool force_cpu_isa(const char* name);
+
+// Asks Linux for permission to use AMX tile data (arch_prctl(ARCH_REQ_XCOMP_PERM,
+// XFEATURE_XTILEDATA)); true when granted. Harmless on CPUs without AMX (returns false).
+bool request_amx();
 
 }  // namespace pipelm::kernels

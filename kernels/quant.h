@@ -15,4 +15,11 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
 // (ggml_row_bytes(type, n) bytes). Round-to-nearest quantizers, not llama.cpp's search.
 void quantize_row(GgmlType type, const float* src, void* dst, int64_t n);
 
+// True for the types listed above (the ones dequantize_row, quantize_row and matmul accept).
+bool quant_type_supported(GgmlType type);
+
+// Throws pipelm::Error (kUnsupported / kInvalidArgument) unless `type` is supported and n is a
+// non-negative multiple of its block size.
+void check_row_length(GgmlType type, int64_t n);
+
 }  // namespace pipelm::kernels

@@ -35,7 +35,7 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
     o.n_stages = a.has("--stages") ? static_cast<int>(a.integer("--stages")) : 1;
     o.split = a.has("--split") ? a.str("--split") : "auto";
     o.mem = a.str("--mem");
-    o.devices = a.str("--devices");
+    o.devices = a.has("--devices") ? a.str("--devices") : "";
     o.workers = a.str("--workers");
     o.token_file = a.str("--token-file");
     o.connect_timeout_s = a.number("--connect-timeout");

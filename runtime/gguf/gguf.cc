@@ -68,6 +68,13 @@ int64_t TensorInfo::n_elements() const {
 namespace {
 
 constexpr int kMaxArrayDepth = 8;
+// Counts come from the file: reserve at most this many elements up front (the vectors grow as the
+// elements are actually read, so a count that lies fails at the truncation, not in the allocator).
+constexpr uint64_t kMaxReserve = 4096;
+// Every array element becomes a Value (~100 bytes): a corrupt count that the file's bytes happen to
+// cover must not turn a multi-GB model into hundreds of GB of metadata. Real GGUFs hold a few
+// hundred thousand elements (vocabulary, merges, token types).
+constexpr uint64_t kMaxMetadataElements = uint64_t(1) << 24;
 constexpr size_t kMaxNameBytes = 64;  // GGML_MAX_NAME, including the terminating NUL
 constexpr uint32_t kMaxDims = 4;
 
@@ -83,6 +90,27 @@ size_t scalar_size(ValueType t) {
     return 1;
 }
 
+// A name read from the file, made safe for a one-line message: control bytes escaped, long names cut.
+std::string printable(const std::string& name) {
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (size_t k = 0; k < name.size(); ++k) {
+        if (out.size() >= 80) {
+            out += "...";
+            break;
+        }
+        const unsigned char ch = static_cast<unsigned char>(name[k]);
+        if (ch < 0x20 || ch == 0x7f) {
+            out += "\\x";
+            out += hex[ch >> 4];
+            out += hex[ch & 15];
+        } else {
+            out += static_cast<char>(ch);
+        }
+    }
+    return out;
+}
+
 class Cursor {
 public:
     Cursor(const std::string& path, const uint8_t* data, size_t size) : path_(path), data_(data), size_(size) {}
@@ -90,25 +118,29 @@ public:
     size_t pos() const { return pos_; }
     size_t left() const { return size_ - pos_; }
 
-    void need(size_t n, const char* what) const {
+    // `what` names the field; `key`, when given, the metadata key it belongs to (the message is
+    // only built on failure: this runs for every one of a vocabulary's strings).
+    void need(size_t n, const char* what, const std::string* key = nullptr) const {
         if (n > left())
             PIPELM_THROW(ErrorCode::kFormat, path_, ": truncated at offset ", pos_, " while reading ", what,
-                         " (needs ", n, " bytes, ", left(), " left of ", size_, "): the file is incomplete; download it again");
+                         key ? " of key '" + printable(*key) + "'" : std::string(), " (needs ", n, " bytes, ", left(),
+                         " left of ", size_, "): the file is incomplete; download it again");
     }
     template <typename T>
-    T read(const char* what) {
-        need(sizeof(T), what);
+    T read(const char* what, const std::string* key = nullptr) {
+        need(sizeof(T), what, key);
         T v;
         std::memcpy(&v, data_ + pos_, sizeof(T));
         pos_ += sizeof(T);
         return v;
     }
-    std::string read_string(const char* what) {
+    std::string read_string(const char* what, const std::string* key = nullptr) {
         const size_t at = pos_;
-        const uint64_t len = read<uint64_t>(what);
+        const uint64_t len = read<uint64_t>(what, key);
         if (len > left())
             PIPELM_THROW(ErrorCode::kFormat, path_, ": string length ", len, " at offset ", at, " (", what,
-                         ") exceeds the ", left(), " bytes left in the file");
+                         key ? " of key '" + printable(*key) + "'" : std::string(), ") exceeds the ", left(),
+                         " bytes left in the file");
         std::string s(reinterpret_cast<const char*>(data_ + pos_), static_cast<size_t>(len));
         pos_ += static_cast<size_t>(len);
         return s;
@@ -126,44 +158,53 @@ private:
 
 bool valid_value_type(uint32_t t) { return t <= static_cast<uint32_t>(ValueType::kF64); }
 
-Value read_value(Cursor& c, ValueType type, const std::string& key, int depth) {
+// `elements_left` is the budget of array elements for the whole metadata (kMaxMetadataElements).
+Value read_value(Cursor& c, ValueType type, const std::string& key, int depth, uint64_t& elements_left) {
     Value v;
     v.type = type;
     switch (type) {
-        case ValueType::kU8: v.u = c.read<uint8_t>("u8 value"); break;
-        case ValueType::kI8: v.i = c.read<int8_t>("i8 value"); break;
-        case ValueType::kU16: v.u = c.read<uint16_t>("u16 value"); break;
-        case ValueType::kI16: v.i = c.read<int16_t>("i16 value"); break;
-        case ValueType::kU32: v.u = c.read<uint32_t>("u32 value"); break;
-        case ValueType::kI32: v.i = c.read<int32_t>("i32 value"); break;
-        case ValueType::kU64: v.u = c.read<uint64_t>("u64 value"); break;
-        case ValueType::kI64: v.i = c.read<int64_t>("i64 value"); break;
-        case ValueType::kF32: v.f = c.read<float>("f32 value"); break;
-        case ValueType::kF64: v.f = c.read<double>("f64 value"); break;
+        case ValueType::kU8: v.u = c.read<uint8_t>("u8 value", &key); break;
+        case ValueType::kI8: v.i = c.read<int8_t>("i8 value", &key); break;
+        case ValueType::kU16: v.u = c.read<uint16_t>("u16 value", &key); break;
+        case ValueType::kI16: v.i = c.read<int16_t>("i16 value", &key); break;
+        case ValueType::kU32: v.u = c.read<uint32_t>("u32 value", &key); break;
+        case ValueType::kI32: v.i = c.read<int32_t>("i32 value", &key); break;
+        case ValueType::kU64: v.u = c.read<uint64_t>("u64 value", &key); break;
+        case ValueType::kI64: v.i = c.read<int64_t>("i64 value", &key); break;
+        case ValueType::kF32: v.f = c.read<float>("f32 value", &key); break;
+        case ValueType::kF64: v.f = c.read<double>("f64 value", &key); break;
         case ValueType::kBool: {
             const size_t at = c.pos();
-            const uint8_t b = c.read<uint8_t>("bool value");
-            if (b > 1) c.fail(at, "bool value of key '" + key + "' is " + std::to_string(b) + ", expected 0 or 1");
+            const uint8_t b = c.read<uint8_t>("bool value", &key);
+            if (b > 1)
+                c.fail(at, "bool value of key '" + printable(key) + "' is " + std::to_string(b) + ", expected 0 or 1");
             v.u = b;
             break;
         }
-        case ValueType::kString: v.s = c.read_string(("string value of key '" + key + "'").c_str()); break;
+        case ValueType::kString: v.s = c.read_string("string value", &key); break;
         case ValueType::kArray: {
             const size_t at = c.pos();
-            if (depth >= kMaxArrayDepth) c.fail(at, "arrays nested deeper than 8 levels in key '" + key + "'");
-            const uint32_t et = c.read<uint32_t>("array element type");
+            if (depth >= kMaxArrayDepth)
+                c.fail(at, "arrays nested deeper than 8 levels in key '" + printable(key) + "'");
+            const uint32_t et = c.read<uint32_t>("array element type", &key);
             if (!valid_value_type(et))
-                c.fail(at, "array of key '" + key + "' has unknown element type " + std::to_string(et) +
+                c.fail(at, "array of key '" + printable(key) + "' has unknown element type " + std::to_string(et) +
                                " (expected 0..12)");
-            const uint64_t n = c.read<uint64_t>("array length");
+            const uint64_t n = c.read<uint64_t>("array length", &key);
             const size_t min_elem = scalar_size(static_cast<ValueType>(et));
             if (n > c.left() / min_elem)
-                c.fail(at, "array of key '" + key + "' claims " + std::to_string(n) + " elements of " +
+                c.fail(at, "array of key '" + printable(key) + "' claims " + std::to_string(n) + " elements of " +
                                value_type_name(static_cast<ValueType>(et)) + ", more than the " +
                                std::to_string(c.left()) + " bytes left can hold");
+            if (n > elements_left)
+                c.fail(at, "array of key '" + printable(key) + "' claims " + std::to_string(n) +
+                               " elements, more than the metadata limit of " + std::to_string(kMaxMetadataElements) +
+                               " array elements in all: the file is corrupt");
+            elements_left -= n;
             v.elem_type = static_cast<ValueType>(et);
-            v.arr.reserve(static_cast<size_t>(n));
-            for (uint64_t k = 0; k < n; ++k) v.arr.push_back(read_value(c, v.elem_type, key, depth + 1));
+            v.arr.reserve(static_cast<size_t>(std::min(n, kMaxReserve)));
+            for (uint64_t k = 0; k < n; ++k)
+                v.arr.push_back(read_value(c, v.elem_type, key, depth + 1, elements_left));
             break;
         }
     }
@@ -208,20 +249,25 @@ void GgufFile::parse() {
     // A tensor info is at least 8 (name len) + 4 (n_dims) + 4 (type) + 8 (offset) bytes;
     // a kv at least 8 (key len) + 4 (type) + 1 byte.
     if (n_tensors > c.left() / 24)
-        c.fail(at_counts, "tensor count " + std::to_string(n_tensors) + " is more than the file can hold");
+        c.fail(at_counts, "tensor count " + std::to_string(n_tensors) + " is more than the " + std::to_string(c.left()) +
+                              " bytes left in the file can hold (24+ bytes each): the file is truncated or corrupt");
     if (n_kv > c.left() / 13)
-        c.fail(at_counts + 8, "metadata count " + std::to_string(n_kv) + " is more than the file can hold");
+        c.fail(at_counts + 8, "metadata count " + std::to_string(n_kv) + " is more than the " +
+                                  std::to_string(c.left()) +
+                                  " bytes left in the file can hold (13+ bytes each): the file is truncated or corrupt");
 
-    kv_.reserve(static_cast<size_t>(n_kv));
+    kv_.reserve(static_cast<size_t>(std::min(n_kv, kMaxReserve)));
+    uint64_t elements_left = kMaxMetadataElements;
     for (uint64_t k = 0; k < n_kv; ++k) {
         const size_t at = c.pos();
         std::string key = c.read_string("metadata key");
         const size_t at_type = c.pos();
-        const uint32_t t = c.read<uint32_t>("metadata value type");
+        const uint32_t t = c.read<uint32_t>("metadata value type", &key);
         if (!valid_value_type(t))
-            c.fail(at_type, "key '" + key + "' has unknown value type " + std::to_string(t) + " (expected 0..12)");
-        Value v = read_value(c, static_cast<ValueType>(t), key, 0);
-        if (kv_index_.count(key)) c.fail(at, "duplicate metadata key '" + key + "'");
+            c.fail(at_type, "key '" + printable(key) + "' has unknown value type " + std::to_string(t) +
+                                " (expected 0..12)");
+        Value v = read_value(c, static_cast<ValueType>(t), key, 0, elements_left);
+        if (kv_index_.count(key)) c.fail(at, "duplicate metadata key '" + printable(key) + "'");
         kv_index_[key] = kv_.size();
         kv_.emplace_back(std::move(key), std::move(v));
     }
@@ -236,23 +282,25 @@ void GgufFile::parse() {
         alignment_ = al;
     }
 
-    tensors_.reserve(static_cast<size_t>(n_tensors));
+    tensors_.reserve(static_cast<size_t>(std::min(n_tensors, kMaxReserve)));
     for (uint64_t k = 0; k < n_tensors; ++k) {
         const size_t at = c.pos();
         TensorInfo ti;
         ti.name = c.read_string("tensor name");
         if (ti.name.size() >= kMaxNameBytes)
-            c.fail(at, "tensor name '" + ti.name.substr(0, 80) + "...' is longer than 63 bytes");
-        if (tensor_index_.count(ti.name)) c.fail(at, "duplicate tensor name '" + ti.name + "'");
+            c.fail(at, "tensor name '" + printable(ti.name) + "' is " + std::to_string(ti.name.size()) +
+                           " bytes, longer than 63");
+        const std::string name = printable(ti.name);  // for messages
+        if (tensor_index_.count(ti.name)) c.fail(at, "duplicate tensor name '" + name + "'");
         const uint32_t n_dims = c.read<uint32_t>("tensor dimension count");
         if (n_dims == 0 || n_dims > kMaxDims)
-            c.fail(at, "tensor '" + ti.name + "' has " + std::to_string(n_dims) + " dimensions, expected 1..4");
+            c.fail(at, "tensor '" + name + "' has " + std::to_string(n_dims) + " dimensions, expected 1..4");
         int64_t n_el = 1;
         for (uint32_t d = 0; d < n_dims; ++d) {
             const uint64_t ne = c.read<uint64_t>("tensor dimension");
             if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
                 (ne != 0 && static_cast<uint64_t>(n_el) > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ne))
-                c.fail(at, "tensor '" + ti.name + "' has an element count that overflows 64 bits");
+                c.fail(at, "tensor '" + name + "' has an element count that overflows 64 bits");
             ti.ne.push_back(static_cast<int64_t>(ne));
             n_el *= static_cast<int64_t>(ne);
         }
@@ -260,20 +308,23 @@ void GgufFile::parse() {
         const uint32_t type = c.read<uint32_t>("tensor type");
         const GgmlTypeInfo& info = ggml_type_info(type);
         if (!info.known)
-            c.fail(at_type, "tensor '" + ti.name + "' has unknown ggml type " + std::to_string(type));
+            c.fail(at_type, "tensor '" + name + "' has unknown ggml type " + std::to_string(type));
         ti.type = static_cast<GgmlType>(type);
         if (ti.ne[0] % info.block != 0)
-            c.fail(at, "tensor '" + ti.name + "' of type " + info.name + " has " + std::to_string(ti.ne[0]) +
+            c.fail(at, "tensor '" + name + "' of type " + info.name + " has " + std::to_string(ti.ne[0]) +
                            " elements per row, not a multiple of the block size " + std::to_string(info.block));
         const uint64_t rows = ti.ne[0] == 0 ? 0 : static_cast<uint64_t>(n_el / ti.ne[0]);
-        const uint64_t row_bytes = static_cast<uint64_t>(ti.ne[0] / info.block) * info.block_bytes;
+        const uint64_t row_blocks = static_cast<uint64_t>(ti.ne[0] / info.block);
+        if (row_blocks > std::numeric_limits<uint64_t>::max() / info.block_bytes)
+            c.fail(at, "tensor '" + name + "' row byte size overflows 64 bits");
+        const uint64_t row_bytes = row_blocks * info.block_bytes;
         if (rows != 0 && row_bytes > std::numeric_limits<uint64_t>::max() / rows)
-            c.fail(at, "tensor '" + ti.name + "' byte size overflows 64 bits");
+            c.fail(at, "tensor '" + name + "' byte size overflows 64 bits");
         ti.bytes = row_bytes * rows;
         const size_t at_off = c.pos();
         ti.offset = c.read<uint64_t>("tensor data offset");
         if (ti.offset % alignment_ != 0)
-            c.fail(at_off, "tensor '" + ti.name + "' data offset " + std::to_string(ti.offset) +
+            c.fail(at_off, "tensor '" + name + "' data offset " + std::to_string(ti.offset) +
                                " is not a multiple of the alignment " + std::to_string(alignment_));
         tensor_index_[ti.name] = tensors_.size();
         tensors_.push_back(std::move(ti));
@@ -290,20 +341,23 @@ void GgufFile::parse() {
     for (auto& t : tensors_) {
         const uint64_t avail = fsize >= data_offset_ ? fsize - data_offset_ : 0;
         if (t.offset > avail || t.bytes > avail - t.offset)
-            PIPELM_THROW(ErrorCode::kFormat, path_, ": tensor '", t.name, "' data [", data_offset_ + t.offset, ", ",
-                         data_offset_ + t.offset + t.bytes, ") runs past the end of the file (", fsize,
-                         " bytes): the file is truncated; download it again");
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": tensor '", printable(t.name), "' data (", t.bytes,
+                         " bytes at offset ", t.offset, " of the data section, which starts at offset ", data_offset_,
+                         ") runs past the end of the file (", fsize, " bytes): the file is truncated; download it again");
         t.data = map_->data() + data_offset_ + t.offset;
         by_off.push_back(&t);
     }
     std::sort(by_off.begin(), by_off.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
-    for (size_t k = 1; k < by_off.size(); ++k) {
-        const TensorInfo* p = by_off[k - 1];
-        const TensorInfo* q = by_off[k];
-        if (p->bytes > 0 && q->bytes > 0 && p->offset + p->bytes > q->offset)
-            PIPELM_THROW(ErrorCode::kFormat, path_, ": tensors '", p->name, "' [", p->offset, ", ", p->offset + p->bytes,
-                         ") and '", q->name, "' [", q->offset, ", ", q->offset + q->bytes,
-                         ") overlap in the data section");
+    // Compare each tensor with the one reaching furthest among those before it (not just its
+    // neighbour: an empty tensor between two overlapping ones must not hide the overlap).
+    const TensorInfo* p = nullptr;
+    for (const TensorInfo* q : by_off) {
+        if (q->bytes == 0) continue;
+        if (p && p->offset + p->bytes > q->offset)
+            PIPELM_THROW(ErrorCode::kFormat, path_, ": tensors '", printable(p->name), "' [", p->offset, ", ",
+                         p->offset + p->bytes, ") and '", printable(q->name), "' [", q->offset, ", ",
+                         q->offset + q->bytes, ") overlap in the data section");
+        if (!p || q->offset + q->bytes > p->offset + p->bytes) p = q;
     }
 }
 

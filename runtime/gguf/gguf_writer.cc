@@ -79,6 +79,14 @@ Value GgufWriter::make_string(const std::string& s) {
 }
 
 void GgufWriter::set(const std::string& key, Value v) {
+    if (key == "general.alignment") {
+        // write() emits this key from alignment_ (and pads by it): storing it here as well would
+        // write it twice, or a value that disagrees with the padding.
+        PIPELM_CHECK(v.type == ValueType::kU32 && v.u != 0 && (v.u & (v.u - 1)) == 0 && v.u <= 0xffffffffu,
+                     "general.alignment must be a u32 power of two");
+        alignment_ = static_cast<uint32_t>(v.u);
+        return;
+    }
     for (auto& kv : kv_)
         if (kv.first == key) {
             kv.second = std::move(v);
@@ -137,52 +145,66 @@ void GgufWriter::add_tensor(const std::string& name, GgmlType type, const std::v
     PIPELM_CHECK(!ne.empty() && ne.size() <= 4, "tensor '", name, "': 1..4 dimensions");
     PIPELM_CHECK(ne[0] % ti.block == 0, "tensor '", name, "': ", ne[0], " elements per row is not a multiple of ",
                  ti.block, " (type ", ti.name, ")");
+    for (const auto& t : tensors_) PIPELM_CHECK(t.name != name, "duplicate tensor '", name, "'");
     uint64_t rows = 1;
     for (size_t d = 1; d < ne.size(); ++d) rows *= static_cast<uint64_t>(ne[d]);
     tensors_.push_back({name, type, ne, ggml_row_bytes(type, ne[0]) * rows, std::move(fill)});
 }
 
 void GgufWriter::write(const std::string& path, uint32_t version) const {
+    PIPELM_CHECK(alignment_ != 0 && (alignment_ & (alignment_ - 1)) == 0, "GGUF alignment ", alignment_,
+                 " is not a power of two");
     const std::string tmp = path + ".tmp";
     std::unique_ptr<std::FILE, FileCloser> f(std::fopen(tmp.c_str(), "wb"));
     if (!f) PIPELM_THROW(ErrorCode::kIo, tmp, ": cannot create: ", std::strerror(errno));
-    Out o(f.get(), tmp);
-    o.pod<uint32_t>(0x46554747u);
-    o.pod<uint32_t>(version);
-    o.pod<uint64_t>(tensors_.size());
-    const bool has_align = alignment_ != 32;
-    o.pod<uint64_t>(kv_.size() + (has_align ? 1 : 0));
-    if (has_align) {
-        o.str("general.alignment");
-        o.pod<uint32_t>(static_cast<uint32_t>(ValueType::kU32));
-        o.pod<uint32_t>(alignment_);
-    }
-    for (const auto& kv : kv_) {
-        o.str(kv.first);
-        o.pod<uint32_t>(static_cast<uint32_t>(kv.second.type));
-        write_value(o, kv.second);
-    }
-    uint64_t off = 0;
-    for (const auto& t : tensors_) {
-        o.str(t.name);
-        o.pod<uint32_t>(static_cast<uint32_t>(t.ne.size()));
-        for (int64_t d : t.ne) o.pod<uint64_t>(static_cast<uint64_t>(d));
-        o.pod<uint32_t>(static_cast<uint32_t>(t.type));
-        o.pod<uint64_t>(off);
-        off += (t.bytes + alignment_ - 1) / alignment_ * alignment_;
-    }
-    o.pad_to(alignment_);
-    std::vector<uint8_t> buf;
-    for (const auto& t : tensors_) {
-        buf.assign(static_cast<size_t>(t.bytes), 0);
-        if (t.fill) t.fill(buf.data());
-        o.bytes(buf.data(), buf.size());
+    // On any failure (a full disk, a fill callback that throws) the partial .tmp file is removed.
+    try {
+        Out o(f.get(), tmp);
+        o.pod<uint32_t>(0x46554747u);
+        o.pod<uint32_t>(version);
+        o.pod<uint64_t>(tensors_.size());
+        const bool has_align = alignment_ != 32;
+        o.pod<uint64_t>(kv_.size() + (has_align ? 1 : 0));
+        if (has_align) {
+            o.str("general.alignment");
+            o.pod<uint32_t>(static_cast<uint32_t>(ValueType::kU32));
+            o.pod<uint32_t>(alignment_);
+        }
+        for (const auto& kv : kv_) {
+            o.str(kv.first);
+            o.pod<uint32_t>(static_cast<uint32_t>(kv.second.type));
+            write_value(o, kv.second);
+        }
+        uint64_t off = 0;
+        for (const auto& t : tensors_) {
+            o.str(t.name);
+            o.pod<uint32_t>(static_cast<uint32_t>(t.ne.size()));
+            for (int64_t d : t.ne) o.pod<uint64_t>(static_cast<uint64_t>(d));
+            o.pod<uint32_t>(static_cast<uint32_t>(t.type));
+            o.pod<uint64_t>(off);
+            off += (t.bytes + alignment_ - 1) / alignment_ * alignment_;
+        }
         o.pad_to(alignment_);
+        std::vector<uint8_t> buf;
+        for (const auto& t : tensors_) {
+            buf.assign(static_cast<size_t>(t.bytes), 0);
+            if (t.fill) t.fill(buf.data());
+            o.bytes(buf.data(), buf.size());
+            o.pad_to(alignment_);
+        }
+        if (std::fflush(f.get()) != 0 || std::ferror(f.get()))
+            PIPELM_THROW(ErrorCode::kIo, tmp, ": write failed: ", std::strerror(errno));
+        if (std::fclose(f.release()) != 0) PIPELM_THROW(ErrorCode::kIo, tmp, ": write failed: ", std::strerror(errno));
+    } catch (...) {
+        f.reset();
+        std::remove(tmp.c_str());
+        throw;
     }
-    if (std::fflush(f.get()) != 0) PIPELM_THROW(ErrorCode::kIo, tmp, ": write failed: ", std::strerror(errno));
-    f.reset();
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-        PIPELM_THROW(ErrorCode::kIo, path, ": cannot rename from ", tmp, ": ", std::strerror(errno));
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        std::remove(tmp.c_str());
+        PIPELM_THROW(ErrorCode::kIo, path, ": cannot rename from ", tmp, ": ", std::strerror(e));
+    }
 }
 
 }  // namespace pipelm::gguf
