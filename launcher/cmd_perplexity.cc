@@ -10,6 +10,7 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "launcher/signals.h"
 #include "runtime/base/log.h"
 
 namespace pipelm::launcher {
@@ -93,6 +94,11 @@ int cmd_perplexity(int argc, char** argv) {
     std::vector<float> lp_f(V);
     pipeline::Engine& eng = session->engine();
     for (int64_t w = 0; w < n_windows; ++w) {
+        if (interrupted()) {
+            PIPELM_WARN("interrupted after ", w, " windows");
+            n_windows = w;
+            break;
+        }
         std::vector<int32_t> window(ids.begin() + w * win, ids.begin() + (w + 1) * win);
         const std::vector<float> logits = eng.prefill_logits(0, window, 0, true);
         for (int i = 0; i < win - 1; ++i) {
@@ -122,6 +128,10 @@ int cmd_perplexity(int argc, char** argv) {
             for (double x : nll) m += x;
             std::fprintf(stderr, "[%lld/%lld] ppl %.4f\n", (long long)(w + 1), (long long)n_windows, std::exp(m / nll.size()));
         }
+    }
+    if (nll.size() < 2) {
+        session->close();
+        return 130;
     }
     const double N = static_cast<double>(nll.size());
     double mean = 0, var = 0;

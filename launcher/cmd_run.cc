@@ -10,6 +10,7 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "launcher/signals.h"
 #include "runtime/base/log.h"
 
 namespace pipelm::launcher {
@@ -138,6 +139,10 @@ int cmd_run(int argc, char** argv) {
     const auto t1 = Clock::now();
     int pos = static_cast<int>(ids.size());
     while (n_gen < n_predict) {
+        if (interrupted()) {
+            PIPELM_WARN("interrupted: stopping generation and shutting the pipeline down");
+            break;
+        }
         ++n_gen;
         if (!ignore_eos && tk.is_eog(tok)) break;
         generated.push_back(tok);
@@ -164,7 +169,7 @@ int cmd_run(int argc, char** argv) {
                   eng.n_stages(), mode_name(session->mode()), busy_line(eng.stats(), wall).c_str());
     PIPELM_INFO(buf);
     session->close();
-    return 0;
+    return interrupted() ? 130 : 0;
 }
 
 int cmd_logits(int argc, char** argv) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "launcher/commands.h"
+#include "launcher/signals.h"
 #include "runtime/base/error.h"
 #include "runtime/base/log.h"
 
@@ -44,7 +45,7 @@ int exit_code(pipelm::ErrorCode c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::signal(SIGPIPE, SIG_IGN);
+    pipelm::launcher::install_signal_handlers();
     if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
         std::fputs(kUsage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -4,6 +4,7 @@
 
 #include "launcher/session.h"
 #include "launcher/session_net.h"
+#include "launcher/signals.h"
 #include "runtime/base/log.h"
 #include "transport/mpi_link.h"
 #include "transport/tcp_bootstrap.h"
@@ -87,6 +88,15 @@ void Session::start_mpi(const SessionOptions& opt) {
         ro.model_id = id;
         ro.n_stages = S;
         ro.n_seq = opt.n_seq;
+        // Ctrl-C reaches every rank; rank 0 drives the clean shutdown. Give up on our own only
+        // if it has not done so 5 s after the signal.
+        auto since = std::make_shared<std::chrono::steady_clock::time_point>();
+        ro.should_stop = [since] {
+            if (!interrupted()) return false;
+            const auto now = std::chrono::steady_clock::now();
+            if (*since == std::chrono::steady_clock::time_point{}) *since = now;
+            return now - *since > std::chrono::seconds(5);
+        };
         pipeline::StageRunner runner(*stages_[0], links, ro);
         runner.run();
         return;
@@ -180,6 +190,7 @@ void serve_job(transport::WorkerSession& ws, const std::string& model_override, 
     ro.model_id = pipeline::model_identity(*file);
     ro.n_stages = ws.job.n_stages;
     ro.n_seq = job.n_seq;
+    ro.should_stop = [] { return interrupted(); };
     pipeline::StageRunner runner(*stage_ptr, ws.links, ro);
     runner.run();
     PIPELM_INFO("job done");
@@ -197,7 +208,11 @@ int run_worker(const std::string& listen, const std::string& token_file, const s
     for (;;) {
         transport::WorkerSession ws;
         try {
-            ws = transport::tcp_worker_accept(*listener, std::chrono::hours(24 * 365));
+            if (interrupted()) {
+                PIPELM_INFO("worker: interrupted, exiting");
+                return 130;
+            }
+            ws = transport::tcp_worker_accept(*listener, std::chrono::seconds(2));
         } catch (const Error& e) {
             if (e.code() == ErrorCode::kTimeout) continue;
             if (once) throw;

@@ -128,8 +128,10 @@ void StageRunner::loop() {
         try {
             m = links_.prev->recv(opt_.idle_timeout);
         } catch (const Error& e) {
-            if (e.code() == ErrorCode::kTimeout) continue;
-            throw;
+            if (e.code() != ErrorCode::kTimeout) throw;
+            if (opt_.should_stop && opt_.should_stop())
+                PIPELM_THROW(ErrorCode::kCancelled, "stage ", stage_.spec().index, " interrupted (Ctrl-C)");
+            continue;
         }
         if (m.kind == transport::MsgKind::kShutdown) {
             if (links_.next) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,7 +35,9 @@ struct RunnerOptions {
     std::string model_id;
     int n_stages = 1;
     int n_seq = 1;  // sequence slots (same --parallel on every rank)
-    std::chrono::milliseconds idle_timeout{std::chrono::hours(24 * 365)};
+    std::chrono::milliseconds idle_timeout{std::chrono::seconds(1)};
+    // Polled while idle: true stops the stage with Error{kCancelled} (links aborted).
+    std::function<bool()> should_stop;
 };
 
 // Stages 1..S-1. Returns on kShutdown; on any error aborts its links (so neighbours stop

@@ -1,0 +1,10 @@
+// Ctrl-C handling: the first SIGINT/SIGTERM asks the current command to stop at the next safe
+// point (between tokens / ubatches) and shut the pipeline down cleanly; a second one exits at once.
+#pragma once
+
+namespace pipelm::launcher {
+
+void install_signal_handlers();
+bool interrupted();
+
+}  // namespace pipelm::launcher
