@@ -2,6 +2,7 @@
 // (shared/testdata/models/glm4-demo/README.md: F16 58.4652 ± 0.7462 over 174 windows of 256).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <regex>
 
@@ -26,15 +27,16 @@ TEST(Perplexity, DemoF16MatchesLlamaCpp) {
     const std::string base = temp_file("demo-f16.lp");
     const RunResult r = run_cmd(pipelm_cmd("perplexity -m " + kModel + " -f " + kText + " --save-logits " + base));
     ASSERT_EQ(r.status, 0) << r.output;
-    const double ppl = grab(r.output, "perplexity: ([0-9.]+)");
+    const double ppl = grab(r.output, "perplexity: ([0-9.]+) \\+/-");
     const double se = grab(r.output, "perplexity: [0-9.]+ \\+/- ([0-9.]+)");
     EXPECT_NEAR(ppl, 58.4652, 58.4652 * 1e-3) << r.output;
     EXPECT_NEAR(se, 0.7462, 0.01) << r.output;
     EXPECT_NE(r.output.find("44370 tokens"), std::string::npos) << r.output;
-    // KL divergence of a run against itself: exactly 0, full top-1 agreement.
+    // KL divergence of a run against itself: 0 up to the float32 storage of the base
+    // log-probabilities (|error| ~1e-7 per log-prob), full top-1 agreement.
     const RunResult k = run_cmd(pipelm_cmd("perplexity -m " + kModel + " -f " + kText + " --chunks 4 --kl-base " + base));
     ASSERT_EQ(k.status, 0) << k.output;
-    EXPECT_EQ(grab(k.output, "KL divergence: mean ([-0-9.e+]+)"), 0.0) << k.output;
+    EXPECT_LT(std::abs(grab(k.output, "KL divergence: mean ([-0-9.e+]+)")), 1e-8) << k.output;
     EXPECT_EQ(grab(k.output, "top-1 agreement: ([0-9.]+)"), 1.0) << k.output;
     std::remove(base.c_str());
 }
