@@ -80,6 +80,10 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
         if (!cfg.tied_output || !spec.has_embedding) weight_bytes_ += o.bytes;
         output_ = kernels::Matrix::prepare(view_of(o));
     }
+    for (GgmlType t : {opt.cache_type_k, opt.cache_type_v})
+        if (cfg.head_dim % ggml_type_info(t).block != 0)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "KV cache type ", ggml_type_name(t), " needs head_dim (",
+                         cfg.head_dim, ") to be a multiple of ", ggml_type_info(t).block, ": use f16 or f32");
     kv_ = KvCache(static_cast<int>(layers_.size()), opt.n_seq, opt.n_ctx, cfg.kv_dim(), opt.cache_type_k,
                   opt.cache_type_v);
     rope_cs_.resize(static_cast<size_t>(opt.n_ctx) * cfg.n_rot);

@@ -182,3 +182,45 @@ TEST(GoldenQuant, EveryFileMatchesItsExactForward) {
 
 }  // namespace
 }  // namespace pipelm::testing
+
+namespace pipelm::testing {
+namespace {
+
+// KV cache types (llama.cpp's --cache-type-k/-v): F16 and Q8_0 storage of K and V change the
+// logits by their rounding only (F16: ~1e-3 relative, measured 1e-4 on glm4-tiny).
+TEST(KvCache, F16AndQ8CachesStayClose) {
+    const auto ids = prompt_ids("glm4-tiny", "p64");
+    const auto f32 = logits("models/glm4-tiny/model.gguf", ids);
+    const auto f16 = logits("models/glm4-tiny/model.gguf", ids, "-ctk f16 -ctv f16");
+    const Compare c = compare(f16, f32, kTinyVocab);
+    EXPECT_LE(c.max_rel, 5e-3);
+    EXPECT_GT(c.max_rel, 0.0);
+    // glm4-tiny's head_dim 16 cannot hold Q8_0 blocks of 32: refused with the reason.
+    const RunResult r = run_cmd(pipelm_cmd("logits -m " + data_path("models/glm4-tiny/model.gguf") +
+                                           " --tokens 1,2 --out " + temp_file("q8kv.f32") + " -ctk q8_0 -ctv q8_0"));
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.output.find("multiple of 32"), std::string::npos) << r.output;
+    // glm4-demo (head_dim 64): Q8_0 cache, logits of the first 32 validation tokens.
+    const std::string demo = std::string(PIPELM_SOURCE_DIR) + "/launcher/assets/glm4-demo-f16.gguf";
+    const auto v32 = json_ids(read_json(data_path("models/glm4-demo/ref/prompts.json")).at("v32").at("ids"));
+    auto run = [&](const std::string& extra) {
+        const std::string out = temp_file("demo" + std::to_string(extra.size()) + ".f32");
+        const RunResult rr = run_cmd(pipelm_cmd("logits -m " + demo + " --tokens " + ids_arg(v32) + " --out " + out + " " + extra));
+        EXPECT_EQ(rr.status, 0) << rr.output;
+        return read_f32(out);
+    };
+    const auto base = run("");
+    const auto q8 = run("-ctk q8_0 -ctv q8_0");
+    const Compare cq = compare(q8, base, 4096);
+    EXPECT_LE(cq.max_rel, 2e-2);
+    EXPECT_GE(cq.argmax_agree, cq.rows - 1);
+    // And the F16 demo file against llama.cpp's F32 run of the F32 source (weights rounded to F16
+    // only): llama.cpp's own F16 run is within 1e-3 of it.
+    const auto ref = read_f32(data_path("models/glm4-demo/ref/logits-f32-v32.f32"));
+    const Compare cr = compare(base, ref, 4096);
+    EXPECT_LE(cr.max_rel, 5e-3);
+    EXPECT_EQ(cr.argmax_agree, cr.rows);
+}
+
+}  // namespace
+}  // namespace pipelm::testing
