@@ -23,6 +23,7 @@ const char* kUsage =
     "  tokenize    print the token ids of a text as JSON\n"
     "  inspect     print a GGUF file's metadata and tensor table\n"
     "  mkmodel     write a GLM-4 GGUF with random weights of any shape\n"
+    "  quantize    rewrite a GGUF's weights in another type (f16, bf16, q8_0, q4_k, ...)\n"
     "  worker      serve pipeline stages over TCP for `run --workers`\n\n"
     "modes: in-process (--stages N), MPI (mpirun -np N pipelm run ...), TCP (--workers h:p,...)\n";
 
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
         if (cmd == "tokenize") return cmd_tokenize(argc, argv);
         if (cmd == "inspect") return cmd_inspect(argc, argv);
         if (cmd == "mkmodel") return cmd_mkmodel(argc, argv);
+        if (cmd == "quantize") return cmd_quantize(argc, argv);
         if (cmd == "worker") return cmd_worker(argc, argv);
         std::fprintf(stderr, "pipelm: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
