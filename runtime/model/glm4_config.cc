@@ -55,8 +55,14 @@ Glm4Config Glm4Config::from_gguf(const gguf::GgufFile& f) {
     c.n_rot = positive(f, p + "rope.dimension_count", f.get_int(p + "rope.dimension_count", c.head_dim), 65536);
     c.n_ff = positive(f, p + "feed_forward_length", f.get_int(p + "feed_forward_length"));
     c.n_ctx_train = static_cast<int>(f.get_int(p + "context_length", 4096));
-    c.eps = static_cast<float>(f.get_float(p + "attention.layer_norm_rms_epsilon"));
-    c.rope_base = static_cast<float>(f.get_float(p + "rope.freq_base", 10000.0));
+    const double eps = f.get_float(p + "attention.layer_norm_rms_epsilon");
+    const double base = f.get_float(p + "rope.freq_base", 10000.0);
+    if (!(eps > 0.0 && eps <= 1.0))
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": layer_norm_rms_epsilon ", eps, " is out of range (0, 1]");
+    if (!(base > 1.0 && base < 1e30))
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": rope.freq_base ", base, " is out of range");
+    c.eps = static_cast<float>(eps);
+    c.rope_base = static_cast<float>(base);
     if (c.n_head % c.n_head_kv != 0)
         PIPELM_THROW(ErrorCode::kFormat, f.path(), ": head_count ", c.n_head, " is not a multiple of head_count_kv ",
                      c.n_head_kv);

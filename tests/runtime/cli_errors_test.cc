@@ -1,0 +1,286 @@
+// The pipelm executable on malformed input: it must exit normally (no signal, no core) with a
+// non-zero status and exactly one stderr line "error: ..." naming the file or flag at fault.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/base/error.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/gguf/gguf_writer.h"
+#include "runtime/model/mkmodel.h"
+
+namespace pipelm {
+namespace {
+
+class TempDir {
+public:
+    TempDir() {
+        char tmpl[] = "/tmp/pipelm-cli-test-XXXXXX";
+        const char* p = ::mkdtemp(tmpl);
+        if (!p) throw std::runtime_error("mkdtemp failed");
+        dir_ = p;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string path(const std::string& name) const { return dir_ + "/" + name; }
+    const std::string& dir() const { return dir_; }
+
+private:
+    std::string dir_;
+};
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+    const std::string s = slurp(path);
+    return std::vector<uint8_t>(s.begin(), s.end());
+}
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+    if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+struct RunResult {
+    bool exited = false;
+    int exit_code = -1;
+    bool signaled = false;
+    int signal = 0;
+    bool core_dumped = false;
+    bool timed_out = false;
+    std::string out, err;
+};
+
+// Runs PIPELM_BINARY with `args` in directory `cwd` (where a core file would land), stdout and
+// stderr to files there. Kills it after `timeout_s`.
+RunResult run_pipelm(const std::vector<std::string>& args, const std::string& cwd, double timeout_s = 120) {
+    const std::string out_path = cwd + "/.stdout", err_path = cwd + "/.stderr";
+    std::vector<std::string> argv_s = {PIPELM_BINARY};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        if (::chdir(cwd.c_str()) != 0) ::_exit(126);
+        const int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
+        ::close(o);
+        ::close(e);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    RunResult r;
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    for (;;) {
+        const pid_t w = ::waitpid(pid, &status, WNOHANG);
+        if (w == pid) break;
+        if (w < 0 && errno != EINTR) throw std::runtime_error("waitpid failed");
+        if (std::chrono::steady_clock::now() > deadline) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            r.timed_out = true;
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    r.exited = WIFEXITED(status);
+    if (r.exited) r.exit_code = WEXITSTATUS(status);
+    r.signaled = WIFSIGNALED(status);
+    if (r.signaled) {
+        r.signal = WTERMSIG(status);
+        r.core_dumped = WCOREDUMP(status);
+    }
+    r.out = slurp(out_path);
+    r.err = slurp(err_path);
+    std::remove(out_path.c_str());
+    std::remove(err_path.c_str());
+    return r;
+}
+
+std::vector<std::string> core_files(const std::string& dir) {
+    std::vector<std::string> cores;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        const std::string n = e.path().filename().string();
+        if (n == "core" || n.rfind("core.", 0) == 0 || n.rfind("vgcore", 0) == 0) cores.push_back(n);
+    }
+    return cores;
+}
+
+// The run failed the way a user error should: a normal exit with `code`, one "error:" line on
+// stderr containing every word, nothing that looks like a crash.
+::testing::AssertionResult clean_error(const RunResult& r, const std::string& cwd, int code,
+                                       const std::vector<std::string>& words) {
+    auto fail = [&]() {
+        return ::testing::AssertionFailure() << "\n--- stderr ---\n" << r.err << "--- stdout ---\n" << r.out << "---\n";
+    };
+    if (r.timed_out) return fail() << "timed out";
+    if (!r.exited) return fail() << "killed by signal " << r.signal << (r.core_dumped ? " (core dumped)" : "");
+    if (r.exit_code == 0) return fail() << "exit status 0";
+    if (r.exit_code != code) return fail() << "exit status " << r.exit_code << ", want " << code;
+    const auto cores = core_files(cwd);
+    if (!cores.empty()) return fail() << "core file " << cores[0];
+    std::vector<std::string> error_lines;
+    std::istringstream ss(r.err);
+    for (std::string line; std::getline(ss, line);)
+        if (line.rfind("error:", 0) == 0) error_lines.push_back(line);
+    if (error_lines.size() != 1) return fail() << error_lines.size() << " lines start with 'error:'";
+    for (const auto& w : words)
+        if (error_lines[0].find(w) == std::string::npos) return fail() << "the error line lacks '" << w << "'";
+    for (const char* bad : {"terminate called", "AddressSanitizer", "LeakSanitizer", "runtime error:", "Aborted",
+                            "Segmentation", "what():"})
+        if (r.err.find(bad) != std::string::npos) return fail() << "stderr contains '" << bad << "'";
+    return ::testing::AssertionSuccess() << error_lines[0];
+}
+
+// Exit codes of launcher/main.cc.
+constexpr int kExitInvalidArgument = 2;
+constexpr int kExitFormat = 3;
+constexpr int kExitUnsupported = 4;
+constexpr int kExitIo = 5;
+
+model::MkModelSpec small_spec() {
+    model::MkModelSpec s;
+    s.n_layer = 2;
+    s.n_embd = 32;
+    s.n_head = 2;
+    s.n_head_kv = 1;
+    s.head_dim = 16;
+    s.n_rot = 8;
+    s.n_ff = 64;
+    s.n_vocab = 300;
+    s.n_ctx = 256;
+    s.dtype = GgmlType::kF32;
+    return s;
+}
+
+class CliErrors : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        dir_ = new TempDir();
+        good_ = dir_->path("good.gguf");
+        model::mkmodel_write(small_spec(), good_, 1);
+    }
+    static void TearDownTestSuite() {
+        delete dir_;
+        dir_ = nullptr;
+    }
+    void SetUp() override { ASSERT_TRUE(std::filesystem::exists(PIPELM_BINARY)) << PIPELM_BINARY << " not built"; }
+
+    TempDir tmp_;  // per test: working directory of the child and its files
+    static TempDir* dir_;
+    static std::string good_;
+};
+TempDir* CliErrors::dir_ = nullptr;
+std::string CliErrors::good_;
+
+TEST_F(CliErrors, TheValidModelWorks) {
+    // The baseline: the same invocation as the error cases succeeds on the unmodified file.
+    const std::string out = tmp_.path("logits.bin");
+    const RunResult r = run_pipelm({"logits", "-m", good_, "--tokens", "1,2,3", "--out", out}, tmp_.dir());
+    ASSERT_TRUE(r.exited) << r.err;
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(std::filesystem::file_size(out), 3u * 300u * 4u);
+    EXPECT_EQ(r.err.find("error:"), std::string::npos) << r.err;
+}
+
+TEST_F(CliErrors, BadMagic) {
+    std::vector<uint8_t> b = read_bytes(good_);
+    std::memcpy(b.data(), "GGML", 4);
+    const std::string bad = tmp_.path("bad-magic.gguf");
+    write_bytes(bad, b);
+    EXPECT_TRUE(clean_error(run_pipelm({"inspect", "-m", bad}, tmp_.dir()), tmp_.dir(), kExitFormat,
+                            {bad, "not a GGUF file", "magic"}));
+    EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", bad, "--tokens", "1", "--out", tmp_.path("x")}, tmp_.dir()),
+                            tmp_.dir(), kExitFormat, {bad, "magic"}));
+    EXPECT_FALSE(std::filesystem::exists(tmp_.path("x")));
+}
+
+TEST_F(CliErrors, TruncatedData) {
+    std::vector<uint8_t> b = read_bytes(good_);
+    b.resize(b.size() - 100);
+    const std::string bad = tmp_.path("truncated.gguf");
+    write_bytes(bad, b);
+    EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", bad, "--tokens", "1", "--out", tmp_.path("x")}, tmp_.dir()),
+                            tmp_.dir(), kExitFormat, {bad, "output.weight", "runs past the end", "truncated"}));
+    EXPECT_TRUE(clean_error(run_pipelm({"inspect", "-m", bad}, tmp_.dir()), tmp_.dir(), kExitFormat, {bad, "truncated"}));
+    // Cut inside the metadata.
+    b.resize(1000);
+    write_bytes(bad, b);
+    EXPECT_TRUE(clean_error(run_pipelm({"run", "-m", bad, "-p", "hi", "-n", "1"}, tmp_.dir()), tmp_.dir(), kExitFormat,
+                            {bad, "offset"}));
+}
+
+TEST_F(CliErrors, UnknownArchitecture) {
+    const std::string bad = tmp_.path("llama7.gguf");
+    {
+        auto f = gguf::GgufFile::open(good_);
+        gguf::GgufWriter w(static_cast<uint32_t>(f->alignment()));
+        for (const auto& kv : f->metadata())
+            w.set(kv.first, kv.first == "general.architecture" ? gguf::GgufWriter::make_string("llama7") : kv.second);
+        for (const auto& t : f->tensors()) {
+            const uint8_t* data = t.data;
+            const uint64_t bytes = t.bytes;
+            w.add_tensor(t.name, t.type, t.ne, [data, bytes](uint8_t* dst) { std::memcpy(dst, data, bytes); });
+        }
+        w.write(bad);
+    }
+    EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", bad, "--tokens", "1", "--out", tmp_.path("x")}, tmp_.dir()),
+                            tmp_.dir(), kExitUnsupported, {bad, "unknown architecture 'llama7'", "glm4"}));
+}
+
+TEST_F(CliErrors, SplitThatDoesNotSumToTheLayers) {
+    const std::string model = std::string(PIPELM_TEST_DATA) + "/models/glm4-tiny/model.gguf";
+    if (!std::filesystem::exists(model)) GTEST_SKIP() << model << " not present";
+    EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", model, "--stages", "2", "--split", "30,30", "--tokens", "1",
+                                        "--out", tmp_.path("x")},
+                                       tmp_.dir()),
+                            tmp_.dir(), kExitInvalidArgument, {"--split", "sums to 60", "61"}));
+    EXPECT_FALSE(std::filesystem::exists(tmp_.path("x")));
+}
+
+TEST_F(CliErrors, MissingModelPath) {
+    const std::string missing = tmp_.path("no-such-model.gguf");
+    EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", missing, "--tokens", "1", "--out", tmp_.path("x")}, tmp_.dir()),
+                            tmp_.dir(), kExitIo, {missing, "cannot open"}));
+    EXPECT_TRUE(clean_error(run_pipelm({"inspect", "-m", tmp_.dir()}, tmp_.dir()), tmp_.dir(), kExitIo,
+                            {tmp_.dir(), "not a regular file"}));
+}
+
+TEST_F(CliErrors, UnknownFlag) {
+    EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", good_, "--bogus-flag", "--tokens", "1"}, tmp_.dir()), tmp_.dir(),
+                            kExitInvalidArgument, {"--bogus-flag"}));
+    EXPECT_TRUE(clean_error(run_pipelm({"inspect", "--bogus-flag"}, tmp_.dir()), tmp_.dir(), kExitInvalidArgument,
+                            {"--bogus-flag"}));
+    EXPECT_TRUE(clean_error(run_pipelm({"inspect", "-m"}, tmp_.dir()), tmp_.dir(), kExitInvalidArgument, {"--model"}));
+}
+
+}  // namespace
+}  // namespace pipelm
