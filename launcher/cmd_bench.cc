@@ -449,7 +449,7 @@ int cmd_bench(int argc, char** argv) {
         {"--n-gen", "-n", true, "N", "generated tokens of the tg test (0 = no tg test)", "128"},
         {"--repetitions", "-r", true, "N", "measured runs per test (after one warm-up run)", "3"},
         {"--pg", "", false, "", "also run prompt + generation combined (ppP+tgN)", ""},
-        {"--sequences", "", true, "N", "also run N concurrent sequences of -n tokens, up to n_stages groups in flight", "0"},
+        {"--sequences", "", true, "N,..", "tg test with N concurrent sequences of -n tokens each (up to n_stages groups in flight) instead of one", ""},
         {"--seq-prompt", "", true, "N", "prompt tokens per sequence of the --sequences test (in its time)", "1"},
         {"--sweep", "", false, "", "instead of the tests: PP and TG speed as the context fills (--ctx), in --ubatch steps", ""},
         {"--roofline", "", false, "", "measure read bandwidth; report tg results as a fraction of the roofline", ""},
@@ -470,14 +470,25 @@ int cmd_bench(int argc, char** argv) {
     const int n_prompt = static_cast<int>(a.integer("--n-prompt"));
     const int n_gen = static_cast<int>(a.integer("--n-gen"));
     const int reps = static_cast<int>(a.integer("--repetitions"));
-    const int n_seqs = static_cast<int>(a.integer("--sequences"));
+    std::vector<int> seq_list;
+    {
+        std::stringstream ss(a.str("--sequences"));
+        std::string item;
+        while (std::getline(ss, item, ',')) {
+            char* end = nullptr;
+            const long v = std::strtol(item.c_str(), &end, 10);
+            if (item.empty() || *end != '\0' || v < 1 || v > 4096)
+                PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences ", a.str("--sequences"), ": give counts 1..4096 like 8 or 1,4,8");
+            seq_list.push_back(static_cast<int>(v));
+        }
+    }
+    const int n_seqs = seq_list.empty() ? 0 : *std::max_element(seq_list.begin(), seq_list.end());
     const int seq_prompt = static_cast<int>(a.integer("--seq-prompt"));
     const std::string out = a.str("--output");
     if (out != "md" && out != "csv" && out != "json")
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--output ", out, ": use md, csv or json");
-    if (n_prompt < 0 || n_gen < 0 || reps < 1 || n_seqs < 0 || seq_prompt < 1)
-        PIPELM_THROW(ErrorCode::kInvalidArgument,
-                     "bench: -p and -n must be >= 0, -r >= 1, --sequences >= 0 and --seq-prompt >= 1");
+    if (n_prompt < 0 || n_gen < 0 || reps < 1 || seq_prompt < 1)
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "bench: -p and -n must be >= 0, -r >= 1 and --seq-prompt >= 1");
     if (n_seqs > 0 && n_gen == 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences needs -n > 0");
 
     SessionOptions o = SessionOptions::from_args(a);
@@ -525,7 +536,7 @@ int cmd_bench(int argc, char** argv) {
     std::vector<Test> tests;
     const auto prompt = bench.random_tokens(std::max(n_prompt, 1), 42);
     if (n_prompt > 0) tests.push_back({"pp" + std::to_string(n_prompt), [&](Run& r) { bench.pp(r, prompt); }});
-    if (n_gen > 0)
+    if (n_gen > 0 && seq_list.empty())
         tests.push_back({"tg" + std::to_string(n_gen), [&](Run& r) { bench.tg(r, prompt[0], n_gen, 0); }, true});
     if (a.flag("--pg") && n_prompt > 0 && n_gen > 0)
         tests.push_back({"pp" + std::to_string(n_prompt) + "+tg" + std::to_string(n_gen), [&](Run& r) {
@@ -533,12 +544,11 @@ int cmd_bench(int argc, char** argv) {
                              bench.tg(r, tok, n_gen, n_prompt);
                              r.tokens = n_prompt + n_gen;
                          }});
-    if (n_seqs > 0) {
-        Test t{(seq_prompt > 1 ? "pp" + std::to_string(seq_prompt) + "+" : std::string()) + "tg" +
-                   std::to_string(n_gen) + "@" + std::to_string(n_seqs) + "seq",
-               [&](Run& r) { bench.multi(r, n_seqs, n_gen, seq_prompt); }, seq_prompt == 1, true, true};
-        tests.push_back(t);
-    }
+    for (const int k : seq_list)
+        tests.push_back({(seq_prompt > 1 ? "pp" + std::to_string(seq_prompt) + "+" : std::string()) + "tg" +
+                             std::to_string(n_gen) + "@" + std::to_string(k) + "seq",
+                         [&bench, k, n_gen, seq_prompt](Run& r) { bench.multi(r, k, n_gen, seq_prompt); },
+                         seq_prompt == 1, std::min(S, k) > 1, true});
 
     std::vector<Row> rows;
     for (const Test& t : tests) {

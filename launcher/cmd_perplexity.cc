@@ -159,7 +159,7 @@ int cmd_perplexity(int argc, char** argv) {
         std::printf("top-1 agreement: %.4f +/- %.4f\n", top1, std::sqrt(top1 * (1 - top1) / (kld.size() - 1)));
     }
     session->close();
-    return 0;
+    return interrupted() ? 130 : 0;  // a partial result (interrupted) is not a success
 }
 
 }  // namespace pipelm::launcher

@@ -145,6 +145,7 @@ void Session::start_in_process(const SessionOptions& opt) {
         so.cache_type_v = opt.cache_v;
         so.check_finite = opt.check_finite;
         so.device = plan_[s].device;
+        so.precision = model::find_arch(cfg_.arch, file_->path()).precision;
         if (!opt.attn_precision.empty()) {
             so.precision.kq = model::parse_precision(opt.attn_precision);
             so.precision.softmax_v = so.precision.kq;

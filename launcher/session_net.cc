@@ -1,5 +1,8 @@
 // MPI and TCP wiring of a session, and the TCP worker loop.
+#include <chrono>
 #include <cstdlib>
+#include <functional>
+#include <memory>
 #include <sstream>
 
 #include "launcher/session.h"
@@ -33,9 +36,11 @@ pipeline::PlanRequest make_request(const SessionOptions& o, const model::Glm4Con
 }
 
 model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, bool check,
-                                  const std::string& device = "cpu", const std::string& attn_precision = "") {
+                                  const std::string& device = "cpu", const std::string& attn_precision = "",
+                                  const model::PrecisionPolicy& arch_policy = {}) {
     model::StageOptions so;
     so.device = device;
+    so.precision = arch_policy;
     if (!attn_precision.empty()) {
         so.precision.kq = model::parse_precision(attn_precision);
         so.precision.softmax_v = so.precision.kq;
@@ -46,6 +51,19 @@ model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, 
     so.cache_type_v = v;
     so.check_finite = check;
     return so;
+}
+
+// should_stop for a stage that is not the coordinator: true once this process has been signalled
+// and the coordinator has not shut the pipeline down within `grace` (when the same Ctrl-C reached
+// the coordinator too, it drives an orderly shutdown first).
+std::function<bool()> stop_after_signal(std::chrono::milliseconds grace) {
+    auto since = std::make_shared<std::chrono::steady_clock::time_point>();
+    return [since, grace] {
+        if (!interrupted()) return false;
+        const auto now = std::chrono::steady_clock::now();
+        if (*since == std::chrono::steady_clock::time_point{}) *since = now;
+        return now - *since > grace;
+    };
 }
 
 int local_ranks() {
@@ -79,7 +97,8 @@ void Session::start_mpi(const SessionOptions& opt) {
     model::StageSpec spec{rank_, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
     stages_.push_back(model::make_stage(
         file_, cfg_, spec,
-        stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision),
+        stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision,
+                      model::find_arch(cfg_.arch, file_->path()).precision),
         *pools_[0]));
     transport::StageLinks links = transport::make_mpi_links(*env);
     const std::string id = pipeline::model_identity(*file_);
@@ -88,15 +107,10 @@ void Session::start_mpi(const SessionOptions& opt) {
         ro.model_id = id;
         ro.n_stages = S;
         ro.n_seq = opt.n_seq;
-        // Ctrl-C reaches every rank; rank 0 drives the clean shutdown. Give up on our own only
-        // if it has not done so 5 s after the signal.
-        auto since = std::make_shared<std::chrono::steady_clock::time_point>();
-        ro.should_stop = [since] {
-            if (!interrupted()) return false;
-            const auto now = std::chrono::steady_clock::now();
-            if (*since == std::chrono::steady_clock::time_point{}) *since = now;
-            return now - *since > std::chrono::seconds(5);
-        };
+        // A signal may reach every rank; rank 0 drives the clean shutdown. Give up on our own
+        // only if it has not done so 5 s after the signal. (OpenMPI's mpirun does not forward
+        // Ctrl-C: it sends SIGTERM to each rank 1 s later and SIGKILL 1 s after that.)
+        ro.should_stop = stop_after_signal(std::chrono::seconds(5));
         pipeline::StageRunner runner(*stages_[0], links, ro);
         runner.run();
         return;
@@ -153,7 +167,8 @@ void Session::start_tcp(const SessionOptions& opt) {
     model::StageSpec spec{0, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
     stages_.push_back(model::make_stage(
         file_, cfg_, spec,
-        stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision),
+        stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision,
+                      model::find_arch(cfg_.arch, file_->path()).precision),
         *pools_[0]));
     pipeline::EngineOptions eo;
     eo.n_stages = S;
@@ -184,13 +199,13 @@ void serve_job(transport::WorkerSession& ws, const std::string& model_override, 
     auto stage_ptr = model::make_stage(file, cfg, spec,
                            stage_options(job.n_ctx, job.n_seq, static_cast<GgmlType>(job.cache_k),
                                          static_cast<GgmlType>(job.cache_v), job.check_finite != 0, job.device,
-                                         job.attn_precision),
+                                         job.attn_precision, model::find_arch(cfg.arch, path).precision),
                            pool);
     pipeline::RunnerOptions ro;
     ro.model_id = pipeline::model_identity(*file);
     ro.n_stages = ws.job.n_stages;
     ro.n_seq = job.n_seq;
-    ro.should_stop = [] { return interrupted(); };
+    ro.should_stop = stop_after_signal(std::chrono::seconds(2));
     pipeline::StageRunner runner(*stage_ptr, ws.links, ro);
     runner.run();
     PIPELM_INFO("job done");

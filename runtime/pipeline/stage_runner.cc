@@ -141,6 +141,10 @@ void StageRunner::loop() {
             if (links_.ring) links_.ring->flush();
             return;
         }
+        // A signal to this process stops it at the next message even while the pipeline is
+        // busy (the idle-timeout check above only runs when no message arrives for 1 s).
+        if (opt_.should_stop && opt_.should_stop())
+            PIPELM_THROW(ErrorCode::kCancelled, "stage ", stage_.spec().index, " interrupted (Ctrl-C)");
         switch (m.tag) {
             case kHello:
                 handle_hello(m);
@@ -374,6 +378,10 @@ std::string model_identity(const gguf::GgufFile& f) {
         mix(t.ne.data(), t.ne.size() * sizeof(int64_t));
         mix(&t.type, sizeof(t.type));
         mix(&t.offset, sizeof(t.offset));
+        // The small tensors too (norm weights and biases, at most 64 KiB each): two files with the
+        // same header but other weights differ there (any fine-tune changes its norms), and a
+        // stage does not page in other stages' large matrices to compute the identity.
+        if (t.data && t.bytes > 0 && t.bytes <= (64u << 10)) mix(t.data, t.bytes);
     }
     std::ostringstream os;
     os << std::hex << h;

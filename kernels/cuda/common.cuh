@@ -1,0 +1,87 @@
+// Device-side helpers shared by the .cu files: warp/block reductions, element loads of the
+// weight types the CUDA backend keeps on the device (f32, f16, bf16, q8_0), grid sizing.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_check.h"
+#include "runtime/base/ggml_types.h"
+
+namespace pipelm::kernels::cuda::detail {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kQ8Block = 32;       // values per q8_0 block
+constexpr int kQ8BlockBytes = 34;  // fp16 scale + 32 int8
+
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > max_blocks) b = max_blocks;
+    return static_cast<unsigned>(b);
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+    return v;
+}
+__device__ __forceinline__ __half warp_sum(__half v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = __hadd(v, __shfl_xor_sync(kFullMask, v, o));
+    return v;
+}
+__device__ __forceinline__ __nv_bfloat16 warp_sum(__nv_bfloat16 v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = __hadd(v, __shfl_xor_sync(kFullMask, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+    return v;
+}
+
+// Block-wide sum / max; every thread gets the same value (same order in every warp). Call from
+// all threads of the block (it synchronizes); blockDim.x a multiple of 32.
+template <typename T>
+__device__ T block_sum(T v) {
+    __shared__ T part[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // part[] may still be read by a previous call
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < n_warps ? part[lane] : T(0));
+}
+__device__ inline float block_max(float v) {
+    __shared__ float part[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    return warp_max(lane < n_warps ? part[lane] : -INFINITY);
+}
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
+__device__ __forceinline__ float f16_bits_to_f32(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
+
+// Element c of a row of `type` (f32, f16, bf16, q8_0), exactly as kernels::dequantize_row.
+__device__ __forceinline__ float load_element(GgmlType type, const uint8_t* row, int64_t c) {
+    switch (type) {
+        case GgmlType::kF32: return reinterpret_cast<const float*>(row)[c];
+        case GgmlType::kF16: return f16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
+        case GgmlType::kBF16: return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
+        case GgmlType::kQ8_0: {
+            const uint8_t* b = row + (c / kQ8Block) * kQ8BlockBytes;
+            const float d = f16_bits_to_f32(*reinterpret_cast<const uint16_t*>(b));
+            return static_cast<float>(static_cast<int8_t>(b[2 + c % kQ8Block])) * d;
+        }
+        default: return __int_as_float(0x7fc00000);  // not a device type: NaN, caught by the checks
+    }
+}
+
+}  // namespace pipelm::kernels::cuda::detail
