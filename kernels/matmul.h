@@ -4,6 +4,12 @@
 // Contract that split invariance and batch invariance rest on: the value of y[t][r] depends
 // only on row r of W and row t of x, never on n_tokens, the thread count or which other rows
 // share a tile. (Every code path accumulates (r, t) in the same order.)
+//
+// The order, on every CPU path (AVX2 and the scalar fallback give identical bits): w[k] is the
+// exact dequantize_row() value; eight float lanes start at +0 and lane l accumulates
+// fma(w[k], x[k], lane) for k ≡ l (mod 8) in increasing k (a partial last group of 8 sees
+// w = x = 0); then y = ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+// Threads split the rows of W, never k.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,0 +1,44 @@
+// Internal interface between kernels/cpu/matmul_cpu.cc (dispatch, threading, scalar path) and
+// the per-ISA kernels (matmul_avx2.cc). Not for use outside kernels/.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/matmul.h"
+
+namespace pipelm::kernels::detail {
+
+enum class Isa { kScalar = 0, kAvx2 = 1 };
+
+// What this CPU supports (CPUID + XGETBV), independent of any override.
+bool cpu_has_avx2_fma_f16c();
+bool cpu_has_avx512f();
+// The ISA matmul uses now (the best supported one unless overridden by force_cpu_isa()).
+Isa active_isa();
+
+// Accumulation contract shared by every ISA (see matmul.h): for output (r, t), eight float
+// lanes; lane l accumulates w[k]*x[k] for k ≡ l (mod 8), k increasing, with a fused multiply-add
+// (single rounding), starting from +0; w[k] is the exact dequantize_row value; lanes past the
+// row end see w = x = 0. Then one fixed reduction:
+//   y = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+inline float reduce8(const float* a) {
+    const float h0 = a[0] + a[4], h1 = a[1] + a[5], h2 = a[2] + a[6], h3 = a[3] + a[7];
+    return (h0 + h2) + (h1 + h3);
+}
+
+// One thread's share: rows [r0, r1) of w, all n tokens (y[t*ldy + r]). No threading inside.
+void matmul_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
+                         int64_t ldy, int64_t n);
+void matmul_block_avx2(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
+                       int64_t ldy, int64_t n);
+
+// n_tokens at or below which the AVX2 path uses the in-register GEMV kernel instead of the
+// panel GEMM (both give identical bits; this is only a speed choice: from 4 tokens on, decoding
+// a weight panel once and reusing it beats re-decoding per token group). Exposed for tests.
+inline constexpr int64_t kGemvMaxTokens = 3;
+
+// Per-thread scratch (64-byte aligned, grows on demand, never shrinks); valid until the next
+// call on the same thread with slot `slot`.
+float* thread_scratch(int slot, size_t n_floats);
+
+}  // namespace pipelm::kernels::detail

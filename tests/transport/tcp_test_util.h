@@ -1,0 +1,81 @@
+// Helpers for the TCP tests: a connected pair over 127.0.0.1 and a raw socket client that
+// speaks (or breaks) the wire format by hand.
+#pragma once
+#include <poll.h>
+
+#include <asio.hpp>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "transport/tcp_link.h"
+
+namespace pipelm::transport::testing {
+
+inline const char* kToken = "test-token-0123456789";
+
+// {client end, server end} over 127.0.0.1 with `options` on both sides.
+inline std::pair<std::shared_ptr<Link>, std::shared_ptr<Link>> tcp_pair(const TcpOptions& options = {}) {
+    auto listener = TcpListener::bind("127.0.0.1:0", kToken, options);
+    std::shared_ptr<Link> server;
+    std::exception_ptr error;
+    std::thread acceptor([&] {
+        try {
+            server = listener->accept(std::chrono::seconds(10), "server");
+        } catch (...) {
+            error = std::current_exception();
+        }
+    });
+    TcpOptions client_options = options;
+    client_options.peer_label = "client";
+    std::shared_ptr<Link> client;
+    try {
+        client = tcp_connect(listener->address(), kToken, std::chrono::seconds(10), client_options);
+    } catch (...) {
+        acceptor.join();
+        throw;
+    }
+    acceptor.join();
+    if (error) std::rethrow_exception(error);
+    return {client, server};
+}
+
+// A plain blocking socket to 127.0.0.1:port.
+class RawClient {
+public:
+    explicit RawClient(uint16_t port) {
+        sock_.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    }
+    void write(const std::vector<uint8_t>& bytes) { asio::write(sock_, asio::buffer(bytes)); }
+    // Reads one byte; -1 on EOF/error or when nothing arrives within `timeout`.
+    int read_byte(std::chrono::milliseconds timeout) {
+        pollfd p{sock_.native_handle(), POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return -1;
+        uint8_t b = 0;
+        asio::error_code ec;
+        const size_t n = sock_.read_some(asio::buffer(&b, 1), ec);
+        return ec || n == 0 ? -1 : b;
+    }
+    // True when the peer closed the connection within `timeout` (data before the EOF is skipped).
+    bool closed_by_peer(std::chrono::milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            pollfd p{sock_.native_handle(), POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            uint8_t buf[256];
+            asio::error_code ec;
+            sock_.read_some(asio::buffer(buf), ec);
+            if (ec) return true;
+        }
+        return false;
+    }
+
+private:
+    asio::io_context io_;
+    asio::ip::tcp::socket sock_{io_};
+};
+
+}  // namespace pipelm::transport::testing

@@ -1,0 +1,204 @@
+// TCP bootstrap: Assign / Hello / Ready / Start over freshly authenticated links (see
+// tcp_bootstrap.h for the wiring and the message layout).
+#include "transport/tcp_bootstrap.h"
+
+#include <algorithm>
+#include <random>
+
+#include "runtime/base/error.h"
+#include "runtime/base/log.h"
+#include "transport/frame.h"
+#include "transport/wait_util.h"
+
+namespace pipelm::transport {
+namespace {
+
+using detail::Clock;
+
+constexpr uint32_t kTagAssign = 0x504C4201;
+constexpr uint32_t kTagHello = 0x504C4202;
+constexpr uint32_t kTagReady = 0x504C4203;
+constexpr uint32_t kTagStart = 0x504C4204;
+
+struct Assign {
+    uint64_t session = 0;
+    int32_t stage = 0;
+    int32_t n_stages = 0;
+    uint32_t timeout_ms = 0;
+    std::string next_address;
+    std::string job;
+};
+
+Message make_message(uint32_t tag, std::string control) {
+    Message m;
+    m.tag = tag;
+    m.control = std::move(control);
+    return m;
+}
+
+std::string encode_assign(const Assign& a) {
+    wire::ByteWriter w;
+    w.u64(a.session);
+    w.i32(a.stage);
+    w.i32(a.n_stages);
+    w.u32(a.timeout_ms);
+    w.str(a.next_address);
+    w.str(a.job);
+    return w.take();
+}
+
+Assign decode_assign(const std::string& bytes) {
+    wire::ByteReader r(bytes, "bootstrap Assign message");
+    Assign a;
+    a.session = r.u64();
+    a.stage = r.i32();
+    a.n_stages = r.i32();
+    a.timeout_ms = r.u32();
+    a.next_address = r.str();
+    a.job = r.str();
+    r.expect_end();
+    return a;
+}
+
+// Hello, Ready and Start: session + stage.
+std::string encode_stage_msg(uint64_t session, int stage) {
+    wire::ByteWriter w;
+    w.u64(session);
+    w.i32(stage);
+    return w.take();
+}
+
+// Receives a message with `tag` for this `session` and returns its stage field.
+int expect_stage_msg(Link& link, uint32_t tag, const char* what, uint64_t session, std::chrono::milliseconds timeout) {
+    Message m = link.recv(timeout);
+    if (m.kind != MsgKind::kData || m.tag != tag)
+        PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: expected ", what, " from ", link.peer_name(), ", got tag 0x",
+                     std::hex, m.tag);
+    wire::ByteReader r(m.control, std::string("bootstrap ") + what + " message");
+    const uint64_t s = r.u64();
+    const int stage = r.i32();
+    r.expect_end();
+    if (s != session)
+        PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: ", link.peer_name(), " answered for another job");
+    return stage;
+}
+
+std::chrono::milliseconds remaining(Clock::time_point deadline) {
+    return std::max(std::chrono::milliseconds(0),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+}
+
+void abort_all(const std::vector<std::shared_ptr<Link>>& links, const std::string& reason) {
+    for (const auto& l : links)
+        if (l) l->abort(reason);
+}
+
+uint64_t new_session_id() {
+    std::random_device rd;
+    return (uint64_t(rd()) << 32) ^ rd() ^ uint64_t(detail::now_ns());
+}
+
+std::string stage_label(int stage) { return ::pipelm::detail::concat("stage ", stage); }
+
+}  // namespace
+
+CoordinatorSession tcp_coordinator_connect(const std::vector<std::string>& workers, const std::string& token,
+                                           std::chrono::milliseconds connect_timeout,
+                                           const std::function<std::string(int stage)>& job_for_stage,
+                                           const TcpOptions& options) {
+    PIPELM_CHECK(!workers.empty(), "tcp_coordinator_connect: give at least one worker address");
+    const int n = static_cast<int>(workers.size());
+    const uint64_t session = new_session_id();
+    CoordinatorSession out;
+    out.workers.resize(workers.size());
+    try {
+        const auto connect_deadline = detail::deadline_after(connect_timeout);
+        for (int i = 0; i < n; ++i) {
+            TcpOptions opts = options;
+            opts.peer_label = stage_label(i + 1);
+            out.workers[i] = tcp_connect(workers[i], token, remaining(connect_deadline), opts);
+        }
+        for (int i = 0; i < n; ++i) {
+            Assign a;
+            a.session = session;
+            a.stage = i + 1;
+            a.n_stages = n + 1;
+            a.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(connect_timeout.count(), UINT32_MAX));
+            a.next_address = i + 1 < n ? workers[i + 1] : std::string();
+            a.job = job_for_stage(i + 1);
+            out.workers[i]->send(make_message(kTagAssign, encode_assign(a)));
+        }
+        const auto wire_deadline = detail::deadline_after(connect_timeout);
+        for (int i = 0; i < n; ++i) {
+            const int stage = expect_stage_msg(*out.workers[i], kTagReady, "Ready", session, remaining(wire_deadline));
+            if (stage != i + 1)
+                PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: ", out.workers[i]->peer_name(),
+                             " reports stage ", stage);
+        }
+        for (int i = 0; i < n; ++i) out.workers[i]->send(make_message(kTagStart, encode_stage_msg(session, 0)));
+    } catch (const std::exception& e) {
+        abort_all(out.workers, std::string("coordinator: pipeline set-up failed: ") + e.what());
+        throw;
+    }
+    out.links.next = out.workers.front();
+    out.links.ring = out.workers.back();
+    return out;
+}
+
+namespace {
+
+// Accepts connections until one is stage `expected` of this session; others are dropped.
+std::shared_ptr<Link> accept_prev(TcpListener& listener, uint64_t session, int expected, Clock::time_point deadline) {
+    for (;;) {
+        std::shared_ptr<Link> link = listener.accept(remaining(deadline), stage_label(expected));
+        try {
+            if (expect_stage_msg(*link, kTagHello, "Hello", session, remaining(deadline)) == expected) return link;
+            PIPELM_WARN("bootstrap: ignored a connection from ", link->peer_name(), ": wrong stage");
+        } catch (const Error& e) {
+            if (e.code() == ErrorCode::kTimeout && Clock::now() >= deadline) throw;
+            PIPELM_WARN("bootstrap: ignored a connection from ", link->peer_name(), ": ", e.what());
+        }
+        link->abort("not the expected predecessor of this stage");
+    }
+}
+
+}  // namespace
+
+WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds timeout) {
+    WorkerSession ws;
+    ws.control = listener.accept(timeout, "stage 0 (coordinator)");
+    std::shared_ptr<Link> next, prev;
+    try {
+        Message m = ws.control->recv(timeout);
+        if (m.kind != MsgKind::kData || m.tag != kTagAssign)
+            PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: expected an Assign from ", ws.control->peer_name());
+        const Assign a = decode_assign(m.control);
+        if (a.n_stages < 2 || a.stage < 1 || a.stage >= a.n_stages)
+            PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: Assign for stage ", a.stage, " of ", a.n_stages);
+        const bool last = a.stage == a.n_stages - 1;
+        if (!last && a.next_address.empty())
+            PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: stage ", a.stage, " was given no successor address");
+        ws.job = TcpJob{a.stage, a.n_stages, a.job};
+        const std::chrono::milliseconds budget(a.timeout_ms);
+        const auto deadline = detail::deadline_after(budget);
+        if (!last) {
+            TcpOptions opts = listener.options();
+            opts.peer_label = stage_label(a.stage + 1);
+            next = tcp_connect(a.next_address, listener.token(), remaining(deadline), opts);
+            next->send(make_message(kTagHello, encode_stage_msg(a.session, a.stage)));
+        }
+        prev = a.stage == 1 ? ws.control : accept_prev(listener, a.session, a.stage - 1, deadline);
+        ws.control->send(make_message(kTagReady, encode_stage_msg(a.session, a.stage)));
+        expect_stage_msg(*ws.control, kTagStart, "Start", a.session, budget + budget);
+        ws.links.prev = prev;
+        ws.links.next = next;
+        ws.links.ring = last ? ws.control : nullptr;
+    } catch (const std::exception& e) {
+        const std::string who = ws.job.stage > 0 ? stage_label(ws.job.stage) : std::string("worker");
+        abort_all({ws.control, next, prev}, who + " set-up failed: " + e.what());
+        throw;
+    }
+    return ws;
+}
+
+}  // namespace pipelm::transport

@@ -1,0 +1,63 @@
+// TCP bootstrap for `pipelm run --workers` (coordinator = stage 0) and `pipelm worker`.
+// The job description is opaque bytes from the runtime; this file only wires links.
+//
+// Wiring for S = n + 1 stages, workers W1..Wn (stage i runs on workers[i-1]):
+//   * the coordinator opens one authenticated connection to every worker ("control");
+//   * W1's control connection is also its `prev` (stage 0's `next`);
+//   * Wi (1 <= i < n) connects to Wi+1, which accepts it as its `prev`;
+//   * Wn's `ring` is its control connection; stage 0's `ring` is its connection to Wn
+//     (with one worker, stage 0's next == ring and W1's prev == ring == control).
+//
+// Messages (control bytes, little-endian, bounded reader, tags 0x504C42xx "PLB"):
+//   Assign  coordinator -> Wi : session u64, stage i32, n_stages i32, timeout_ms u32,
+//                               next worker address str ("" for the last), job str
+//   Hello   Wi -> Wi+1        : session u64, stage i32 (Wi+1 drops connections of other jobs)
+//   Ready   Wi -> coordinator : session u64, stage i32 (all of Wi's links are up)
+//   Start   coordinator -> Wi : session u64 (every worker is ready; the pipeline may run)
+// A failure on either side aborts every link opened so far with the reason, so the other side
+// fails with kPeerLost naming the stage and cause, and workers go back to listening.
+//
+// Threading: blocking calls on the caller's thread; the links have their own I/O threads.
+#pragma once
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "transport/link.h"
+#include "transport/tcp_link.h"
+
+namespace pipelm::transport {
+
+struct TcpJob {
+    int stage = 0;
+    int n_stages = 0;
+    std::string job;  // opaque runtime bytes
+};
+
+struct CoordinatorSession {
+    StageLinks links;                             // stage 0's: next and ring (prev is null)
+    std::vector<std::shared_ptr<Link>> workers;   // workers[i]: control connection to stage i+1
+};
+
+// Connects to every worker (workers[i] runs stage i+1), sends each its job and the address of
+// its successor, waits until all are wired and releases them. `connect_timeout` bounds the
+// connects (all together) and then the wiring. Keep `workers` alive for the whole job: it is
+// how an abort or shutdown reaches the middle stages.
+CoordinatorSession tcp_coordinator_connect(const std::vector<std::string>& workers, const std::string& token,
+                                           std::chrono::milliseconds connect_timeout,
+                                           const std::function<std::string(int stage)>& job_for_stage,
+                                           const TcpOptions& options = {});
+
+struct WorkerSession {
+    TcpJob job;
+    StageLinks links;
+    std::shared_ptr<Link> control;  // connection to the coordinator (also prev for stage 1, ring for the last)
+};
+
+// Waits up to `timeout` for a coordinator on `listener`, then wires this worker's links (the
+// coordinator's timeout bounds that part). `listener` stays usable for the next job.
+WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds timeout);
+
+}  // namespace pipelm::transport
