@@ -16,7 +16,7 @@ echo "== sanitizer build (address,undefined): unit tests"
 [ -f build-asan/CMakeCache.txt ] || cmake -S . -B build-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=Debug \
   -DPIPELM_SANITIZE=address,undefined -DPIPELM_WITH_CUDA=OFF >/dev/null
 # Only what the unit tests need: the sanitizer build of everything would double CI time.
-cmake --build build-asan -j"$JOBS" --target pipelm gguf_test cli_errors_test tokenizer_test kernels_test \
+cmake --build build-asan -j"$JOBS" --target pipelm gguf_test cli_errors_test ops_sampler_test tokenizer_test kernels_test \
   transport_test >/dev/null
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L unit -LE "mpi|slow" -j"$JOBS" --output-on-failure -Q || {
