@@ -19,7 +19,7 @@ echo "== sanitizer build (address,undefined): unit tests"
 cmake --build build-asan -j"$JOBS" --target pipelm gguf_test cli_errors_test ops_sampler_test tokenizer_test kernels_test \
   transport_test >/dev/null
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan -L unit -LE "mpi|slow" -j"$JOBS" --output-on-failure -Q || {
+  ctest --test-dir build-asan -L unit -LE "mpi|slow" -j"$JOBS" --output-on-failure || {
     echo "sanitizer unit tests failed" >&2; exit 1; }
 echo "sanitizer unit tests passed"
 

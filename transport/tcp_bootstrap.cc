@@ -20,6 +20,8 @@ constexpr uint32_t kTagHello = 0x504C4202;
 constexpr uint32_t kTagReady = 0x504C4203;
 constexpr uint32_t kTagStart = 0x504C4204;
 
+constexpr std::chrono::milliseconds kAssignWait = std::chrono::minutes(10);
+
 struct Assign {
     uint64_t session = 0;
     int32_t stage = 0;
@@ -169,7 +171,9 @@ WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds
     ws.control = listener.accept(timeout, "stage 0 (coordinator)");
     std::shared_ptr<Link> next, prev;
     try {
-        Message m = ws.control->recv(timeout);
+        // The coordinator connects to every worker before it sends any Assign; its heartbeats
+        // (or its EOF/abort) tell us it is still there, so this wait need not be short.
+        Message m = ws.control->recv(std::max<std::chrono::milliseconds>(timeout, kAssignWait));
         if (m.kind != MsgKind::kData || m.tag != kTagAssign)
             PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: expected an Assign from ", ws.control->peer_name());
         const Assign a = decode_assign(m.control);
@@ -196,6 +200,10 @@ WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds
     } catch (const std::exception& e) {
         const std::string who = ws.job.stage > 0 ? stage_label(ws.job.stage) : std::string("worker");
         abort_all({ws.control, next, prev}, who + " set-up failed: " + e.what());
+        // kTimeout means "no coordinator came"; a coordinator did come, so a timeout while
+        // wiring is a peer that did not show up.
+        const auto* err = dynamic_cast<const Error*>(&e);
+        if (err && err->code() == ErrorCode::kTimeout) throw Error(ErrorCode::kPeerLost, err->what());
         throw;
     }
     return ws;

@@ -56,8 +56,12 @@ struct WorkerSession {
     std::shared_ptr<Link> control;  // connection to the coordinator (also prev for stage 1, ring for the last)
 };
 
-// Waits up to `timeout` for a coordinator on `listener`, then wires this worker's links (the
-// coordinator's timeout bounds that part). `listener` stays usable for the next job.
+// Waits up to `timeout` for a coordinator on `listener` (Error{kTimeout} if none came: call it
+// again), then wires this worker's links: the Assign is awaited up to max(timeout, 10 min)
+// (the coordinator may still be connecting to other workers; its heartbeats or EOF say whether
+// it lives), the rest is bounded by the coordinator's timeout. Any failure after a coordinator
+// came aborts the links opened so far (the coordinator sees the reason) and is rethrown; a
+// timeout in that phase becomes Error{kPeerLost}. `listener` stays usable for the next job.
 WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds timeout);
 
 }  // namespace pipelm::transport

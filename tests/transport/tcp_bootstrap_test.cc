@@ -126,6 +126,46 @@ TEST(TcpBootstrap, ListenersServeASecondJob) {
     run_job(workers, 2);
 }
 
+// Workers poll tcp_worker_accept with a short timeout (as `pipelm worker` does); once the
+// coordinator is in, a slow start of another worker must not time the first one out.
+TEST(TcpBootstrap, ShortAcceptTimeoutOnlyBoundsTheWaitForACoordinator) {
+    auto l1 = TcpListener::bind("127.0.0.1:0", kToken);
+    auto l2 = TcpListener::bind("127.0.0.1:0", kToken);
+    auto serve = [](TcpListener& l, std::chrono::milliseconds start_delay) {
+        std::this_thread::sleep_for(start_delay);
+        for (;;) {
+            try {
+                WorkerSession ws = tcp_worker_accept(l, 300ms);
+                Message m = ws.links.prev->recv(10s);
+                (ws.links.next ? ws.links.next : ws.links.ring)->send(std::move(m));
+                ws.control->recv(10s);  // the coordinator's shutdown
+                return;
+            } catch (const Error& e) {
+                if (e.code() == ErrorCode::kTimeout) continue;
+                ADD_FAILURE() << e.what();
+                return;
+            }
+        }
+    };
+    std::thread w1([&] { serve(*l1, 0ms); });
+    std::thread w2([&] { serve(*l2, 1200ms); });  // its connection waits in the backlog meanwhile
+    try {
+        CoordinatorSession cs = tcp_coordinator_connect({l1->address(), l2->address()}, kToken, 10s, job_for);
+        cs.links.next->send(text(1, "around"));
+        EXPECT_EQ(cs.links.ring->recv(10s).control, "around");
+        for (auto& w : cs.workers) {
+            Message bye = text(0, "done");
+            bye.kind = MsgKind::kShutdown;
+            w->send(std::move(bye));
+            w->flush();
+        }
+    } catch (const Error& e) {
+        ADD_FAILURE() << e.what();
+    }
+    w1.join();
+    w2.join();
+}
+
 TEST(TcpBootstrap, WrongTokenFailsClearlyAndWorkersKeepWaiting) {
     auto listener = TcpListener::bind("127.0.0.1:0", kToken);
     std::exception_ptr worker_error;
