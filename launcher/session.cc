@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -135,6 +137,20 @@ void Session::start_in_process(const SessionOptions& opt) {
     std::vector<transport::StageLinks> links =
         S > 1 ? transport::make_inproc_pipeline(S) : std::vector<transport::StageLinks>(1);
     const std::string id = pipeline::model_identity(*file_);
+    // Progress bar on stderr when loading takes more than a second and stderr is a terminal.
+    const bool tty = ::isatty(2) != 0;
+    const auto t_load = std::chrono::steady_clock::now();
+    bool bar_shown = false;
+    int layers_done = 0;
+    auto progress = [&](int, int) {
+        ++layers_done;
+        if (!tty || std::chrono::steady_clock::now() - t_load < std::chrono::seconds(1)) return;
+        const int width = 40, filled = width * layers_done / std::max(1, cfg_.n_layer);
+        std::fprintf(stderr, "\rloading [%s%s] %d/%d layers", std::string(filled, '#').c_str(),
+                     std::string(width - filled, ' ').c_str(), layers_done, cfg_.n_layer);
+        std::fflush(stderr);
+        bar_shown = true;
+    };
     for (int s = 0; s < S; ++s) {
         pools_.push_back(std::make_unique<ThreadPool>(threads));
         model::StageSpec spec{s, plan_[s].first_layer, plan_[s].last_layer, plan_[s].has_embedding, plan_[s].has_head};
@@ -145,6 +161,7 @@ void Session::start_in_process(const SessionOptions& opt) {
         so.cache_type_v = opt.cache_v;
         so.check_finite = opt.check_finite;
         so.device = plan_[s].device;
+        so.on_layer_loaded = progress;
         so.precision = model::find_arch(cfg_.arch, file_->path()).precision;
         if (!opt.attn_precision.empty()) {
             so.precision.kq = model::parse_precision(opt.attn_precision);
@@ -152,6 +169,7 @@ void Session::start_in_process(const SessionOptions& opt) {
         }
         stages_.push_back(model::make_stage(file_, cfg_, spec, so, *pools_.back()));
     }
+    if (bar_shown) std::fputs("\n", stderr);
     thread_errors_.resize(S);
     for (int s = 1; s < S; ++s) {
         pipeline::RunnerOptions ro;

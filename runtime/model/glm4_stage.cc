@@ -73,6 +73,8 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
             L.bv = dequant_vector(file_->tensor(b + "attn_v.bias"));
         }
         layers_.push_back(std::move(L));
+        if (opt.on_layer_loaded)
+            opt.on_layer_loaded(static_cast<int>(layers_.size()), spec.last_layer - spec.first_layer);
     }
     if (spec.has_head) {
         output_norm_ = f32_tensor("output_norm.weight", E);

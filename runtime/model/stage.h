@@ -3,6 +3,7 @@
 // All buffers in this interface are host memory; a device stage stages them itself.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -31,6 +32,8 @@ struct StageOptions {
     // Accumulation precision policy; defaults to the architecture's (GLM-4: FP32 everywhere).
     // Only device backends honour a lower one (--attn-precision f16, to demonstrate the failure).
     PrecisionPolicy precision;
+    // Called after each layer's weights are prepared (layers done, layers of this stage).
+    std::function<void(int, int)> on_layer_loaded;
 };
 
 // A batch of tokens: token t belongs to sequence slot seq[t] at position pos[t]. Positions of a
