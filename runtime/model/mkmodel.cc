@@ -146,7 +146,7 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
     w.set_u32("glm4.rope.dimension_count", s.n_rot);
     w.set_f32("glm4.rope.freq_base", 10000.f);
     std::vector<std::string> tokens = byte_tokens();
-    std::vector<int32_t> types(256, 6);
+    std::vector<int32_t> types(256, 1);  // NORMAL, as real GLM-4 files (llama.cpp reads BYTE as <0xXX>)
     const int n_fill = s.n_vocab - 256 - 10;
     for (int i = 0; i < n_fill; ++i) {
         tokens.push_back("[PAD" + std::to_string(256 + i) + "]");
