@@ -451,7 +451,7 @@ int cmd_bench(int argc, char** argv) {
         {"--pg", "", false, "", "also run prompt + generation combined (ppP+tgN)", ""},
         {"--sequences", "", true, "N,..", "tg test with N concurrent sequences of -n tokens each (up to n_stages groups in flight) instead of one", ""},
         {"--seq-prompt", "", true, "N", "prompt tokens per sequence of the --sequences test (in its time)", "1"},
-        {"--sweep", "", false, "", "instead of the tests: PP and TG speed as the context fills (--ctx), in --ubatch steps", ""},
+        {"--sweep", "", false, "", "instead of the tests: PP and TG speed as the context fills up to --ctx (default -p + -n), in --ubatch steps", ""},
         {"--roofline", "", false, "", "measure read bandwidth; report tg results as a fraction of the roofline", ""},
         {"--output", "-o", true, "md|csv|json", "output format", "md"},
         {"--synthetic", "", true, "PRESET", "build the model in memory (not supported on CPU: use pipelm mkmodel)", ""},
@@ -493,11 +493,11 @@ int cmd_bench(int argc, char** argv) {
 
     SessionOptions o = SessionOptions::from_args(a);
     // Context and slots follow from the flags alone, so every rank of an mpirun job agrees.
-    int need = std::max({n_prompt, n_gen, 1});
+    int need = std::max({n_prompt, n_gen, 1}), fill = need;
     if (a.flag("--pg")) need = std::max(need, n_prompt + n_gen);
     if (n_seqs > 0) need = std::max(need, seq_prompt + n_gen);
-    if (a.flag("--sweep")) need = std::max(need, n_prompt + n_gen);
-    if (o.n_ctx == 0) o.n_ctx = need;
+    if (a.flag("--sweep")) need = o.ubatch + std::max(1, o.ubatch / 4), fill = std::max(need, n_prompt + n_gen);
+    if (o.n_ctx == 0) o.n_ctx = std::max(need, fill);
     else if (o.n_ctx < need) PIPELM_THROW(ErrorCode::kInvalidArgument, "--ctx ", o.n_ctx, " is below the ", need, " tokens the tests need");
     o.n_seq = std::max(o.n_seq, n_seqs);
     auto session = Session::open(o);
