@@ -10,9 +10,12 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <functional>
 #include <limits>
 #include <map>
@@ -200,6 +203,7 @@ uint64_t llc_bytes() {
 }
 
 // Sum of p[0..n): 256-bit loads when the CPU has AVX2 (as the matmul kernels use), else scalar.
+#if defined(__x86_64__)
 __attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, int64_t n) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
@@ -215,12 +219,11 @@ __attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, int64_t n) 
     for (; i < n; ++i) s += p[i];
     return s;
 }
+#endif
 uint64_t sum_scalar(const uint64_t* p, int64_t n) {
-    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) a0 += p[i], a1 += p[i + 1], a2 += p[i + 2], a3 += p[i + 3];
-    for (; i < n; ++i) a0 += p[i];
-    return a0 + a1 + a2 + a3;
+    uint64_t s = 0;
+    for (int64_t i = 0; i < n; ++i) s += p[i];
+    return s;
 }
 
 struct Bandwidth {
@@ -234,7 +237,9 @@ Bandwidth measure_bandwidth(const std::vector<int>& thread_counts) {
     bw.buffer_bytes = std::max<uint64_t>(4 * bw.llc, 512ull << 20);
     const int64_t n = static_cast<int64_t>(bw.buffer_bytes / 8);
     std::vector<uint64_t> buf(n);
+#if defined(__x86_64__)
     const bool avx2 = __builtin_cpu_supports("avx2");
+#endif
     for (int threads : thread_counts) {
         if (bw.gbs.count(threads)) continue;
         ThreadPool pool(threads);
@@ -246,7 +251,13 @@ Bandwidth measure_bandwidth(const std::vector<int>& thread_counts) {
         for (int rep = 0; rep < 7; ++rep) {
             const auto t0 = Clock::now();
             pool.parallel_for(n, [&](int64_t b, int64_t e, int t) {
-                sums[t * 8] += avx2 ? sum_avx2(buf.data() + b, e - b) : sum_scalar(buf.data() + b, e - b);
+#if defined(__x86_64__)
+                if (avx2) {
+                    sums[t * 8] += sum_avx2(buf.data() + b, e - b);
+                    return;
+                }
+#endif
+                sums[t * 8] += sum_scalar(buf.data() + b, e - b);
             }, 512);
             best = std::min(best, since(t0));
         }
@@ -406,7 +417,6 @@ public:
             rows.push_back({{"pp", int_cell(ub_)}, {"tg", int_cell(n_tg)}, {"n_kv", int_cell(n_kv)},
                             {"t_pp_s", num_cell(t_pp, 3)}, {"s_pp_tps", num_cell(ub_ / t_pp, 2)},
                             {"t_tg_s", num_cell(t_tg, 3)}, {"s_tg_tps", num_cell(n_tg / t_tg, 2)}});
-            PIPELM_INFO("sweep: N_KV ", n_kv, " done");
         }
         return rows;
     }
@@ -471,16 +481,13 @@ int cmd_bench(int argc, char** argv) {
     const int n_gen = static_cast<int>(a.integer("--n-gen"));
     const int reps = static_cast<int>(a.integer("--repetitions"));
     std::vector<int> seq_list;
-    {
-        std::stringstream ss(a.str("--sequences"));
-        std::string item;
-        while (std::getline(ss, item, ',')) {
-            char* end = nullptr;
-            const long v = std::strtol(item.c_str(), &end, 10);
-            if (item.empty() || *end != '\0' || v < 1 || v > 4096)
-                PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences ", a.str("--sequences"), ": give counts 1..4096 like 8 or 1,4,8");
-            seq_list.push_back(static_cast<int>(v));
-        }
+    std::stringstream seq_ss(a.str("--sequences"));
+    for (std::string item; std::getline(seq_ss, item, ',');) {
+        char* end = nullptr;
+        const long v = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || v < 1 || v > 4096)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences ", a.str("--sequences"), ": give counts 1..4096 like 8 or 1,4,8");
+        seq_list.push_back(static_cast<int>(v));
     }
     const int n_seqs = seq_list.empty() ? 0 : *std::max_element(seq_list.begin(), seq_list.end());
     const int seq_prompt = static_cast<int>(a.integer("--seq-prompt"));
@@ -505,16 +512,18 @@ int cmd_bench(int argc, char** argv) {
     pipeline::Engine& eng = session->engine();
     const int S = eng.n_stages();
     const int local_stages = session->mode() == Mode::kInProcess ? S : 1;
-    const int threads = o.threads > 0 ? o.threads : default_threads(local_stages);
+    int sharing = local_stages;  // stages on this host sharing its cores (as the session divides them)
+    if (session->mode() == Mode::kMpi)
+        for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+            if (const char* e = std::getenv(v); e && std::atoi(e) > 0 && sharing == 1) sharing = std::atoi(e);
+    const int threads = o.threads > 0 ? o.threads : default_threads(sharing);
     const ModelInfo mi = model_info(session->file(), session->config());
     Bench bench(eng, eng.options().ubatch);
 
-    Row base = {{"model", str_cell(mi.name)},
-                {"type", str_cell(mi.type)},
-                {"params", {std::to_string(mi.params), std::to_string(mi.params), fmt("%.2f M", mi.params / 1e6), true}},
-                {"stages", int_cell(S)},
-                {"link", str_cell(mode_name(session->mode()))},
-                {"threads", int_cell(threads)}};
+    const std::string n_params = std::to_string(mi.params);
+    Row base = {{"model", str_cell(mi.name)}, {"type", str_cell(mi.type)},
+                {"params", {n_params, n_params, fmt("%.2f M", mi.params / 1e6), true}}, {"stages", int_cell(S)},
+                {"link", str_cell(mode_name(session->mode()))}, {"threads", int_cell(threads)}};
 
     if (a.flag("--sweep")) {
         std::vector<Row> rows = bench.sweep(session->n_ctx());
@@ -531,6 +540,8 @@ int cmd_bench(int argc, char** argv) {
                     local_stages > 1 ? fmt(", %.2f GB/s with %d", bw.gbs[threads * local_stages], threads * local_stages) : "",
                     fmt(" (buffer %.0f MiB, LLC %.0f MiB); weights read per pass %.1f MiB", bw.buffer_bytes / 1048576.0,
                         bw.llc / 1048576.0, mi.weight_bytes_per_pass / 1048576.0));
+        if (mi.weight_bytes_per_pass < 2 * bw.llc)
+            PIPELM_WARN("roofline: the weights nearly fit in the last-level cache; fractions are not memory-bound figures");
     }
 
     std::vector<Test> tests;
@@ -573,9 +584,9 @@ int cmd_bench(int argc, char** argv) {
         }
         const MeanSd m = mean_sd(tps);
         Row row = base;
-        row.push_back({"test", str_cell(t.name)});
-        row.push_back({"tps", {fmt("%.2f", m.mean), fmt("%.4f", m.mean), fmt("%.2f ± %.2f", m.mean, m.sd), true}});
-        row.push_back({"tps_sd", num_cell(m.sd, 2)});
+        row.insert(row.end(), {{"test", str_cell(t.name)},
+                               {"tps", {fmt("%.2f", m.mean), fmt("%.4f", m.mean), fmt("%.2f ± %.2f", m.mean, m.sd), true}},
+                               {"tps_sd", num_cell(m.sd, 2)}});
         std::string bt, bj = "[";
         double busy_sum = 0;
         for (int s = 0; s < S; ++s) {
@@ -583,20 +594,19 @@ int cmd_bench(int argc, char** argv) {
             bj += fmt("%s%.2f", s ? ", " : "", 100 * busy[s] / wall);
             busy_sum += busy[s];
         }
-        row.push_back({"busy_pct", {bt, bj + "]", "", false}});
-        row.push_back({"bubble_pct", num_cell(100 * (1 - busy_sum / (S * wall)), 1)});
-        row.push_back({"link_mb", num_cell(link / 1e6, 2)});
+        row.insert(row.end(), {{"busy_pct", {bt, bj + "]", "", false}},
+                               {"bubble_pct", num_cell(100 * (1 - busy_sum / (S * wall)), 1)},
+                               {"link_mb", num_cell(link / 1e6, 2)}});
         if (!bw.gbs.empty() && t.roofline) {
             const double gbs = bw.gbs[t.all_stages ? threads * local_stages : threads];
             for (const Run& r : runs)
                 frac.push_back(static_cast<double>(mi.weight_bytes_per_pass) * r.passes / (gbs * 1e9) / r.wall);
-            row.push_back({"bw_gbs", num_cell(gbs, 2)});
-            row.push_back({"bw_frac", num_cell(mean_sd(frac).mean, 3)});
+            row.insert(row.end(), {{"bw_gbs", num_cell(gbs, 2)}, {"bw_frac", num_cell(mean_sd(frac).mean, 3)}});
         }
         if (t.latency) {
-            row.push_back({"ttft_ms_p50", num_cell(1e3 * percentile(ttft, 0.5), 1)});
-            row.push_back({"itl_ms_p50", num_cell(1e3 * percentile(itl, 0.5), 1)});
-            row.push_back({"itl_ms_p99", num_cell(1e3 * percentile(itl, 0.99), 1)});
+            row.insert(row.end(), {{"ttft_ms_p50", num_cell(1e3 * percentile(ttft, 0.5), 1)},
+                                   {"itl_ms_p50", num_cell(1e3 * percentile(itl, 0.5), 1)},
+                                   {"itl_ms_p99", num_cell(1e3 * percentile(itl, 0.99), 1)}});
         }
         rows.push_back(row);
     }
