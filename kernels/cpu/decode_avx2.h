@@ -25,7 +25,6 @@
 // a register (lookup tables, 5th/6th bits) use the in-lane "top-byte spread".
 #pragma once
 
-
 namespace {
 
 #define PIPELM_AI inline __attribute__((always_inline))
@@ -335,7 +334,8 @@ struct DecQ6_K {  // 16-value sub-block i: y = (q - 32) * (d * sc[i]); part = 32
         const int h = p >> 2, g = p & 3;
         const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32 * (g & 1)));
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
-        const __m256i lo4 = _mm256_and_si256(_mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (g >> 1))), _mm256_set1_epi8(0x0F));
+        const __m256i lo4 =
+            _mm256_and_si256(_mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (g >> 1))), _mm256_set1_epi8(0x0F));
         const __m256i hi2 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), 4),
                                              _mm256_set1_epi8(0x30));
         const __m256 s0 = _mm256_broadcast_ss(k.ds + 2 * p), s1 = _mm256_broadcast_ss(k.ds + 2 * p + 1);

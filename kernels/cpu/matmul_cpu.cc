@@ -31,7 +31,8 @@ float* thread_scratch(int slot, size_t n_floats) {
         std::free(b.p);
         const size_t bytes = ((n_floats * sizeof(float)) + 63) / 64 * 64;
         b.p = static_cast<float*>(std::aligned_alloc(64, bytes));
-        if (b.p == nullptr) PIPELM_THROW(ErrorCode::kOutOfMemory, "matmul: cannot allocate ", bytes, " bytes of scratch");
+        if (b.p == nullptr)
+            PIPELM_THROW(ErrorCode::kOutOfMemory, "matmul: cannot allocate ", bytes, " bytes of scratch");
         b.n = n_floats;
     }
     return b.p;

@@ -32,10 +32,14 @@ void matmul_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const floa
 void matmul_block_avx2(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
                        int64_t ldy, int64_t n);
 
-// n_tokens at or below which the AVX2 path uses the in-register GEMV kernel instead of the
-// panel GEMM (both give identical bits; this is only a speed choice: from 4 tokens on, decoding
-// a weight panel once and reusing it beats re-decoding per token group). Exposed for tests.
-inline constexpr int64_t kGemvMaxTokens = 3;
+// n_tokens at or below which the AVX2 path uses the in-register GEMV kernel (weights decoded in
+// registers per group of <= 3 tokens) instead of the panel GEMM. Both give identical bits; this
+// is only a speed choice: cheap-to-decode types (f32, f16, bf16, q8_0) stay on the GEMV up to 8
+// tokens, the 4-6-bit types switch at 4 tokens (decoding a panel once beats re-decoding per
+// token group). Exposed for tests.
+inline int64_t gemv_max_tokens(GgmlType t) {
+    return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16 || t == GgmlType::kQ8_0 ? 8 : 3;
+}
 
 // Per-thread scratch (64-byte aligned, grows on demand, never shrinks); valid until the next
 // call on the same thread with slot `slot`.

@@ -6,7 +6,7 @@
 //
 // Timing: 1 thread = the thread's CPU time (robust on a shared machine), more = wall time.
 // GEMV: one weight of `--mb` MiB (4096 columns; far larger than the L3) streamed per call,
-// n_tokens = 1 (and 4); reports weight GB/s. GEMM: 1024x1024 and 7680x1024 weights (rows x cols)
+// n_tokens = 1, 4, 8; reports weight GB/s (weight bytes / time). GEMM: 1024x1024 and 7680x1024 weights (rows x cols)
 // times `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call).
 #include <immintrin.h>
 
@@ -62,13 +62,17 @@ double time_it(F&& fn, int reps) {
     return g_use_min ? t[0] : t[t.size() / 2];
 }
 
+// Sums n floats as 4 sequential streams read in lockstep (like the 4 row streams of the GEMV);
+// one stream alone gets less bandwidth from the prefetchers than several.
 __attribute__((target("avx2"))) float read_avx2(const float* p, size_t n) {
+    const size_t q = n / 4 / 16 * 16;
+    const float *p0 = p, *p1 = p + q, *p2 = p + 2 * q, *p3 = p + 3 * q;
     __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
-    for (size_t i = 0; i + 32 <= n; i += 32) {
-        a = _mm256_add_ps(a, _mm256_load_ps(p + i));
-        b = _mm256_add_ps(b, _mm256_load_ps(p + i + 8));
-        c = _mm256_add_ps(c, _mm256_load_ps(p + i + 16));
-        d = _mm256_add_ps(d, _mm256_load_ps(p + i + 24));
+    for (size_t i = 0; i < q; i += 16) {
+        a = _mm256_add_ps(a, _mm256_add_ps(_mm256_load_ps(p0 + i), _mm256_load_ps(p0 + i + 8)));
+        b = _mm256_add_ps(b, _mm256_add_ps(_mm256_load_ps(p1 + i), _mm256_load_ps(p1 + i + 8)));
+        c = _mm256_add_ps(c, _mm256_add_ps(_mm256_load_ps(p2 + i), _mm256_load_ps(p2 + i + 8)));
+        d = _mm256_add_ps(d, _mm256_add_ps(_mm256_load_ps(p3 + i), _mm256_load_ps(p3 + i + 8)));
     }
     a = _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d));
     float o[8];
@@ -78,26 +82,29 @@ __attribute__((target("avx2"))) float read_avx2(const float* p, size_t n) {
 
 float read_plain(const float* p, size_t n) {
     float s[8] = {};
-    for (size_t i = 0; i < n; i += 8)
+    for (size_t i = 0; i + 8 <= n; i += 8)
         for (int l = 0; l < 8; ++l) s[l] += p[i + l];
     return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
 }
 
-// Read bandwidth (GB/s) of a loop summing `bytes` of memory, split over the pool's threads.
+// Read bandwidth (GB/s) of a loop summing `bytes` of memory: one contiguous chunk per thread of
+// the pool, each read as 4 lockstep streams.
 double memory_read_gbs(ThreadPool& pool, size_t bytes) {
     const size_t n = bytes / 4;
     float* buf = static_cast<float*>(std::aligned_alloc(64, n * 4));
     for (size_t i = 0; i < n; ++i) buf[i] = 1.f;
     const bool avx2 = __builtin_cpu_supports("avx2");
     volatile float sink = 0;
+    const int nt = pool.size();
     const double t = time_it(
         [&] {
             pool.parallel_for(
-                static_cast<int64_t>(n / 1024),
+                nt,
                 [&](int64_t b, int64_t e, int) {
-                    const float* p = buf + b * 1024;
-                    const size_t m = static_cast<size_t>(e - b) * 1024;
-                    sink = avx2 ? read_avx2(p, m) : read_plain(p, m);
+                    for (int64_t c = b; c < e; ++c) {
+                        const float* p = buf + n / nt * c;
+                        sink = avx2 ? read_avx2(p, n / nt) : read_plain(p, n / nt);
+                    }
                 },
                 1);
         },
@@ -200,19 +207,21 @@ int main(int argc, char** argv) {
             std::printf("threads %d: memory read loop %.2f GB/s\n", nt, memory_read_gbs(pool, bytes));
         }
         std::printf("%-7s %7s", "type", "B/elem");
-        for (int nt : threads) std::printf("  n=1 %dT GB/s  n=4 %dT GB/s", nt, nt);
+        const int64_t ns[] = {1, 4, 8};
+        for (int nt : threads)
+            for (int64_t n : ns) std::printf("  n=%lld %dT GB/s", (long long)n, nt);
         std::printf("\n");
         for (const auto& name : types) {
             const GgmlType type = parse_ggml_type(name);
             const int64_t rows = std::max<int64_t>(8, static_cast<int64_t>(bytes / ggml_row_bytes(type, cols)));
             const auto w = make_weight(type, rows, cols);
             const Matrix m = prepare(type, w, rows, cols);
-            std::vector<float> x(4 * cols, 0.01f), y(4 * rows);
+            std::vector<float> x(8 * cols, 0.01f), y(8 * rows);
             std::printf("%-7s %7.4f", name.c_str(), double(ggml_row_bytes(type, cols)) / cols);
             for (int nt : threads) {
                 ThreadPool pool(nt);
                 g_cpu_time = nt == 1;
-                for (int64_t n : {1, 4}) {
+                for (int64_t n : ns) {
                     const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, n, pool); }, 7);
                     std::printf("  %13.2f", double(w.size()) / t / 1e9);
                     if (kb) std::printf(" (%4.2f el/ns)", double(rows) * cols / t / 1e9);

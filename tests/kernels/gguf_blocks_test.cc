@@ -148,7 +148,8 @@ TEST(GgufBlocks, EveryTensorDequantizesBitExact) {
     }
     for (const char* name : {"f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "q4_K", "q5_K", "q6_K", "iq4_xs"})
         EXPECT_GT(blocks_per_type[name], 0) << "no " << name << " tensor in the test files";
-    for (const auto& [name, n] : blocks_per_type) std::printf("  %-7s %8lld blocks checked\n", name.c_str(), (long long)n);
+    for (const auto& [name, n] : blocks_per_type)
+        std::printf("  %-7s %8lld blocks checked\n", name.c_str(), (long long)n);
 }
 
 TEST(GgufBlocks, MatmulScalarAndAvx2AgreeOnRealWeights) {

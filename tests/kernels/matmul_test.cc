@@ -156,8 +156,9 @@ TEST(Matmul, BitExactAcrossBatchThreadsAndRowSplits) {
         const int64_t qk = ggml_type_info(type).block;
         for (int64_t cols : {qk == 1 ? int64_t{77} : 3 * qk, int64_t{4352}}) {
             Weight w = make_weight(type, 67, cols, rng);
-            check_invariance(w, 13, rng);
-            check_invariance(w, detail::kGemvMaxTokens + 1, rng);
+            check_invariance(w, 13, rng);  // GEMM for every type
+            check_invariance(w, detail::gemv_max_tokens(type) + 1, rng);  // first GEMM size
+            check_invariance(w, 4, rng);  // GEMV (2 + 2 tokens) or GEMM, depending on the type
         }
     }
 }
