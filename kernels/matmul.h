@@ -10,6 +10,27 @@
 // fma(w[k], x[k], lane) for k ≡ l (mod 8) in increasing k (a partial last group of 8 sees
 // w = x = 0); then y = ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
 // Threads split the rows of W, never k.
+//
+// ActQuant::kQ8 (opt-in, faster, not exact): the activations are first rounded, per token and
+// per block of 32 values (blocks b = 0 .. cols/32-1), to int8: d_b = amax_b / 127 (float32
+// division; amax_b = max |x|), q = round-half-even(x / d_b) clamped to [-127, 127], q = 0 when
+// d_b = 0, and s_b = fl(d_b * Σ q) (only used by weight types with a min/offset term). The
+// weights are never rounded: each 32-value weight block b is read exactly as
+// w[k] = f_b * m_k * v_k (+ mn_b for types with a min), with integers v_k, m_k and float f_b,
+// mn_b taken from the block format (Q8_0: f = d, m = 1, v = q; Q4_K: f = d, m = sc(s),
+// v = q, mn = -dmin*m(s); Q6_K: f = d, m = sc of the 16-value half, v = q - 32; IQ4_XS:
+// f = d, m = ls - 32, v = kvalues[q]; ...). Determinism contract for kQ8, per (row r, token t):
+// eight float lanes start at +0; for each group G of 8 consecutive blocks (the last group may
+// be partial), in increasing G:
+//   1. types with a min only: lane l = fma(mn_{8G+l}, s_{8G+l}, lane l) (missing blocks: 0, 0);
+//   2. for each block b of the group, in increasing b: the exact int32
+//      S_l = Σ_{k = 32b+4l .. 32b+4l+3} m_k v_k q_k and lane l = fma(float(S_l), fl(f_b * d_b),
+//      lane l) (float(S_l) is exact: |S_l| < 2^24);
+// then y = ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). As for kNone, the result depends
+// only on (row r of W, row t of x): every n_tokens (GEMV or GEMM), thread count, row split and
+// ISA (AVX2 or the scalar reference) gives the same bits. Expected error against exact f32
+// activations: |Δy| <= Σ_k |w_k| amax_b(k) / 254 (half an int8 step per value), typically
+// ~0.5% of |y| RMS; the float arithmetic on top adds only ~(cols/32) ulp-level roundings.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -60,13 +81,23 @@ private:
     int packed_format_ = 0;
 };
 
+// How matmul treats the activations. kNone: f32 activations, exact (the contract above).
+// kQ8: each token's activations are rounded per block of 32 values to int8 with one float32 scale
+// (amax/127) and multiplied with integer dot products (as llama.cpp does on CPUs); for weight types
+// without such a kernel (and when cols % 32 != 0) matmul falls back to kNone. Results still depend
+// only on (row of W, row of x): batch-, thread- and split-invariant.
+enum class ActQuant { kNone = 0, kQ8 = 1 };
+
 // y[t * ldy + r] = Σ_c W[r][c] · x[t * ldx + c]   for t < n_tokens, r < W.rows().
 void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n_tokens,
-            ThreadPool& pool);
+            ThreadPool& pool, ActQuant aq = ActQuant::kNone);
 
 // Same, for rows [r0, r1) of W only (y columns r0..r1-1). Used to split lm_head work.
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
-                 int64_t ldy, int64_t n_tokens, ThreadPool& pool);
+                 int64_t ldy, int64_t n_tokens, ThreadPool& pool, ActQuant aq = ActQuant::kNone);
+
+// true when matmul has an integer kernel for this type (kQ8 is not a fallback for it)
+bool act_quant_supported(GgmlType t);
 
 // One-line description of the instruction set chosen at run time ("avx2+fma+f16c" or "scalar").
 const char* cpu_isa_name();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/matmul_q8.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "runtime/base/error.h"
@@ -80,8 +81,49 @@ Matrix Matrix::prepare(const WeightView& w) {
     return m;
 }
 
+bool act_quant_supported(GgmlType t) { return detail::q8_type_supported(t); }
+
+namespace {
+
+// ActQuant::kQ8: quantizes the n tokens once (on the calling thread, into its scratch slot 3;
+// the pool's threads only read it), then splits the rows like the exact path.
+void matmul_rows_q8(const WeightView& v, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
+                    int64_t ldy, int64_t n_tokens, ThreadPool& pool) {
+    const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+    const int64_t K = v.cols, nb = K / 32, ldd = (nb + 7) / 8 * 8;
+    const size_t q_floats = static_cast<size_t>(n_tokens * K) / 4;  // K % 32 == 0
+    float* buf = detail::thread_scratch(3, q_floats + static_cast<size_t>(2 * n_tokens * ldd));
+    detail::ActQ8 a;
+    int8_t* q = reinterpret_cast<int8_t*>(buf);
+    float* d = buf + q_floats;
+    float* s = d + n_tokens * ldd;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        if (avx2)
+            detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, q + t * K, d + t * ldd, s + t * ldd);
+        else
+            detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, q + t * K, d + t * ldd, s + t * ldd);
+    }
+    a.q = q;
+    a.d = d;
+    a.s = s;
+    a.ldq = K;
+    a.ldd = ldd;
+    a.nb = nb;
+    const auto block = avx2 ? detail::matmul_q8_block_avx2 : detail::matmul_q8_block_scalar;
+    const int64_t rows = r1 - r0;
+    const double work = static_cast<double>(rows) * static_cast<double>(K) * static_cast<double>(n_tokens);
+    if (pool.size() == 1 || work < 65536.0 || rows <= 16) {
+        block(v, r0, r1, a, y, ldy, n_tokens);
+        return;
+    }
+    pool.parallel_for(
+        rows, [&](int64_t b, int64_t e, int) { block(v, r0 + b, r0 + e, a, y, ldy, n_tokens); }, 16);
+}
+
+}  // namespace
+
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y, int64_t ldy,
-                 int64_t n_tokens, ThreadPool& pool) {
+                 int64_t n_tokens, ThreadPool& pool, ActQuant aq) {
     const WeightView& v = w.view();
     PIPELM_CHECK(0 <= r0 && r0 <= r1 && r1 <= v.rows, "matmul_rows: row range [", r0, ", ", r1,
                  ") outside a weight of ", v.rows, " rows");
@@ -92,6 +134,10 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
     if (v.cols == 0) {
         for (int64_t t = 0; t < n_tokens; ++t)
             for (int64_t r = r0; r < r1; ++r) y[t * ldy + r] = 0.f;
+        return;
+    }
+    if (aq == ActQuant::kQ8 && detail::q8_type_supported(v.type) && v.cols % 32 == 0) {
+        matmul_rows_q8(v, r0, r1, x, ldx, y, ldy, n_tokens, pool);
         return;
     }
     const auto block = detail::active_isa() == detail::Isa::kAvx2 ? detail::matmul_block_avx2
@@ -108,8 +154,8 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
 }
 
 void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n_tokens,
-            ThreadPool& pool) {
-    matmul_rows(w, 0, w.rows(), x, ldx, y, ldy, n_tokens, pool);
+            ThreadPool& pool, ActQuant aq) {
+    matmul_rows(w, 0, w.rows(), x, ldx, y, ldy, n_tokens, pool, aq);
 }
 
 }  // namespace pipelm::kernels

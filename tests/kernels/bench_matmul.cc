@@ -3,11 +3,14 @@
 //
 //   bench_matmul [--threads 1,2] [--types q4_0,q8_0,...] [--mb 256] [--tokens 512]
 //                [--kb N] [--best] [--sweep] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2]
+//                [--aq none,q8]
 //
 // Timing: 1 thread = the thread's CPU time (robust on a shared machine), more = wall time.
 // GEMV: one weight of `--mb` MiB (4096 columns; far larger than the L3) streamed per call,
 // n_tokens = 1, 4, 8; reports weight GB/s (weight bytes / time). GEMM: 1024x1024 and 7680x1024 weights (rows x cols)
-// times `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call).
+// times `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call). `--aq` lists the
+// activation modes to run (none: exact f32 activations; q8: ActQuant::kQ8, rows marked "+q8";
+// types without an integer kernel are skipped for q8).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -159,6 +162,7 @@ int main(int argc, char** argv) {
     size_t kb = 0;  // GEMV weight size in KiB instead of --mb (fits in cache: measures compute)
     int64_t tokens = 512;
     bool gemv = true, gemm = true, sweep = false;
+    std::vector<ActQuant> aqs = {ActQuant::kNone, ActQuant::kQ8};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -181,6 +185,9 @@ int main(int argc, char** argv) {
             sweep = true;
         } else if (a == "--tokens") {
             tokens = std::atoll(next().c_str());
+        } else if (a == "--aq") {
+            aqs.clear();
+            for (const auto& m : split(next())) aqs.push_back(m == "q8" ? ActQuant::kQ8 : ActQuant::kNone);
         } else if (a == "--no-gemv") {
             gemv = false;
         } else if (a == "--no-gemm") {
@@ -192,7 +199,7 @@ int main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr, "usage: %s [--threads 1,2] [--types q4_0,...] [--mb N] [--tokens N] "
-                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2]\n", argv[0]);
+                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2] [--aq none,q8]\n", argv[0]);
             return 2;
         }
     }
@@ -206,7 +213,7 @@ int main(int argc, char** argv) {
             g_cpu_time = nt == 1;
             std::printf("threads %d: memory read loop %.2f GB/s\n", nt, memory_read_gbs(pool, bytes));
         }
-        std::printf("%-7s %7s", "type", "B/elem");
+        std::printf("%-10s %7s", "type", "B/elem");
         const int64_t ns[] = {1, 4, 8};
         for (int nt : threads)
             for (int64_t n : ns) std::printf("  n=%lld %dT GB/s", (long long)n, nt);
@@ -217,18 +224,22 @@ int main(int argc, char** argv) {
             const auto w = make_weight(type, rows, cols);
             const Matrix m = prepare(type, w, rows, cols);
             std::vector<float> x(8 * cols, 0.01f), y(8 * rows);
-            std::printf("%-7s %7.4f", name.c_str(), double(ggml_row_bytes(type, cols)) / cols);
+            for (ActQuant aq : aqs) {
+            if (aq == ActQuant::kQ8 && !act_quant_supported(type)) continue;
+            std::printf("%-10s %7.4f", (name + (aq == ActQuant::kQ8 ? "+q8" : "")).c_str(),
+                        double(ggml_row_bytes(type, cols)) / cols);
             for (int nt : threads) {
                 ThreadPool pool(nt);
                 g_cpu_time = nt == 1;
                 for (int64_t n : ns) {
-                    const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, n, pool); }, 7);
+                    const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, n, pool, aq); }, 7);
                     std::printf("  %13.2f", double(w.size()) / t / 1e9);
                     if (kb) std::printf(" (%4.2f el/ns)", double(rows) * cols / t / 1e9);
                 }
             }
             std::printf("\n");
             std::fflush(stdout);
+            }
         }
     }
     if (sweep) {  // n_tokens = 1..16 on an in-cache weight: where GEMV and GEMM cross over
@@ -256,7 +267,7 @@ int main(int argc, char** argv) {
     }
     if (gemm) {
         std::printf("\n== prefill GEMM, %lld tokens, GFLOP/s ==\n", (long long)tokens);
-        std::printf("%-7s %-11s", "type", "rows x cols");
+        std::printf("%-10s %-11s", "type", "rows x cols");
         for (int nt : threads) std::printf("  %dT GFLOP/s", nt);
         std::printf("\n");
         for (const auto& name : gemm_types) {
@@ -269,15 +280,20 @@ int main(int argc, char** argv) {
                 std::mt19937 rng(2);
                 std::normal_distribution<float> nd(0.f, 1.f);
                 for (auto& v : x) v = nd(rng);
-                std::printf("%-7s %5lldx%-5lld", name.c_str(), (long long)rows, (long long)cols);
-                for (int nt : threads) {
-                    ThreadPool pool(nt);
-                    g_cpu_time = nt == 1;
-                    const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, tokens, pool); }, 5);
-                    std::printf("  %11.1f", 2.0 * rows * cols * tokens / t / 1e9);
+                for (ActQuant aq : aqs) {
+                    if (aq == ActQuant::kQ8 && !act_quant_supported(type)) continue;
+                    std::printf("%-10s %5lldx%-5lld", (name + (aq == ActQuant::kQ8 ? "+q8" : "")).c_str(),
+                                (long long)rows, (long long)cols);
+                    for (int nt : threads) {
+                        ThreadPool pool(nt);
+                        g_cpu_time = nt == 1;
+                        const double t =
+                            time_it([&] { matmul(m, x.data(), cols, y.data(), rows, tokens, pool, aq); }, 5);
+                        std::printf("  %11.1f", 2.0 * rows * cols * tokens / t / 1e9);
+                    }
+                    std::printf("\n");
+                    std::fflush(stdout);
                 }
-                std::printf("\n");
-                std::fflush(stdout);
             }
         }
     }

@@ -1,0 +1,193 @@
+// ActQuant::kQ8: scalar reference (activation quantization and the row-block kernel). Plain
+// code that spells out the contract of kernels/matmul.h; the AVX2 kernels (matmul_q8_avx2.cc)
+// give the same bits. Compiled with -ffp-contract=off: every float operation below is rounded
+// exactly as written.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/matmul_internal.h"
+#include "kernels/cpu/matmul_q8.h"
+#include "kernels/cpu/quant_blocks.h"
+
+namespace pipelm::kernels::detail {
+namespace {
+
+using namespace blocks;
+
+// One 32-value weight block in the integer form of the contract: w[i] = f * m[i] * v[i] + mn.
+struct Sub {
+    int v[32];
+    int m[32];
+    float f = 0.f;
+    float mn = 0.f;  // min term coefficient (types with a min only)
+};
+
+int nib(const uint8_t* qs, int i) { return i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4); }
+
+// Sub-block j (0 for 32-value block types, 0..7 for 256-value ones) of block b.
+void decode_sub(GgmlType type, const uint8_t* b, int j, Sub& s) {
+    for (int i = 0; i < 32; ++i) s.m[i] = 1;
+    s.mn = 0.f;
+    switch (type) {
+        case GgmlType::kQ8_0:
+            s.f = load_fp16(b);
+            for (int i = 0; i < 32; ++i) s.v[i] = static_cast<int8_t>(b[2 + i]);
+            return;
+        case GgmlType::kQ4_0:
+            s.f = load_fp16(b);
+            for (int i = 0; i < 32; ++i) s.v[i] = nib(b + 2, i) - 8;
+            return;
+        case GgmlType::kQ4_1:
+            s.f = load_fp16(b);
+            s.mn = load_fp16(b + 2);
+            for (int i = 0; i < 32; ++i) s.v[i] = nib(b + 4, i);
+            return;
+        case GgmlType::kQ5_0:
+        case GgmlType::kQ5_1: {
+            const bool one = type == GgmlType::kQ5_1;
+            s.f = load_fp16(b);
+            if (one) s.mn = load_fp16(b + 2);
+            uint32_t qh;
+            std::memcpy(&qh, b + (one ? 4 : 2), 4);
+            for (int i = 0; i < 32; ++i) s.v[i] = (nib(b + (one ? 8 : 6), i) | ((qh >> i) & 1) << 4) - (one ? 0 : 16);
+            return;
+        }
+        case GgmlType::kIQ4_NL:
+            s.f = load_fp16(b);
+            for (int i = 0; i < 32; ++i) s.v[i] = kIQ4NL[nib(b + 2, i)];
+            return;
+        case GgmlType::kQ4_K:
+        case GgmlType::kQ5_K: {
+            const bool five = type == GgmlType::kQ5_K;
+            uint8_t sc, mm;
+            scale_min_k4(j, b + 4, &sc, &mm);
+            s.f = load_fp16(b);
+            s.mn = -(load_fp16(b + 2) * static_cast<float>(mm));  // exact product
+            const uint8_t* qs = b + (five ? 48 : 16) + 32 * (j / 2);
+            for (int i = 0; i < 32; ++i) {
+                int q = (j % 2 == 0) ? (qs[i] & 0x0F) : (qs[i] >> 4);
+                if (five) q |= ((b[16 + i] >> j) & 1) << 4;
+                s.v[i] = q;
+                s.m[i] = sc;
+            }
+            return;
+        }
+        case GgmlType::kQ6_K: {
+            const int h = j / 4, g = j % 4;
+            s.f = load_fp16(b + 208);
+            for (int i = 0; i < 32; ++i) {
+                const uint8_t ql = b[64 * h + 32 * (g & 1) + i];
+                const int lo = g < 2 ? (ql & 0x0F) : (ql >> 4);
+                const int hi = (b[128 + 32 * h + i] >> (2 * g)) & 3;
+                s.v[i] = (lo | hi << 4) - 32;
+                s.m[i] = static_cast<int8_t>(b[192 + 2 * j + i / 16]);
+            }
+            return;
+        }
+        case GgmlType::kIQ4_XS: {
+            const int sh = b[2] | b[3] << 8;
+            const int ls = ((b[4 + j / 2] >> (4 * (j % 2))) & 0x0F) | (((sh >> (2 * j)) & 3) << 4);
+            s.f = load_fp16(b);
+            for (int i = 0; i < 32; ++i) {
+                s.v[i] = kIQ4NL[nib(b + 8 + 16 * j, i)];
+                s.m[i] = ls - 32;
+            }
+            return;
+        }
+        default: break;
+    }
+}
+
+bool has_min(GgmlType t) {
+    return t == GgmlType::kQ4_1 || t == GgmlType::kQ5_1 || t == GgmlType::kQ4_K || t == GgmlType::kQ5_K;
+}
+
+}  // namespace
+
+bool q8_type_supported(GgmlType t) {
+    switch (t) {
+        case GgmlType::kQ8_0:
+        case GgmlType::kQ4_0:
+        case GgmlType::kQ4_1:
+        case GgmlType::kQ5_0:
+        case GgmlType::kQ5_1:
+        case GgmlType::kIQ4_NL:
+        case GgmlType::kQ4_K:
+        case GgmlType::kQ5_K:
+        case GgmlType::kQ6_K:
+        case GgmlType::kIQ4_XS: return true;
+        default: return false;
+    }
+}
+
+void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s) {
+    const int64_t nb = K / 32;
+    for (int64_t b = 0; b < nb; ++b) {
+        const float* xb = x + 32 * b;
+        float amax = 0.f;
+        for (int i = 0; i < 32; ++i) {
+            const float a = std::fabs(xb[i]);
+            amax = amax > a ? amax : a;
+        }
+        const float db = amax / 127.f;
+        int sum = 0;
+        for (int i = 0; i < 32; ++i) {
+            int v = 0;
+            if (db != 0.f) {
+                float r = std::nearbyint(xb[i] / db);  // round half to even (default rounding mode)
+                r = std::min(127.f, std::max(-127.f, r));
+                v = static_cast<int>(r);
+            }
+            q[32 * b + i] = static_cast<int8_t>(v);
+            sum += v;
+        }
+        d[b] = db;
+        s[b] = db * static_cast<float>(sum);
+    }
+    for (int64_t b = nb; b < ldd; ++b) d[b] = s[b] = 0.f;
+}
+
+void matmul_q8_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
+                            int64_t n) {
+    const auto& ti = ggml_type_info(w.type);
+    const int per = static_cast<int>(ti.block / 32);  // 32-value sub-blocks per block
+    const int64_t nb = a.nb, ngroups = (nb + 7) / 8;
+    const bool mins = has_min(w.type);
+    const uint8_t* base = static_cast<const uint8_t*>(w.data);
+    Sub sub;
+    for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t* row = base + r * w.row_bytes;
+        for (int64_t t = 0; t < n; ++t) {
+            const int8_t* qx = a.q + t * a.ldq;
+            const float* dx = a.d + t * a.ldd;
+            const float* sx = a.s + t * a.ldd;
+            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t g = 0; g < ngroups; ++g) {
+                if (mins) {
+                    for (int l = 0; l < 8; ++l) {
+                        const int64_t b = 8 * g + l;
+                        float mn = 0.f;
+                        if (b < nb) {
+                            decode_sub(w.type, row + (b / per) * ti.block_bytes, static_cast<int>(b % per), sub);
+                            mn = sub.mn;
+                        }
+                        acc[l] = std::fma(mn, sx[b], acc[l]);  // sx is zero-padded to a.ldd
+                    }
+                }
+                for (int64_t b = 8 * g; b < std::min(nb, 8 * g + 8); ++b) {
+                    decode_sub(w.type, row + (b / per) * ti.block_bytes, static_cast<int>(b % per), sub);
+                    const float scale = sub.f * dx[b];
+                    for (int l = 0; l < 8; ++l) {
+                        int32_t S = 0;
+                        for (int i = 4 * l; i < 4 * l + 4; ++i) S += sub.m[i] * sub.v[i] * qx[32 * b + i];
+                        acc[l] = std::fma(static_cast<float>(S), scale, acc[l]);
+                    }
+                }
+            }
+            y[t * ldy + r] = reduce8(acc);
+        }
+    }
+}
+
+}  // namespace pipelm::kernels::detail

@@ -1,0 +1,289 @@
+// matmul with ActQuant::kQ8 (int8 activations, integer dot products): accuracy against FP64
+// references, the bit-exact invariance contract (n_tokens, threads, row split, ISA) and the
+// fallbacks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/matmul_q8.h"
+#include "kernels/matmul.h"
+#include "kernels/quant.h"
+#include "kernels_test_util.h"
+#include "runtime/base/thread_pool.h"
+
+namespace pipelm::kernels {
+namespace {
+
+using testing::first_bit_diff;
+
+const std::vector<GgmlType>& q8_types() {
+    static const std::vector<GgmlType> v = {GgmlType::kQ8_0,  GgmlType::kQ4_K, GgmlType::kQ6_K,
+                                            GgmlType::kIQ4_XS, GgmlType::kQ4_0, GgmlType::kQ5_K,
+                                            GgmlType::kIQ4_NL, GgmlType::kQ5_0, GgmlType::kQ4_1,
+                                            GgmlType::kQ5_1};
+    return v;
+}
+
+struct Weight {
+    GgmlType type;
+    int64_t rows, cols;
+    std::vector<uint8_t> data;
+    Matrix m;
+};
+
+Weight make_weight(GgmlType type, int64_t rows, int64_t cols, std::mt19937_64& rng, bool random_bytes = false) {
+    Weight w{type, rows, cols, {}, {}};
+    const size_t rb = ggml_row_bytes(type, cols);
+    w.data.resize(rb * rows);
+    std::normal_distribution<float> nd(0.f, 1.f / std::sqrt(static_cast<float>(cols)));
+    std::vector<float> src(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+        if (random_bytes) {
+            // fp16 exponents <= 25: no overflow anywhere in the products (bit comparisons of
+            // infinities/NaNs are not the point here)
+            const auto row = testing::random_row(type, cols, rng, 25);
+            std::memcpy(w.data.data() + r * rb, row.data(), rb);
+        } else {
+            for (auto& v : src) v = nd(rng);
+            quantize_row(type, src.data(), w.data.data() + r * rb, cols);
+        }
+    }
+    WeightView v;
+    v.type = type;
+    v.data = w.data.data();
+    v.rows = rows;
+    v.cols = cols;
+    v.row_bytes = rb;
+    w.m = Matrix::prepare(v);
+    return w;
+}
+
+std::vector<float> random_x(int64_t n, int64_t ldx, std::mt19937_64& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> x(n * ldx);
+    for (auto& v : x) v = nd(rng);
+    // a few all-zero blocks (d = 0) and a spike (one large value per block)
+    if (ldx >= 64) {
+        for (int64_t t = 0; t < n; t += 3)
+            for (int i = 32; i < 64; ++i) x[t * ldx + i] = 0.f;
+        for (int64_t t = 1; t < n; t += 4) x[t * ldx + 5] = 40.f;
+    }
+    return x;
+}
+
+// The test's own activation quantization (written from the contract in matmul.h): values
+// q * d as doubles, and d per block.
+void ref_quantize(const float* x, int64_t K, std::vector<double>& xq, std::vector<double>& d) {
+    xq.assign(K, 0.0);
+    d.assign(K / 32, 0.0);
+    for (int64_t b = 0; b < K / 32; ++b) {
+        float amax = 0.f;
+        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[32 * b + i]));
+        const float db = amax / 127.f;
+        d[b] = db;
+        for (int i = 0; i < 32; ++i) {
+            const float q = db == 0.f ? 0.f : std::min(127.f, std::max(-127.f, std::nearbyint(x[32 * b + i] / db)));
+            xq[32 * b + i] = static_cast<double>(q) * db;
+        }
+    }
+}
+
+std::vector<int64_t> q8_test_cols(GgmlType type) {
+    if (ggml_type_info(type).block == 32) return {32, 96, 288, 4128};  // 4128 = 129 blocks (16 groups + 1)
+    return {256, 768, 4352};
+}
+
+// Accuracy. (1) Against the FP64 dot product of the dequantized weights with the *quantized*
+// activations (the same q, d as the kernel's): the kernel's integer sums are exact, so only the
+// float steps differ — one rounding of each scale product fl(f*d), of s = fl(d * Σq), and one
+// per fma into 8 lanes (<= blocks + groups per lane) plus the 3-level reduction; and for
+// Q4_K/Q5_K/Q4_1/Q5_1 dequantize_row's own rounding of d1*q - m1. So
+// |y - ref| <= gamma_(nb + ng + 6) * M with M = Σ_k 4 * max|w in k's block| * |xq_k| (4 * the
+// block max bounds |f m v| + |mn| for realistically quantized blocks). In practice the relative
+// error is ~1e-7. (2) Against exact f32 activations: each activation moves by at most d_b/2 =
+// amax_b/254, so |y - exact| <= Σ_k |w_k| d_b / 2 (+ the bound above); the RMS relative error
+// of 8-bit activations on Gaussian data is ~0.5% and is checked to stay below 2%.
+TEST(MatmulQ8, MatchesFp64References) {
+    std::mt19937_64 rng(42);
+    ThreadPool pool(2);
+    for (GgmlType type : q8_types()) {
+        ASSERT_TRUE(act_quant_supported(type)) << ggml_type_name(type);
+        double err2 = 0, ref2 = 0;
+        for (int64_t cols : q8_test_cols(type)) {
+            for (int64_t rows : {1, 3, 17, 67}) {
+                Weight w = make_weight(type, rows, cols, rng);
+                std::vector<float> wf(rows * cols);
+                dequantize_row(type, w.data.data(), wf.data(), rows * cols);
+                for (int64_t n : {1, 2, 5, 13}) {
+                    const int64_t ldx = cols + 3, ldy = rows + 2;
+                    const auto x = random_x(n, ldx, rng);
+                    std::vector<float> y(n * ldy, -1.f);
+                    matmul(w.m, x.data(), ldx, y.data(), ldy, n, pool, ActQuant::kQ8);
+                    const int64_t nb = cols / 32, ng = (nb + 7) / 8;
+                    const double u = std::ldexp(1.0, -24), m = static_cast<double>(nb + ng + 6);
+                    const double gamma = m * u / (1 - m * u);
+                    std::vector<double> xq, d;
+                    for (int64_t t = 0; t < n; ++t) {
+                        ref_quantize(x.data() + t * ldx, cols, xq, d);
+                        for (int64_t r = 0; r < rows; ++r) {
+                            const float* wr = wf.data() + r * cols;
+                            double ref = 0, exact = 0, M = 0, qerr = 0;
+                            for (int64_t b = 0; b < nb; ++b) {
+                                double bmax = 0;
+                                for (int i = 0; i < 32; ++i) bmax = std::max(bmax, std::fabs(double(wr[32 * b + i])));
+                                for (int i = 0; i < 32; ++i) {
+                                    const int64_t k = 32 * b + i;
+                                    ref += double(wr[k]) * xq[k];
+                                    exact += double(wr[k]) * x[t * ldx + k];
+                                    M += 4 * bmax * std::fabs(xq[k]);
+                                    qerr += std::fabs(double(wr[k])) * d[b] / 2;
+                                }
+                            }
+                            const double yv = y[t * ldy + r];
+                            ASSERT_LE(std::fabs(yv - ref), gamma * M + 1e-30)
+                                << ggml_type_name(type) << " rows " << rows << " cols " << cols << " n " << n
+                                << " (r " << r << ", t " << t << ") y " << yv << " ref " << ref;
+                            ASSERT_LE(std::fabs(yv - exact), qerr * (1 + 1e-6) + gamma * M + 1e-30)
+                                << ggml_type_name(type) << " vs exact activations, cols " << cols;
+                            err2 += (yv - exact) * (yv - exact);
+                            ref2 += exact * exact;
+                        }
+                        for (int64_t r = rows; r < ldy; ++r) ASSERT_EQ(y[t * ldy + r], -1.f) << "wrote past the rows";
+                    }
+                }
+            }
+        }
+        EXPECT_LT(std::sqrt(err2 / ref2), 0.02) << ggml_type_name(type);
+    }
+}
+
+// The contract of matmul.h for kQ8: y[t][r] depends only on row r of W and row t of x.
+void check_invariance(const Weight& w, std::mt19937_64& rng) {
+    const int64_t nmax = 64, ldx = w.cols + 1, ldy = w.rows + 3;
+    const auto x = random_x(nmax, ldx, rng);
+    ThreadPool pool1(1), pool2(2), pool3(3);
+    std::vector<float> full(nmax * ldy);
+    matmul(w.m, x.data(), ldx, full.data(), ldy, nmax, pool2, ActQuant::kQ8);
+    const std::string what = std::string(ggml_type_name(w.type)) + " rows " + std::to_string(w.rows) + " cols " +
+                             std::to_string(w.cols);
+    for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 13, 64}) {
+        for (ThreadPool* p : {&pool1, &pool2, &pool3}) {
+            for (int64_t t0 : {int64_t{0}, nmax - n}) {  // first and last tokens of the batch
+                std::vector<float> y(n * ldy);
+                matmul(w.m, x.data() + t0 * ldx, ldx, y.data(), ldy, n, *p, ActQuant::kQ8);
+                for (int64_t t = 0; t < n; ++t)
+                    ASSERT_EQ(first_bit_diff(y.data() + t * ldy, full.data() + (t0 + t) * ldy, w.rows), -1)
+                        << what << " n " << n << " threads " << p->size() << " token " << t0 + t;
+            }
+        }
+    }
+    // Row pieces (matmul_rows), odd boundaries.
+    for (int64_t n : {int64_t{1}, int64_t{13}}) {
+        std::vector<float> y(n * ldy, 0.f);
+        const int64_t cuts[] = {0, std::min<int64_t>(1, w.rows), std::min<int64_t>(5, w.rows),
+                                std::min<int64_t>(22, w.rows), w.rows};
+        for (int i = 0; i + 1 < 5; ++i)
+            matmul_rows(w.m, cuts[i], cuts[i + 1], x.data(), ldx, y.data(), ldy, n, pool2, ActQuant::kQ8);
+        for (int64_t t = 0; t < n; ++t)
+            ASSERT_EQ(first_bit_diff(y.data() + t * ldy, full.data() + t * ldy, w.rows), -1) << what << " row split";
+    }
+}
+
+TEST(MatmulQ8, BitExactAcrossBatchThreadsAndRowSplits) {
+    std::mt19937_64 rng(3);
+    for (GgmlType type : q8_types()) {
+        const bool small = ggml_type_info(type).block == 32;
+        for (int64_t cols : small ? std::vector<int64_t>{96, 4128} : std::vector<int64_t>{256, 4352}) {
+            Weight w = make_weight(type, 67, cols, rng);
+            check_invariance(w, rng);
+        }
+    }
+}
+
+// The scalar reference and the AVX2 kernels give the same bits (also checks the AVX2 integer
+// decoders against the scalar ones on arbitrary block bytes).
+TEST(MatmulQ8, ScalarAndAvx2BitIdentical) {
+    if (!force_cpu_isa("avx2")) GTEST_SKIP() << "no AVX2 on this CPU";
+    force_cpu_isa("auto");
+    std::mt19937_64 rng(11);
+    ThreadPool pool(2);
+    for (GgmlType type : q8_types()) {
+        const int64_t qk = ggml_type_info(type).block;
+        for (bool random_bytes : {false, true}) {
+            for (int64_t cols : {qk, qk == 32 ? int64_t{288} : int64_t{1280}}) {
+                Weight w = make_weight(type, 19, cols, rng, random_bytes);
+                for (int64_t n : {1, 3, 4, 9, 13}) {
+                    const auto x = random_x(n, cols, rng);
+                    std::vector<float> ya(n * w.rows), ys(n * w.rows);
+                    ASSERT_TRUE(force_cpu_isa("avx2"));
+                    matmul(w.m, x.data(), cols, ya.data(), w.rows, n, pool, ActQuant::kQ8);
+                    ASSERT_TRUE(force_cpu_isa("scalar"));
+                    matmul(w.m, x.data(), cols, ys.data(), w.rows, n, pool, ActQuant::kQ8);
+                    force_cpu_isa("auto");
+                    const int64_t i = first_bit_diff(ya.data(), ys.data(), n * w.rows);
+                    ASSERT_EQ(i, -1) << ggml_type_name(type) << " cols " << cols << " n " << n << " random bytes "
+                                     << random_bytes << ": avx2 " << ya[i] << " scalar " << ys[i];
+                }
+            }
+        }
+    }
+}
+
+// Activation quantization: AVX2 == scalar == the contract, including round-half-even ties,
+// zero blocks and the zero padding of d and s.
+TEST(MatmulQ8, ActivationQuantization) {
+    const int64_t K = 96, ldd = 8;
+    std::vector<float> x(K);
+    for (int i = 0; i < 32; ++i) x[i] = static_cast<float>(i % 2 ? -i : i) * 0.5f;  // ties (amax 15.5)
+    x[0] = 127.f;                                                                     // d = 1: x/d exact
+    for (int i = 32; i < 64; ++i) x[i] = 0.f;                                         // d = 0
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> nd(0.f, 3.f);
+    for (int i = 64; i < 96; ++i) x[i] = nd(rng);
+    std::vector<int8_t> q1(K), q2(K);
+    std::vector<float> d1(ldd, -1), s1(ldd, -1), d2(ldd, -1), s2(ldd, -1);
+    detail::quantize_act_q8_scalar(x.data(), K, ldd, q1.data(), d1.data(), s1.data());
+    EXPECT_EQ(d1[0], 1.f);
+    for (int i = 1; i < 32; ++i) {
+        const float v = static_cast<float>(i % 2 ? -i : i) * 0.5f;
+        EXPECT_EQ(q1[i], static_cast<int8_t>(std::nearbyint(v))) << i;  // 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
+    }
+    EXPECT_EQ(q1[5], -2);  // -2.5 -> -2
+    EXPECT_EQ(d1[1], 0.f);
+    for (int i = 32; i < 64; ++i) EXPECT_EQ(q1[i], 0);
+    for (int64_t b = 3; b < ldd; ++b) EXPECT_TRUE(d1[b] == 0.f && s1[b] == 0.f);
+    int sum = 0;
+    for (int i = 64; i < 96; ++i) sum += q1[i];
+    EXPECT_EQ(s1[2], d1[2] * static_cast<float>(sum));
+    if (force_cpu_isa("avx2")) {
+        force_cpu_isa("auto");
+        detail::quantize_act_q8_avx2(x.data(), K, ldd, q2.data(), d2.data(), s2.data());
+        EXPECT_EQ(q1, q2);
+        EXPECT_EQ(first_bit_diff(d1.data(), d2.data(), ldd), -1);
+        EXPECT_EQ(first_bit_diff(s1.data(), s2.data(), ldd), -1);
+    }
+}
+
+// kQ8 falls back to the exact path for float weights and for the types without an integer
+// kernel; results are then bit-identical to kNone.
+TEST(MatmulQ8, FallbackAndSupport) {
+    std::mt19937_64 rng(7);
+    ThreadPool pool(2);
+    for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16}) {
+        EXPECT_FALSE(act_quant_supported(type));
+        Weight w = make_weight(type, 9, 64, rng);
+        const auto x = random_x(3, 64, rng);
+        std::vector<float> a(27), b(27);
+        matmul(w.m, x.data(), 64, a.data(), 9, 3, pool, ActQuant::kNone);
+        matmul(w.m, x.data(), 64, b.data(), 9, 3, pool, ActQuant::kQ8);
+        EXPECT_EQ(first_bit_diff(a.data(), b.data(), 27), -1) << ggml_type_name(type);
+    }
+    EXPECT_FALSE(act_quant_supported(GgmlType::kQ3_K));
+}
+
+}  // namespace
+}  // namespace pipelm::kernels
