@@ -22,7 +22,9 @@ void rope_norm(float* x, int64_t ld, int64_t n_tokens, int n_heads, int head_dim
 // Builds the cos/sin table for positions [0, n_pos): θ_i(p) = p · base^(−2i/n_rot), computed in double.
 void rope_table(float* cos_sin, int64_t n_pos, int n_rot, float base);
 
-// out[t][i] = silu(gu[t][i]) * gu[t][n_ff + i]  (gate first, then up), gu: [n_tokens][2 n_ff].
+// out[t][i] = silu(gu[t][i]) * gu[t][n_ff + i]  (gate first, then up), gu: [n_tokens][2 n_ff];
+// silu(g) * u = g / (1 + exp(-g)) * u with a vectorized FP32 exp (<= ~2 ulp; exp(-g) = 0 or +inf
+// for |g| large, so the result stays finite). Element-wise: the same bits whatever the split.
 void swiglu(const float* gu, float* out, int64_t n_tokens, int64_t n_ff, ThreadPool& pool);
 
 // x[i] += y[i]
@@ -50,8 +52,13 @@ struct AttentionArgs {
     GgmlType kv_type = GgmlType::kF32;
 };
 
-// Causal GQA attention, FP32 scores, FP32 softmax (sum in double) and FP32 softmax·V.
-// Query head h uses KV head h / (n_head / n_head_kv). Threads split over (token, head).
+// Causal GQA attention, FP32 scores, FP32 softmax (max subtracted first; sum in double) and FP32
+// softmax·V. Query head h uses KV head h / (n_head / n_head_kv). Per (token t, KV head g) all the
+// group's query heads are done together (each K/V row loaded once for them); threads take
+// contiguous ranges of (t, g) items of about equal cost (~ n_kv[t]), and a batch with few items
+// (decode) splits a group's heads. The accumulation order (attention_cpu.cc) is fixed per
+// (t, h): the result does not depend on the batch, the threads or the ISA (scalar vs AVX2).
+// kv_type: f32, f16 or q8_0 (head_dim a multiple of 32); other block types are dequantized.
 void attention(const AttentionArgs& a, ThreadPool& pool);
 
 // True if any of x[0..n) is NaN or ±Inf.

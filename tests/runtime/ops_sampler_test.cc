@@ -3,11 +3,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <vector>
 
+#include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "runtime/base/thread_pool.h"
 #include "runtime/sampling/sampler.h"
 
@@ -78,50 +81,220 @@ TEST(Ops, SwigluIsGateThenUp) {
         }
 }
 
-// Causal GQA attention: query head h uses KV head h / (n_head / n_head_kv); token t sees rows 0..n_kv[t).
-TEST(Ops, AttentionMatchesFp64WithGqaAndLargeScores) {
+// Runs fn() with the scalar and then the AVX2 kernels (when the CPU has them), restoring "auto".
+void for_each_isa(const std::function<void(const char*)>& fn) {
+    for (const char* isa : {"scalar", "avx2"}) {
+        if (!kernels::force_cpu_isa(isa)) continue;
+        fn(isa);
+    }
+    kernels::force_cpu_isa("auto");
+}
+
+// SwiGLU's vectorized exp: silu(g) = g / (1 + exp(-g)) with u = 1 over g in [-87, 88] (for
+// g < 0 the result is ~ g * exp(g), so exp's relative error shows directly) within 4 FP32 ulps
+// (exp <= 2 ulp, then 1 +, /, * each round once); finite (and the right limit) at |g| = 1e4;
+// the scalar and AVX2 paths and every position in a row (vector body or tail) give the same bits.
+TEST(Ops, SwigluExpIsAccurateAndFinite) {
     ThreadPool pool(2);
-    const int n_head = 6, n_kv_head = 2, hd = 32, n_ctx = 45;
-    const int64_t kvw = n_kv_head * hd;
-    for (float scale : {1.f, 300.f}) {  // 300: scores of order 1e4 (GLM-4-like range)
-        auto k = random_vec(n_ctx * kvw, 5, scale), v = random_vec(n_ctx * kvw, 6), q = random_vec(2 * n_head * hd, 7, scale);
-        std::vector<float> out(2 * n_head * hd);
-        const void* krows[2] = {k.data(), k.data()};
-        const void* vrows[2] = {v.data(), v.data()};
-        const int32_t n_kv[2] = {1, n_ctx};
-        kernels::AttentionArgs a;
-        a.q = q.data();
-        a.ldq = n_head * hd;
-        a.out = out.data();
-        a.ldo = n_head * hd;
-        a.n_tokens = 2;
-        a.n_head = n_head;
-        a.n_head_kv = n_kv_head;
-        a.head_dim = hd;
-        a.scale = 1.f / std::sqrt(float(hd));
-        a.k_rows = krows;
-        a.v_rows = vrows;
-        a.n_kv = n_kv;
-        kernels::attention(a, pool);
-        for (int t = 0; t < 2; ++t)
-            for (int h = 0; h < n_head; ++h) {
-                const int g = h / (n_head / n_kv_head);
+    const int64_t n = 200003;  // odd: a tail after the 8-wide body
+    std::vector<float> gu(2 * n), ref_out, out(n);
+    for (int64_t i = 0; i < n; ++i) {
+        gu[i] = -87.f + 175.f * float(i) / float(n - 1);
+        gu[n + i] = 1.f;
+    }
+    gu[0] = -1e4f, gu[1] = 1e4f, gu[2] = -200.f, gu[3] = 0.f, gu[4] = -0.f, gu[5] = 88.7f, gu[6] = -88.7f;
+    for_each_isa([&](const char* isa) {
+        kernels::swiglu(gu.data(), out.data(), 1, n, pool);
+        double max_ulp = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const double g = gu[i], ref = g / (1 + std::exp(-g));
+            ASSERT_TRUE(std::isfinite(out[i])) << isa << " g=" << g;
+            if (std::fabs(ref) < 1e-37) {  // subnormal range of the result
+                EXPECT_NEAR(out[i], ref, 1e-44) << isa << " g=" << g;
+                continue;
+            }
+            const double ulp = std::ldexp(1.0, std::ilogb(ref) - 23);
+            max_ulp = std::max(max_ulp, std::fabs(out[i] - ref) / ulp);
+        }
+        EXPECT_LE(max_ulp, 4.0) << isa;
+        EXPECT_EQ(out[1], 1e4f) << isa;
+        EXPECT_EQ(out[0], 0.f) << isa;
+        if (ref_out.empty()) ref_out = out;
+        else EXPECT_EQ(0, std::memcmp(ref_out.data(), out.data(), n * sizeof(float))) << isa << " differs from scalar";
+    });
+    // The same values at other offsets (tail vs vector body) give the same bits.
+    std::vector<float> gu2(2 * 13), out2(13);
+    for (int i = 0; i < 13; ++i) gu2[i] = gu[100 + i], gu2[13 + i] = 1.f;
+    kernels::swiglu(gu2.data(), out2.data(), 1, 13, pool);
+    for (int i = 0; i < 13; ++i) EXPECT_EQ(out2[i], ref_out[100 + i]) << i;
+}
+
+struct AttnCase {
+    int n_head, n_head_kv, hd;
+    GgmlType type;
+    float qk_scale;     // q and k ~ N(0, qk_scale^2): scores ~ qk_scale^2 (softmax nearly one-hot when large)
+    float offset = 0;   // > 0: q = offset*u + N(0,1), k = offset*u + N(0,1)*k_noise, |u| = 1 per head:
+    float k_noise = 0;  //      scores ~ offset^2/sqrt(hd) with differences of a few units
+};
+
+// q [n_tok][n_head*hd] and K [n_ctx][n_head_kv*hd] for a case.
+void make_qk(const AttnCase& c, int64_t n_tok, int64_t n_ctx, uint32_t seed, std::vector<float>& q,
+             std::vector<float>& k) {
+    if (c.offset <= 0) {
+        q = random_vec(n_tok * c.n_head * c.hd, seed, c.qk_scale);
+        k = random_vec(n_ctx * c.n_head_kv * c.hd, seed + 1, c.qk_scale);
+        return;
+    }
+    q = random_vec(n_tok * c.n_head * c.hd, seed);
+    k = random_vec(n_ctx * c.n_head_kv * c.hd, seed + 1, c.k_noise);
+    const float u = c.offset / std::sqrt(float(c.hd));
+    for (auto& x : q) x += u;
+    for (auto& x : k) x += u;
+}
+
+// Runs kernels::attention on tokens with n_kv[t] = n_kv[t] rows of one cache (rows from `kf`
+// and `vf`, stored as c.type). Returns out [n_tok][n_head * hd].
+std::vector<float> run_attention(const AttnCase& c, const std::vector<float>& q, const std::vector<float>& kf,
+                                 const std::vector<float>& vf, const std::vector<int32_t>& n_kv, ThreadPool& pool,
+                                 std::vector<float>* kd = nullptr, std::vector<float>* vd = nullptr) {
+    const int64_t kvw = int64_t(c.n_head_kv) * c.hd, qw = int64_t(c.n_head) * c.hd;
+    const int64_t n_rows = int64_t(kf.size()) / kvw, n_tok = int64_t(n_kv.size());
+    const size_t rb = ggml_row_bytes(c.type, kvw);
+    std::vector<uint8_t> k(n_rows * rb), v(n_rows * rb);
+    for (int64_t j = 0; j < n_rows; ++j) {
+        kernels::store_row(c.type, kf.data() + j * kvw, k.data() + j * rb, kvw);
+        kernels::store_row(c.type, vf.data() + j * kvw, v.data() + j * rb, kvw);
+    }
+    if (kd) {  // the values the kernel sees (exact dequantization of the stored rows)
+        kd->resize(n_rows * kvw);
+        vd->resize(n_rows * kvw);
+        for (int64_t j = 0; j < n_rows; ++j) {
+            kernels::dequantize_row(c.type, k.data() + j * rb, kd->data() + j * kvw, kvw);
+            kernels::dequantize_row(c.type, v.data() + j * rb, vd->data() + j * kvw, kvw);
+        }
+    }
+    std::vector<const void*> krows(n_tok, k.data()), vrows(n_tok, v.data());
+    std::vector<float> out(n_tok * qw, -1.f);
+    kernels::AttentionArgs a;
+    a.q = q.data();
+    a.ldq = qw;
+    a.out = out.data();
+    a.ldo = qw;
+    a.n_tokens = n_tok;
+    a.n_head = c.n_head;
+    a.n_head_kv = c.n_head_kv;
+    a.head_dim = c.hd;
+    a.scale = 1.f / std::sqrt(float(c.hd));
+    a.k_rows = krows.data();
+    a.v_rows = vrows.data();
+    a.n_kv = n_kv.data();
+    a.kv_type = c.type;
+    kernels::attention(a, pool);
+    return out;
+}
+
+// Causal GQA attention: query head h uses KV head h / (n_head / n_head_kv); token t sees rows
+// 0..n_kv[t). KV caches f32, f16, q8_0 (the reference uses the dequantized rows the kernel sees);
+// groups of 1, 2, 3 and 8 query heads per KV head; head_dim 32, 40 (a column tail), 128; odd
+// n_kv; scores up to ~1e5.
+// Tolerance vs FP64: an FP32 score s carries an error up to
+//   d = (hd/8 + 4) * 2^-24 * scale * max_j sum_c |q_c k_jc|   (FMA chains of hd/8 terms, a
+//       3-level reduction, the scale) + 2^-24 |s|,
+// which moves each probability by a factor within exp(±2d); so
+//   |out - ref| <= 1e-5 (1 + |ref|) + expm1(2d) * max_j |V_jc|.
+// At scores ~1e5 (one FP32 ulp = 0.008) this allows a few 1e-2; at O(1) scores, 1e-5.
+TEST(Ops, AttentionMatchesFp64WithGqaCacheTypesAndLargeScores) {
+    ThreadPool pool(2);
+    const std::vector<AttnCase> cases = {
+        {2, 2, 32, GgmlType::kF32, 1.f},    {4, 2, 32, GgmlType::kF16, 1.f},     {6, 2, 32, GgmlType::kQ8_0, 1.f},
+        {8, 1, 128, GgmlType::kF32, 1.f},   {8, 1, 128, GgmlType::kF16, 2.f},    {16, 2, 128, GgmlType::kQ8_0, 1.f},
+        {8, 1, 40, GgmlType::kF32, 1.f},    {3, 1, 40, GgmlType::kF16, 1.f},     {8, 1, 128, GgmlType::kF32, 316.f},
+        {4, 2, 32, GgmlType::kF32, 300.f},  {8, 1, 32, GgmlType::kQ8_0, 100.f},  {16, 2, 64, GgmlType::kF16, 316.f},
+        // Scores ~1e5 that differ by a few units: the softmax is spread, FP32 score rounding shows.
+        {8, 1, 128, GgmlType::kF32, 1.f, 1063.f, 0.03f}, {8, 1, 128, GgmlType::kF16, 1.f, 1063.f, 0.03f},
+        {16, 2, 64, GgmlType::kF32, 1.f, 841.f, 0.04f},
+    };
+    const std::vector<int32_t> n_kv = {1, 7, 45, 33, 2, 64, 9};
+    const int n_ctx = 64;
+    uint32_t seed = 10;
+    for (const auto& c : cases) {
+        SCOPED_TRACE(testing::Message() << "heads " << c.n_head << "/" << c.n_head_kv << " hd " << c.hd << " type "
+                                        << int(c.type) << " qk " << c.qk_scale);
+        const int64_t kvw = int64_t(c.n_head_kv) * c.hd, qw = int64_t(c.n_head) * c.hd;
+        const int64_t n_tok = int64_t(n_kv.size());
+        std::vector<float> q, kf, k, v;
+        make_qk(c, n_tok, n_ctx, seed, q, kf);
+        seed += 2;
+        const auto vf = random_vec(n_ctx * kvw, seed++);
+        const auto out = run_attention(c, q, kf, vf, n_kv, pool, &k, &v);
+        const double scale = 1.0 / std::sqrt(double(float(c.hd))), eps = std::ldexp(1.0, -24);
+        const int group = c.n_head / c.n_head_kv;
+        double worst = 0;
+        for (int64_t t = 0; t < n_tok; ++t)
+            for (int h = 0; h < c.n_head; ++h) {
+                const int g = h / group;
+                const float* qh = &q[t * qw + h * c.hd];
                 std::vector<double> s(n_kv[t]);
-                double mx = -1e300, sum = 0;
+                double mx = -1e300, sum = 0, d = 0, vmax = 0;
                 for (int j = 0; j < n_kv[t]; ++j) {
-                    double d = 0;
-                    for (int c = 0; c < hd; ++c) d += double(q[t * n_head * hd + h * hd + c]) * k[j * kvw + g * hd + c];
-                    s[j] = d * a.scale;
+                    double dot = 0, mag = 0;
+                    for (int i = 0; i < c.hd; ++i) {
+                        dot += double(qh[i]) * k[j * kvw + g * c.hd + i];
+                        mag += std::fabs(double(qh[i]) * k[j * kvw + g * c.hd + i]);
+                    }
+                    s[j] = dot * scale;
                     mx = std::max(mx, s[j]);
+                    d = std::max(d, (c.hd / 8 + 4) * eps * scale * mag + eps * std::fabs(s[j]));
                 }
                 for (auto& x : s) sum += (x = std::exp(x - mx));
-                for (int c = 0; c < hd; ++c) {
+                for (int i = 0; i < c.hd; ++i) {
                     double o = 0;
-                    for (int j = 0; j < n_kv[t]; ++j) o += s[j] / sum * v[j * kvw + g * hd + c];
-                    // Large scores: one FP32 ulp of a 1e4 score shifts probabilities by ~1e-3.
-                    EXPECT_NEAR(out[t * n_head * hd + h * hd + c], o, scale > 1 ? 5e-3 : 1e-5) << t << " " << h << " " << c;
+                    vmax = 0;
+                    for (int j = 0; j < n_kv[t]; ++j) {
+                        o += s[j] / sum * v[j * kvw + g * c.hd + i];
+                        vmax = std::max(vmax, std::fabs(double(v[j * kvw + g * c.hd + i])));
+                    }
+                    const double tol = 1e-5 * (1 + std::fabs(o)) + std::expm1(2 * d) * vmax;
+                    const double err = std::fabs(out[t * qw + h * c.hd + i] - o);
+                    worst = std::max(worst, err / tol);
+                    ASSERT_LE(err, tol) << "t " << t << " h " << h << " c " << i;
                 }
             }
+        EXPECT_LE(worst, 1.0);
+    }
+}
+
+// Bit-identical outputs whatever the threads (1, 2, 3), the batch (each token alone vs all
+// together, in another order) and the ISA (scalar vs AVX2).
+TEST(Ops, AttentionIsBitIdenticalAcrossThreadsBatchesAndIsa) {
+    const std::vector<AttnCase> cases = {{8, 1, 128, GgmlType::kF32, 3.f}, {6, 2, 40, GgmlType::kF16, 3.f},
+                                         {16, 2, 64, GgmlType::kQ8_0, 3.f}, {3, 3, 32, GgmlType::kF32, 3.f},
+                                         {8, 1, 128, GgmlType::kF32, 1.f, 1063.f, 0.03f}};
+    const std::vector<int32_t> n_kv = {1, 2, 3, 9, 17, 31, 64, 100, 129, 200};
+    const int n_ctx = 200;
+    for (const auto& c : cases) {
+        SCOPED_TRACE(testing::Message() << "heads " << c.n_head << "/" << c.n_head_kv << " hd " << c.hd);
+        const int64_t kvw = int64_t(c.n_head_kv) * c.hd, qw = int64_t(c.n_head) * c.hd;
+        const int64_t n_tok = int64_t(n_kv.size());
+        std::vector<float> q, kf;
+        make_qk(c, n_tok, n_ctx, 40, q, kf);
+        const auto vf = random_vec(n_ctx * kvw, 42);
+        std::vector<float> ref;
+        for_each_isa([&](const char* isa) {
+            for (int threads : {1, 2, 3}) {
+                ThreadPool pool(threads);
+                const auto out = run_attention(c, q, kf, vf, n_kv, pool);
+                if (ref.empty()) ref = out;
+                ASSERT_EQ(0, std::memcmp(ref.data(), out.data(), ref.size() * sizeof(float)))
+                    << isa << ", " << threads << " threads";
+            }
+            ThreadPool pool(2);
+            for (int64_t t = n_tok - 1; t >= 0; --t) {  // one token per call
+                std::vector<float> qt(q.begin() + t * qw, q.begin() + (t + 1) * qw);
+                const auto out = run_attention(c, qt, kf, vf, {n_kv[t]}, pool);
+                ASSERT_EQ(0, std::memcmp(&ref[t * qw], out.data(), qw * sizeof(float))) << isa << ", token " << t;
+            }
+        });
     }
 }
 
