@@ -389,6 +389,8 @@ struct Scratch {
     std::vector<float> buf;  // [block][hd] converted K or V rows
 };
 
+constexpr int kMaxHeads = 64;  // query heads per work item
+
 struct Item {
     int64_t t;
     int g, h0, nh;  // KV head, first query head within the group, number of query heads
@@ -402,8 +404,7 @@ void attend_item(const AttentionArgs& a, const Item& it, int group, int block, S
     float* out = a.out + it.t * a.ldo + static_cast<int64_t>(h_first) * hd;  // [nh][hd]
     std::fill(out, out + static_cast<int64_t>(it.nh) * hd, 0.f);
     if (n <= 0) return;
-    const float* q[64];
-    PIPELM_CHECK(it.nh <= 64, "attention: more than 64 query heads per item");
+    const float* q[kMaxHeads];
     for (int h = 0; h < it.nh; ++h) q[h] = a.q + it.t * a.ldq + static_cast<int64_t>(h_first + h) * hd;
     const size_t row_bytes = ggml_row_bytes(a.kv_type, static_cast<int64_t>(a.n_head_kv) * hd);
     const size_t head_offset = ggml_row_bytes(a.kv_type, static_cast<int64_t>(it.g) * hd);
@@ -436,7 +437,7 @@ void attend_item(const AttentionArgs& a, const Item& it, int group, int block, S
         }
     }
     // Softmax (unnormalized probabilities; the 1/sum is applied to the output).
-    float inv[64];
+    float inv[kMaxHeads];
     for (int h = 0; h < it.nh; ++h) {
         double sum;
         if constexpr (kAvx2) sum = softmax_avx2(s + h * lds, n);
@@ -484,14 +485,16 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
     if (a.n_tokens <= 0) return;
     PIPELM_CHECK(a.n_head_kv > 0 && a.n_head % a.n_head_kv == 0, "attention: n_head ", a.n_head,
                  " is not a multiple of n_head_kv ", a.n_head_kv);
+    PIPELM_CHECK(a.head_dim > 0 && a.head_dim % ggml_type_info(a.kv_type).block == 0, "attention: head_dim ",
+                 a.head_dim, " is not a multiple of the ", ggml_type_name(a.kv_type), " block size");
     const int group = a.n_head / a.n_head_kv;
     const int n_threads = pool.size();
-    // Work items (t, g, head chunk), t-major. A batch with fewer (t, g) pairs than 2 per thread
+    // Work items (t, g, head chunk), t-major. A batch with fewer (t, g) pairs than threads
     // (decode) splits each group's heads into chunks so that every thread gets work; a head's
-    // operations do not depend on which chunk it is in.
-    int chunk = group;
+    // operations do not depend on which chunk it is in. Chunks hold at most kMaxHeads heads.
+    int chunk = std::min(group, kMaxHeads);
     const int64_t pairs = a.n_tokens * a.n_head_kv;
-    while (pairs * (group / chunk) < 2 * n_threads && chunk % 2 == 0 && chunk > 2) chunk /= 2;
+    while (pairs * ((group + chunk - 1) / chunk) < n_threads && chunk % 2 == 0 && chunk > 2) chunk /= 2;
     const int per_group = (group + chunk - 1) / chunk;
     std::vector<Item> items;
     items.reserve(pairs * per_group);

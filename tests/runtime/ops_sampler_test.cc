@@ -195,7 +195,7 @@ std::vector<float> run_attention(const AttnCase& c, const std::vector<float>& q,
 
 // Causal GQA attention: query head h uses KV head h / (n_head / n_head_kv); token t sees rows
 // 0..n_kv[t). KV caches f32, f16, q8_0 (the reference uses the dequantized rows the kernel sees);
-// groups of 1, 2, 3 and 8 query heads per KV head; head_dim 32, 40 (a column tail), 128; odd
+// groups of 1, 2, 3, 8 and 72 query heads per KV head; head_dim 32, 40 (a column tail), 128; odd
 // n_kv; scores up to ~1e5.
 // Tolerance vs FP64: an FP32 score s carries an error up to
 //   d = (hd/8 + 4) * 2^-24 * scale * max_j sum_c |q_c k_jc|   (FMA chains of hd/8 terms, a
@@ -213,6 +213,7 @@ TEST(Ops, AttentionMatchesFp64WithGqaCacheTypesAndLargeScores) {
         // Scores ~1e5 that differ by a few units: the softmax is spread, FP32 score rounding shows.
         {8, 1, 128, GgmlType::kF32, 1.f, 1063.f, 0.03f}, {8, 1, 128, GgmlType::kF16, 1.f, 1063.f, 0.03f},
         {16, 2, 64, GgmlType::kF32, 1.f, 841.f, 0.04f},
+        {72, 1, 32, GgmlType::kF32, 1.f},  // a group of more heads than one work item takes (64)
     };
     const std::vector<int32_t> n_kv = {1, 7, 45, 33, 2, 64, 9};
     const int n_ctx = 64;
