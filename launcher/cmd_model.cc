@@ -168,19 +168,10 @@ int cmd_plan(int argc, char** argv) {
     if (o.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: pass -m FILE.gguf");
     auto f = gguf::GgufFile::open(o.model_path);
     auto cfg = model::Glm4Config::from_gguf(*f);
-    const int n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(4096, cfg.n_ctx_train > 0 ? cfg.n_ctx_train : 4096);
+    const int n_ctx = resolve_ctx(o, cfg);
     int S = o.n_stages;
     if (!o.workers.empty()) S = 1 + static_cast<int>(std::count(o.workers.begin(), o.workers.end(), ',')) + 1;
-    pipeline::PlanRequest r;
-    r.n_stages = S;
-    r.split = o.split;
-    if (!o.mem.empty()) r.mem_budget = pipeline::parse_mem_list(o.mem);
-    std::stringstream ss(o.devices);
-    std::string d;
-    while (std::getline(ss, d, ',')) r.devices.push_back(d);
-    r.n_ctx = n_ctx;
-    r.n_seq = o.n_seq;
-    r.kv_bytes_per_token_layer = ggml_row_bytes(o.cache_k, cfg.kv_dim()) + ggml_row_bytes(o.cache_v, cfg.kv_dim());
+    const pipeline::PlanRequest r = plan_request(o, cfg, S, n_ctx);
     auto plan = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*f, cfg.n_layer), r);
     std::printf("%s\n%s, context %d x %d sequence(s), KV %s/%s\n%s", f->path().c_str(), cfg.summary().c_str(), n_ctx,
                 o.n_seq, ggml_type_name(o.cache_k), ggml_type_name(o.cache_v), pipeline::format_plan(plan).c_str());

@@ -57,6 +57,13 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
             PIPELM_THROW(ErrorCode::kInvalidArgument, "--attn-precision ", p, ": use f32 (default for glm4) or f16");
         o.attn_precision = p;
     }
+    if (a.has("--act-quant")) {
+        const std::string q = a.str("--act-quant");
+        if (q != "none" && q != "q8")
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--act-quant ", q,
+                         ": use none (f32 activations, exact) or q8 (int8 activations per 32-value block)");
+        o.act_quant = q;
+    }
     if (!o.devices.empty()) {
         std::stringstream ss(o.devices);
         std::string d;
@@ -91,8 +98,6 @@ tok::VocabData vocab_from_gguf(const gguf::GgufFile& f) {
     return v;
 }
 
-namespace {
-
 pipeline::PlanRequest plan_request(const SessionOptions& o, const model::Glm4Config& cfg, int n_stages, int n_ctx) {
     pipeline::PlanRequest r;
     r.n_stages = n_stages;
@@ -107,7 +112,40 @@ pipeline::PlanRequest plan_request(const SessionOptions& o, const model::Glm4Con
     return r;
 }
 
-}  // namespace
+int resolve_ctx(const SessionOptions& o, const model::Glm4Config& cfg) {
+    return o.n_ctx > 0 ? o.n_ctx : std::min(4096, cfg.n_ctx_train > 0 ? cfg.n_ctx_train : 4096);
+}
+
+model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, bool check, const std::string& device,
+                                  const std::string& attn_precision, const model::PrecisionPolicy& arch_policy,
+                                  const std::string& act_quant) {
+    model::StageOptions so;
+    so.device = device;
+    so.precision = arch_policy;
+    if (!attn_precision.empty()) {
+        so.precision.kq = model::parse_precision(attn_precision);
+        so.precision.softmax_v = so.precision.kq;
+    }
+    so.n_ctx = n_ctx;
+    so.n_seq = n_seq;
+    so.cache_type_k = k;
+    so.cache_type_v = v;
+    so.check_finite = check;
+    so.act_quant = act_quant;
+    return so;
+}
+
+pipeline::EngineOptions Session::engine_options(const SessionOptions& opt, int n_stages, const std::string& id) const {
+    pipeline::EngineOptions eo;
+    eo.n_stages = n_stages;
+    eo.ubatch = opt.ubatch;
+    eo.wire = opt.wire;
+    eo.n_seq = opt.n_seq;
+    eo.model_id = id;
+    eo.model_name = file_->path();
+    for (const auto& p : plan_) eo.plan.push_back({p.first_layer, p.last_layer});
+    return eo;
+}
 
 std::unique_ptr<Session> Session::open(const SessionOptions& opt) {
     std::unique_ptr<Session> s(new Session());
@@ -122,7 +160,7 @@ std::unique_ptr<Session> Session::open(const SessionOptions& opt) {
     s->file_ = gguf::GgufFile::open(opt.model_path);
     s->cfg_ = model::Glm4Config::from_gguf(*s->file_);
     s->tokenizer_ = std::make_unique<tok::Tokenizer>(vocab_from_gguf(*s->file_));
-    s->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min(4096, s->cfg_.n_ctx_train > 0 ? s->cfg_.n_ctx_train : 4096);
+    s->n_ctx_ = resolve_ctx(opt, s->cfg_);
     if (s->mode_ == Mode::kTcp) s->start_tcp(opt);
     else s->start_in_process(opt);
     return s;
@@ -154,19 +192,10 @@ void Session::start_in_process(const SessionOptions& opt) {
     for (int s = 0; s < S; ++s) {
         pools_.push_back(std::make_unique<ThreadPool>(threads));
         model::StageSpec spec{s, plan_[s].first_layer, plan_[s].last_layer, plan_[s].has_embedding, plan_[s].has_head};
-        model::StageOptions so;
-        so.n_ctx = n_ctx_;
-        so.n_seq = opt.n_seq;
-        so.cache_type_k = opt.cache_k;
-        so.cache_type_v = opt.cache_v;
-        so.check_finite = opt.check_finite;
-        so.device = plan_[s].device;
+        model::StageOptions so = stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite,
+                                               plan_[s].device, opt.attn_precision,
+                                               model::find_arch(cfg_.arch, file_->path()).precision, opt.act_quant);
         so.on_layer_loaded = progress;
-        so.precision = model::find_arch(cfg_.arch, file_->path()).precision;
-        if (!opt.attn_precision.empty()) {
-            so.precision.kq = model::parse_precision(opt.attn_precision);
-            so.precision.softmax_v = so.precision.kq;
-        }
         stages_.push_back(model::make_stage(file_, cfg_, spec, so, *pools_.back()));
     }
     if (bar_shown) std::fputs("\n", stderr);
@@ -185,14 +214,7 @@ void Session::start_in_process(const SessionOptions& opt) {
             }
         });
     }
-    pipeline::EngineOptions eo;
-    eo.n_stages = S;
-    eo.ubatch = opt.ubatch;
-    eo.wire = opt.wire;
-    eo.n_seq = opt.n_seq;
-    eo.model_id = id;
-    eo.model_name = file_->path();
-    for (const auto& p : plan_) eo.plan.push_back({p.first_layer, p.last_layer});
+    const pipeline::EngineOptions eo = engine_options(opt, S, id);
     engine_ = std::make_unique<pipeline::Engine>(*stages_[0], links[0], eo);
     engine_->handshake();
 }

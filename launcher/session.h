@@ -39,6 +39,7 @@ struct SessionOptions {
     bool check_finite = true;
     bool quiet_plan = false;
     std::string attn_precision;  // "" = the architecture's policy
+    std::string act_quant;       // --act-quant: "" = the default of the stage (see StageOptions)
 
     static SessionOptions from_args(const cli::Args& a);
 };
@@ -54,10 +55,11 @@ struct WorkerJob {
     uint8_t check_finite = 1;
     std::string device = "cpu";
     std::string attn_precision;
+    std::string act_quant;
     template <class A>
     void serialize(A& ar) {
         ar(model_path, model_id, first_layer, last_layer, n_stages, n_ctx, n_seq, threads, cache_k, cache_v, check_finite,
-           device, attn_precision);
+           device, attn_precision, act_quant);
     }
 };
 
@@ -85,6 +87,7 @@ private:
     void start_in_process(const SessionOptions& opt);
     void start_mpi(const SessionOptions& opt);
     void start_tcp(const SessionOptions& opt);
+    pipeline::EngineOptions engine_options(const SessionOptions& opt, int n_stages, const std::string& id) const;
 
     // First member: destroyed last, so MPI_Finalize runs after every link is closed.
     std::shared_ptr<void> mpi_env_;
@@ -103,6 +106,15 @@ private:
     std::vector<std::shared_ptr<void>> keep_alive_;
     bool closed_ = false;
 };
+
+// --ctx, or min(the model's training context, 4096).
+int resolve_ctx(const SessionOptions& o, const model::Glm4Config& cfg);
+// What the planner needs from the flags.
+pipeline::PlanRequest plan_request(const SessionOptions& o, const model::Glm4Config& cfg, int n_stages, int n_ctx);
+// A stage's options: the architecture's precision policy, overridden by --attn-precision; --act-quant.
+model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, bool check, const std::string& device,
+                                  const std::string& attn_precision, const model::PrecisionPolicy& arch_policy,
+                                  const std::string& act_quant);
 
 // tokenizer.ggml.* keys -> VocabData.
 tok::VocabData vocab_from_gguf(const gguf::GgufFile& f);

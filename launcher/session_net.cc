@@ -21,38 +21,6 @@ bool launched_by_mpirun() { return transport::MpiEnv::launched_by_mpirun(); }
 
 namespace {
 
-pipeline::PlanRequest make_request(const SessionOptions& o, const model::Glm4Config& cfg, int n_stages, int n_ctx) {
-    pipeline::PlanRequest r;
-    r.n_stages = n_stages;
-    r.split = o.split;
-    if (!o.mem.empty()) r.mem_budget = pipeline::parse_mem_list(o.mem);
-    r.n_ctx = n_ctx;
-    r.n_seq = o.n_seq;
-    r.kv_bytes_per_token_layer = ggml_row_bytes(o.cache_k, cfg.kv_dim()) + ggml_row_bytes(o.cache_v, cfg.kv_dim());
-    std::stringstream ds(o.devices);
-    std::string d;
-    while (std::getline(ds, d, ',')) r.devices.push_back(d);
-    return r;
-}
-
-model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, bool check,
-                                  const std::string& device = "cpu", const std::string& attn_precision = "",
-                                  const model::PrecisionPolicy& arch_policy = {}) {
-    model::StageOptions so;
-    so.device = device;
-    so.precision = arch_policy;
-    if (!attn_precision.empty()) {
-        so.precision.kq = model::parse_precision(attn_precision);
-        so.precision.softmax_v = so.precision.kq;
-    }
-    so.n_ctx = n_ctx;
-    so.n_seq = n_seq;
-    so.cache_type_k = k;
-    so.cache_type_v = v;
-    so.check_finite = check;
-    return so;
-}
-
 // should_stop for a stage that is not the coordinator: true once this process has been signalled
 // and the coordinator has not shut the pipeline down within `grace` (when the same Ctrl-C reached
 // the coordinator too, it drives an orderly shutdown first).
@@ -88,8 +56,8 @@ void Session::start_mpi(const SessionOptions& opt) {
     if (opt.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
     file_ = gguf::GgufFile::open(opt.model_path);
     cfg_ = model::Glm4Config::from_gguf(*file_);
-    n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min(4096, cfg_.n_ctx_train > 0 ? cfg_.n_ctx_train : 4096);
-    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), make_request(opt, cfg_, S, n_ctx_));
+    n_ctx_ = resolve_ctx(opt, cfg_);
+    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
     if (rank_ == 0 && !opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, one per MPI rank\n", pipeline::format_plan(plan_));
     const int threads = opt.threads > 0 ? opt.threads : default_threads(local_ranks());
     pools_.push_back(std::make_unique<ThreadPool>(threads));
@@ -98,7 +66,7 @@ void Session::start_mpi(const SessionOptions& opt) {
     stages_.push_back(model::make_stage(
         file_, cfg_, spec,
         stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision,
-                      model::find_arch(cfg_.arch, file_->path()).precision),
+                      model::find_arch(cfg_.arch, file_->path()).precision, opt.act_quant),
         *pools_[0]));
     transport::StageLinks links = transport::make_mpi_links(*env);
     const std::string id = pipeline::model_identity(*file_);
@@ -116,14 +84,7 @@ void Session::start_mpi(const SessionOptions& opt) {
         return;
     }
     tokenizer_ = std::make_unique<tok::Tokenizer>(vocab_from_gguf(*file_));
-    pipeline::EngineOptions eo;
-    eo.n_stages = S;
-    eo.ubatch = opt.ubatch;
-    eo.wire = opt.wire;
-    eo.n_seq = opt.n_seq;
-    eo.model_id = id;
-    eo.model_name = file_->path();
-    for (const auto& q : plan_) eo.plan.push_back({q.first_layer, q.last_layer});
+    const pipeline::EngineOptions eo = engine_options(opt, S, id);
     engine_ = std::make_unique<pipeline::Engine>(*stages_[0], links, eo);
     engine_->handshake();
 }
@@ -138,7 +99,7 @@ void Session::start_tcp(const SessionOptions& opt) {
     if (opt.token_file.empty())
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--workers needs --token-file FILE (the secret the workers were started with)");
     const std::string token = transport::read_token_file(opt.token_file);
-    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), make_request(opt, cfg_, S, n_ctx_));
+    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
     if (!opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, TCP workers ", opt.workers, "\n", pipeline::format_plan(plan_));
     const std::string id = pipeline::model_identity(*file_);
     auto job_for_stage = [&](int s) {
@@ -156,6 +117,7 @@ void Session::start_tcp(const SessionOptions& opt) {
         j.check_finite = opt.check_finite;
         j.device = plan_[s].device;
         j.attn_precision = opt.attn_precision;
+        j.act_quant = opt.act_quant;
         return pipeline::encode(j);
     };
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
@@ -168,16 +130,9 @@ void Session::start_tcp(const SessionOptions& opt) {
     stages_.push_back(model::make_stage(
         file_, cfg_, spec,
         stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision,
-                      model::find_arch(cfg_.arch, file_->path()).precision),
+                      model::find_arch(cfg_.arch, file_->path()).precision, opt.act_quant),
         *pools_[0]));
-    pipeline::EngineOptions eo;
-    eo.n_stages = S;
-    eo.ubatch = opt.ubatch;
-    eo.wire = opt.wire;
-    eo.n_seq = opt.n_seq;
-    eo.model_id = id;
-    eo.model_name = file_->path();
-    for (const auto& q : plan_) eo.plan.push_back({q.first_layer, q.last_layer});
+    const pipeline::EngineOptions eo = engine_options(opt, S, id);
     engine_ = std::make_unique<pipeline::Engine>(*stages_[0], cs.links, eo);
     engine_->handshake();
 }
@@ -199,7 +154,7 @@ void serve_job(transport::WorkerSession& ws, const std::string& model_override, 
     auto stage_ptr = model::make_stage(file, cfg, spec,
                            stage_options(job.n_ctx, job.n_seq, static_cast<GgmlType>(job.cache_k),
                                          static_cast<GgmlType>(job.cache_v), job.check_finite != 0, job.device,
-                                         job.attn_precision, model::find_arch(cfg.arch, path).precision),
+                                         job.attn_precision, model::find_arch(cfg.arch, path).precision, job.act_quant),
                            pool);
     pipeline::RunnerOptions ro;
     ro.model_id = pipeline::model_identity(*file);

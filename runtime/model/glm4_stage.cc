@@ -86,6 +86,9 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
         if (cfg.head_dim % ggml_type_info(t).block != 0)
             PIPELM_THROW(ErrorCode::kInvalidArgument, "KV cache type ", ggml_type_name(t), " needs head_dim (",
                          cfg.head_dim, ") to be a multiple of ", ggml_type_info(t).block, ": use f16 or f32");
+    if (opt.act_quant == "q8") aq_ = kernels::ActQuant::kQ8;
+    else if (opt.act_quant.empty() || opt.act_quant == "none") aq_ = kernels::ActQuant::kNone;
+    else PIPELM_THROW(ErrorCode::kInvalidArgument, "--act-quant ", opt.act_quant, ": use none or q8");
     kv_ = KvCache(static_cast<int>(layers_.size()), opt.n_seq, opt.n_ctx, cfg.kv_dim(), opt.cache_type_k,
                   opt.cache_type_v);
     rope_cs_.resize(static_cast<size_t>(opt.n_ctx) * cfg.n_rot);
@@ -145,9 +148,9 @@ void Glm4Stage::layer_forward(int li, float* x, const Batch& b) {
     const int64_t n = b.n_tokens, E = cfg_.n_embd, Q = cfg_.q_dim(), KV = cfg_.kv_dim(), F = cfg_.n_ff;
     // Attention block.
     kernels::rms_norm(x, E, L.attn_norm, h_.data(), E, n, E, cfg_.eps, pool_);
-    kernels::matmul(L.wq, h_.data(), E, q_.data(), Q, n, pool_);
-    kernels::matmul(L.wk, h_.data(), E, k_.data(), KV, n, pool_);
-    kernels::matmul(L.wv, h_.data(), E, v_.data(), KV, n, pool_);
+    kernels::matmul(L.wq, h_.data(), E, q_.data(), Q, n, pool_, aq_);
+    kernels::matmul(L.wk, h_.data(), E, k_.data(), KV, n, pool_, aq_);
+    kernels::matmul(L.wv, h_.data(), E, v_.data(), KV, n, pool_, aq_);
     if (!L.bq.empty())
         for (int64_t t = 0; t < n; ++t) {
             kernels::add_inplace(q_.data() + t * Q, L.bq.data(), Q);
@@ -179,14 +182,14 @@ void Glm4Stage::layer_forward(int li, float* x, const Batch& b) {
     a.kv_type = kv_.k_type();
     PIPELM_CHECK(kv_.k_type() == kv_.v_type(), "--cache-type-k and --cache-type-v must currently be equal");
     kernels::attention(a, pool_);
-    kernels::matmul(L.wo, att_.data(), Q, o_.data(), E, n, pool_);
+    kernels::matmul(L.wo, att_.data(), Q, o_.data(), E, n, pool_, aq_);
     kernels::rms_norm(o_.data(), E, L.post_attn_norm, o_.data(), E, n, E, cfg_.eps, pool_);
     kernels::add_inplace(x, o_.data(), n * E);
     // FFN block.
     kernels::rms_norm(x, E, L.ffn_norm, h_.data(), E, n, E, cfg_.eps, pool_);
-    kernels::matmul(L.w_up, h_.data(), E, gu_.data(), 2 * F, n, pool_);
+    kernels::matmul(L.w_up, h_.data(), E, gu_.data(), 2 * F, n, pool_, aq_);
     kernels::swiglu(gu_.data(), m_.data(), n, F, pool_);
-    kernels::matmul(L.w_down, m_.data(), F, f_.data(), E, n, pool_);
+    kernels::matmul(L.w_down, m_.data(), F, f_.data(), E, n, pool_, aq_);
     kernels::rms_norm(f_.data(), E, L.post_ffw_norm, f_.data(), E, n, E, cfg_.eps, pool_);
     kernels::add_inplace(x, f_.data(), n * E);
 }
@@ -196,7 +199,7 @@ void Glm4Stage::head(const float* x, int64_t n_rows, float* logits) {
     const int64_t E = cfg_.n_embd;
     ensure_scratch(n_rows);
     kernels::rms_norm(x, E, output_norm_, h_.data(), E, n_rows, E, cfg_.eps, pool_);
-    kernels::matmul(output_, h_.data(), E, logits, cfg_.n_vocab, n_rows, pool_);
+    kernels::matmul(output_, h_.data(), E, logits, cfg_.n_vocab, n_rows, pool_, aq_);
 }
 
 }  // namespace pipelm::model

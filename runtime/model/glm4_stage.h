@@ -52,6 +52,7 @@ private:
     StageSpec spec_;
     StageOptions opt_;
     ThreadPool& pool_;
+    kernels::ActQuant aq_ = kernels::ActQuant::kNone;  // --act-quant
     std::vector<Layer> layers_;
     kernels::WeightView embd_;
     const float* output_norm_ = nullptr;

@@ -32,6 +32,10 @@ struct StageOptions {
     // Accumulation precision policy; defaults to the architecture's (GLM-4: FP32 everywhere).
     // Only device backends honour a lower one (--attn-precision f16, to demonstrate the failure).
     PrecisionPolicy precision;
+    // CPU matmuls on quantized weights: "none" = f32 activations (exact), "q8" = activations
+    // rounded to int8 per 32 values for integer dot products (llama.cpp's scheme: faster, not
+    // exact); "" = the default ("none").
+    std::string act_quant;
     // Called after each layer's weights are prepared (layers done, layers of this stage).
     std::function<void(int, int)> on_layer_loaded;
 };

@@ -279,6 +279,8 @@ TEST_F(CliErrors, UnknownFlag) {
                             kExitInvalidArgument, {"--bogus-flag"}));
     EXPECT_TRUE(clean_error(run_pipelm({"inspect", "--bogus-flag"}, tmp_.dir()), tmp_.dir(), kExitInvalidArgument,
                             {"--bogus-flag"}));
+    EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", good_, "--act-quant", "q4", "--tokens", "1"}, tmp_.dir()),
+                            tmp_.dir(), kExitInvalidArgument, {"--act-quant", "q4", "none", "q8"}));
     EXPECT_TRUE(clean_error(run_pipelm({"inspect", "-m"}, tmp_.dir()), tmp_.dir(), kExitInvalidArgument, {"--model"}));
 }
 
