@@ -7,7 +7,7 @@
 #    151552, random weights) per type, cached under $BUILD/models, and marks its byte tokens NORMAL
 #    so that llama.cpp loads it (see gguf-byte-tokens-normal.py; pipelm reads it the same way).
 # 2. Installs node-llama-cpp into scripts/bench/node_modules if missing (npm registry).
-# 3. Runs `pipelm bench` and llamacpp-bench.mjs ALTERNATELY, $REPS times each, same file, same
+# 3. Runs `pipelm bench` (exact, and with --act-quant q8 on quantized types) and llamacpp-bench.mjs ALTERNATELY, $REPS times each, same file, same
 #    thread count, pp$N_PROMPT and tg$N_GEN (each invocation does its own warm-up run first).
 # 4. Prints a markdown table: t/s of both and the ratio pipelm / llama.cpp per test and type.
 #
@@ -78,13 +78,21 @@ for entry in "${models[@]}"; do
     t=${entry%%:*}
     m=${entry#*:}
     for ((r = 1; r <= REPS; r++)); do
-        log "$t round $r/$REPS: pipelm (load average $(cut -d' ' -f1 /proc/loadavg))"
-        prio "$PIPELM" bench -m "$m" --threads "$THREADS" --stages 1 --ctx "$CTX" --ubatch "$UBATCH" \
-            -p "$N_PROMPT" -n "$N_GEN" -r 1 -o json > "$OUT/pipelm-$t-$r.json"
-        python3 -c 'import json,sys
+        # pipelm twice on quantized types: exact (f32 activations, the default) and --act-quant q8
+        # (activations rounded to int8 per 32 values, the scheme llama.cpp uses on CPUs).
+        modes=(none)
+        [[ $t != f16 && $t != bf16 && $t != f32 ]] && modes+=(q8)
+        for aq in "${modes[@]}"; do
+            tool=pipelm
+            [[ $aq == q8 ]] && tool=pipelm-q8
+            log "$t round $r/$REPS: $tool (load average $(cut -d' ' -f1 /proc/loadavg))"
+            prio "$PIPELM" bench -m "$m" --threads "$THREADS" --stages 1 --ctx "$CTX" --ubatch "$UBATCH" \
+                --act-quant "$aq" -p "$N_PROMPT" -n "$N_GEN" -r 1 -o json > "$OUT/$tool-$t-$r.json"
+            python3 -c 'import json,sys
 for row in json.load(open(sys.argv[1])):
-    print(json.dumps({"tool": "pipelm", "type": sys.argv[2], "test": row["test"], "tps": row["tps"]}))' \
-            "$OUT/pipelm-$t-$r.json" "$t" >> "$results"
+    print(json.dumps({"tool": sys.argv[3], "type": sys.argv[2], "test": row["test"], "tps": row["tps"]}))' \
+                "$OUT/$tool-$t-$r.json" "$t" "$tool" >> "$results"
+        done
         log "$t round $r/$REPS: llama.cpp (load average $(cut -d' ' -f1 /proc/loadavg))"
         (cd "$HERE" && prio node llamacpp-bench.mjs --model "$m" --threads "$THREADS" --ctx "$CTX" --batch "$UBATCH" \
             --n-prompt "$N_PROMPT" --n-gen "$N_GEN" --reps 1) > "$OUT/llamacpp-$t-$r.json"
@@ -101,8 +109,8 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 threads, reps = sys.argv[2], sys.argv[3]
 print(f"\n{threads} threads, {reps} alternating runs per tool (mean ± stddev t/s)\n")
-print("| type | test | pipelm t/s | llama.cpp t/s | pipelm / llama.cpp |")
-print("|---|---|---:|---:|---:|")
+print("| type | test | pipelm t/s (exact) | pipelm t/s (--act-quant q8) | llama.cpp t/s | exact / llama.cpp | q8 / llama.cpp |")
+print("|---|---|---:|---:|---:|---:|---:|")
 keys = []
 for r in rows:
     if (r["type"], r["test"]) not in keys:
@@ -110,10 +118,14 @@ for r in rows:
 def ms(v):
     return (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
 for t, test in keys:
-    p = [r["tps"] for r in rows if r["type"] == t and r["test"] == test and r["tool"] == "pipelm"]
-    l = [r["tps"] for r in rows if r["type"] == t and r["test"] == test and r["tool"] == "llama.cpp"]
+    sel = lambda tool: [r["tps"] for r in rows if r["type"] == t and r["test"] == test and r["tool"] == tool]
+    p, q, l = sel("pipelm"), sel("pipelm-q8"), sel("llama.cpp")
     if not p or not l:
         continue
     (pm, ps), (lm, ls) = ms(p), ms(l)
-    print(f"| {t.upper()} | {test} | {pm:.2f} ± {ps:.2f} | {lm:.2f} ± {ls:.2f} | {pm / lm:.2f} |")
+    qs, qr = "-", "-"
+    if q:
+        qm, qd = ms(q)
+        qs, qr = f"{qm:.2f} ± {qd:.2f}", f"{qm / lm:.2f}"
+    print(f"| {t.upper()} | {test} | {pm:.2f} ± {ps:.2f} | {qs} | {lm:.2f} ± {ls:.2f} | {pm / lm:.2f} | {qr} |")
 EOF
