@@ -21,11 +21,11 @@
 // v = q, mn = -dmin*m(s); Q6_K: f = d, m = sc of the 16-value half, v = q - 32; IQ4_XS:
 // f = d, m = ls - 32, v = kvalues[q]; ...). Determinism contract for kQ8, per (row r, token t):
 // eight float lanes start at +0; for each group G of 8 consecutive blocks (the last group may
-// be partial), in increasing G:
-//   1. types with a min only: lane l = fma(mn_{8G+l}, s_{8G+l}, lane l) (missing blocks: 0, 0);
-//   2. for each block b of the group, in increasing b: the exact int32
-//      S_l = Σ_{k = 32b+4l .. 32b+4l+3} m_k v_k q_k and lane l = fma(float(S_l), fl(f_b * d_b),
-//      lane l) (float(S_l) is exact: |S_l| < 2^24);
+// be partial; its missing blocks count as all-zero), in increasing G, lane j stands for block
+// b = 8G + j:
+//   1. types with a min only: lane j = fma(mn_b, s_b, lane j);
+//   2. lane j = fma(float(S_b), fl(f_b * d_b), lane j), S_b = Σ_{k in block b} m_k v_k q_k the
+//      exact int32 dot product (float(S_b) is exact: |S_b| < 2^24);
 // then y = ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). As for kNone, the result depends
 // only on (row r of W, row t of x): every n_tokens (GEMV or GEMM), thread count, row split and
 // ISA (AVX2 or the scalar reference) gives the same bits. Expected error against exact f32

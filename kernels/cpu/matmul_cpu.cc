@@ -90,23 +90,28 @@ namespace {
 void matmul_rows_q8(const WeightView& v, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
                     int64_t ldy, int64_t n_tokens, ThreadPool& pool) {
     const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
-    const int64_t K = v.cols, nb = K / 32, ldd = (nb + 7) / 8 * 8;
-    const size_t q_floats = static_cast<size_t>(n_tokens * K) / 4;  // K % 32 == 0
-    float* buf = detail::thread_scratch(3, q_floats + static_cast<size_t>(2 * n_tokens * ldd));
-    detail::ActQ8 a;
-    int8_t* q = reinterpret_cast<int8_t*>(buf);
-    float* d = buf + q_floats;
+    const int64_t K = v.cols, nb = K / 32, ldd = (nb + 7) / 8 * 8, ldq = ldd * 32;
+    const size_t q_floats = static_cast<size_t>(n_tokens * ldq) / 4;
+    float* buf = detail::thread_scratch(3, 2 * q_floats + static_cast<size_t>(2 * n_tokens * ldd));
+    int8_t* qn = reinterpret_cast<int8_t*>(buf);
+    int8_t* qi = reinterpret_cast<int8_t*>(buf + q_floats);
+    float* d = buf + 2 * q_floats;
     float* s = d + n_tokens * ldd;
     for (int64_t t = 0; t < n_tokens; ++t) {
+        int8_t* qt = qn + t * ldq;
         if (avx2)
-            detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, q + t * K, d + t * ldd, s + t * ldd);
+            detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
         else
-            detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, q + t * K, d + t * ldd, s + t * ldd);
+            detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
+        std::memset(qt + K, 0, static_cast<size_t>(ldq - K));
+        detail::interleave_act_q8(qt, K, ldd, qi + t * ldq);
     }
-    a.q = q;
+    detail::ActQ8 a;
+    a.q = qn;
+    a.qi = qi;
     a.d = d;
     a.s = s;
-    a.ldq = K;
+    a.ldq = ldq;
     a.ldd = ldd;
     a.nb = nb;
     const auto block = avx2 ? detail::matmul_q8_block_avx2 : detail::matmul_q8_block_scalar;

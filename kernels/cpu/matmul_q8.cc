@@ -148,6 +148,12 @@ void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, f
     for (int64_t b = nb; b < ldd; ++b) d[b] = s[b] = 0.f;
 }
 
+void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi) {
+    std::memset(qi, 0, static_cast<size_t>(ldd) * 32);
+    for (int64_t b = 0; b < K / 32; ++b)
+        for (int k = 0; k < 8; ++k) std::memcpy(qi + 256 * (b / 8) + 32 * k + 4 * (b % 8), q + 32 * b + 4 * k, 4);
+}
+
 void matmul_q8_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
                             int64_t n) {
     const auto& ti = ggml_type_info(w.type);
@@ -159,30 +165,24 @@ void matmul_q8_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const A
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* row = base + r * w.row_bytes;
         for (int64_t t = 0; t < n; ++t) {
-            const int8_t* qx = a.q + t * a.ldq;
+            const int8_t* qx = a.qi + t * a.ldq;
             const float* dx = a.d + t * a.ldd;
             const float* sx = a.s + t * a.ldd;
             float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (int64_t g = 0; g < ngroups; ++g) {
-                if (mins) {
-                    for (int l = 0; l < 8; ++l) {
-                        const int64_t b = 8 * g + l;
-                        float mn = 0.f;
-                        if (b < nb) {
-                            decode_sub(w.type, row + (b / per) * ti.block_bytes, static_cast<int>(b % per), sub);
-                            mn = sub.mn;
-                        }
-                        acc[l] = std::fma(mn, sx[b], acc[l]);  // sx is zero-padded to a.ldd
+                for (int j = 0; j < 8; ++j) {  // lane j = block 8g + j (missing blocks: all zero)
+                    const int64_t b = 8 * g + j;
+                    int32_t S = 0;
+                    float f = 0.f, mn = 0.f;
+                    if (b < nb) {
+                        decode_sub(w.type, row + (b / per) * ti.block_bytes, static_cast<int>(b % per), sub);
+                        f = sub.f;
+                        mn = sub.mn;
+                        for (int i = 0; i < 32; ++i)
+                            S += sub.m[i] * sub.v[i] * qx[256 * g + 32 * (i / 4) + 4 * j + i % 4];
                     }
-                }
-                for (int64_t b = 8 * g; b < std::min(nb, 8 * g + 8); ++b) {
-                    decode_sub(w.type, row + (b / per) * ti.block_bytes, static_cast<int>(b % per), sub);
-                    const float scale = sub.f * dx[b];
-                    for (int l = 0; l < 8; ++l) {
-                        int32_t S = 0;
-                        for (int i = 4 * l; i < 4 * l + 4; ++i) S += sub.m[i] * sub.v[i] * qx[32 * b + i];
-                        acc[l] = std::fma(static_cast<float>(S), scale, acc[l]);
-                    }
+                    if (mins) acc[j] = std::fma(mn, sx[b], acc[j]);  // sx, dx are zero-padded to a.ldd
+                    acc[j] = std::fma(static_cast<float>(S), f * dx[b], acc[j]);
                 }
             }
             y[t * ldy + r] = reduce8(acc);

@@ -9,17 +9,24 @@
 
 namespace pipelm::kernels::detail {
 
-// One matmul call's activations in kQ8 form, n tokens of K values (K % 32 == 0):
-//   q[t*ldq + k]  int8 values (ldq = K, a multiple of 32)
-//   d[t*ldd + b]  block scales amax/127, b < K/32, then zeros up to ldd (a multiple of 8)
+// One matmul call's activations in kQ8 form, n tokens of K values (K % 32 == 0), ng = ceil(K/256)
+// groups of 8 blocks per token (a partial last group is zero-padded):
+//   qi[t*ldq + 256*g + 32*k + 4*j + e]  int8 value 4k + e of block 8g + j (blocks interleaved
+//                                       by 4-byte lanes, lane j = block j; ldq = 256 * ng)
+//   d[t*ldd + b]  block scales amax/127, b < K/32, then zeros up to ldd = 8 * ng
 //   s[t*ldd + b]  fl(d * Σ q) of the block, zeros past K/32
+//   q[t*ldq + 32*b + e]                 the same values in natural order (zero-padded)
 struct ActQ8 {
     const int8_t* q = nullptr;
+    const int8_t* qi = nullptr;
     const float* d = nullptr;
     const float* s = nullptr;
     int64_t ldq = 0, ldd = 0;
     int64_t nb = 0;  // blocks per token (K / 32)
 };
+
+// Natural-order int8 values q[0..K) of one token -> its interleaved qi row (ldd / 8 groups).
+void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi);
 
 // Types with an integer kernel (see act_quant_supported).
 bool q8_type_supported(GgmlType t);

@@ -4,20 +4,19 @@
 // Per 32-value weight block the decoder (struct E below) yields three int vectors in natural
 // element order: u (unsigned maddubs operand: |v| for signed formats, v for unsigned ones), sg
 // (signed formats: v, whose sign is moved onto the activations with vpsignb) and m (int16
-// multipliers: ones, or the sub-block scale(s)). Per (row, token, block):
-//   p = vpmaddubsw(u, sign(qx, v))   16 int16 pair sums, no saturation (|p| <= 2*128*127)
-//   S = vpmaddwd(p, m)               8 int32 lanes, lane l = Σ m v q over elements 4l..4l+3
-//   acc = fma(cvt(S), bcast(fl(f_b * d_b)), acc)
-// The scale products fl(f_b * d_b) of a group of 8 blocks are one vmulps per (row, token,
-// group). Types with a min add fma(mn[8], s[8], acc) once per group (before its blocks).
+// multipliers: ones, or the sub-block scale(s)). The exact block sums S_b (vpmaddubsw, int16
+// sums that cannot overflow, vpmaddwd with m) land in lane j = b % 8 of a group vector, then
+// one cvt + fma (and one min fma) per (row, token, group of 8 blocks).
 //
-// One register tile (NR rows x NT tokens, NR*NT accumulators) serves both shapes:
-//   GEMV (n <= 8): rows from 4 contiguous quarters of the range (4 sequential weight streams,
-//     prefetched), token groups of <= 3 re-read the 4 rows from L1/L2;
-//   GEMM: 4 consecutive rows x token groups of 3 over a token block whose int8 activations
-//     stay in L2; the rows' weights stay in L1 across the token groups.
-// Every (r, t) sees the same sequence whatever the tile, so results are batch-, thread- and
-// split-invariant and equal the scalar reference (matmul_q8.cc).
+// Two code paths, same integers and same float steps, hence the same bits:
+//   n <= 2 (decode): gemv_tile decodes the weights in registers in natural order and reduces
+//     the 8 per-block vectors of a group with a hadd tree; rows from 4 contiguous quarters of
+//     the range (4 prefetched weight streams);
+//   n >= 3: each row is decoded once into a panel whose 8 vectors per group are the dword
+//     transpose of the 8 blocks (lane j = block j), and tile() runs it against the
+//     activations stored in the same interleaved layout, up to 4 tokens per pass, over a token
+//     block that stays in L2.
+// Scalar reference: matmul_q8.cc.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -96,6 +95,7 @@ struct G32Min {
 // Interface: QK, BYTES, SIGNED, MIN; G prep(group start, nbg); Blk block(group start, G, j).
 // For QK = 32 a group is 8 blocks (stride BYTES), for QK = 256 one block of 8 sub-blocks.
 struct EQ8_0 {
+    static constexpr int ACC16 = 1;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 32, BYTES = 34;
     static constexpr bool SIGNED = true, MIN = false;
     using G = G32;
@@ -106,6 +106,7 @@ struct EQ8_0 {
 };
 
 struct EQ4_0 {
+    static constexpr int ACC16 = 8;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 32, BYTES = 18;
     static constexpr bool SIGNED = true, MIN = false;
     using G = G32;
@@ -116,6 +117,7 @@ struct EQ4_0 {
 };
 
 struct EQ4_1 {
+    static constexpr int ACC16 = 8;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 32, BYTES = 20;
     static constexpr bool SIGNED = false, MIN = true;
     using G = G32Min;
@@ -128,6 +130,7 @@ struct EQ4_1 {
 };
 
 struct EQ5_0 {
+    static constexpr int ACC16 = 8;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 32, BYTES = 22;
     static constexpr bool SIGNED = true, MIN = false;
     using G = G32;
@@ -140,6 +143,7 @@ struct EQ5_0 {
 };
 
 struct EQ5_1 {
+    static constexpr int ACC16 = 4;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 32, BYTES = 24;
     static constexpr bool SIGNED = false, MIN = true;
     using G = G32Min;
@@ -153,6 +157,7 @@ struct EQ5_1 {
 };
 
 struct EIQ4_NL {
+    static constexpr int ACC16 = 1;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 32, BYTES = 18;
     static constexpr bool SIGNED = true, MIN = false;
     using G = G32;
@@ -183,6 +188,7 @@ PIPELM_AI GK kquant_group(const uint8_t* b) {
 }
 
 struct EQ4_K {
+    static constexpr int ACC16 = 8;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 256, BYTES = 144;
     static constexpr bool SIGNED = false, MIN = true;
     using G = GK;
@@ -195,6 +201,7 @@ struct EQ4_K {
 };
 
 struct EQ5_K {
+    static constexpr int ACC16 = 4;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 256, BYTES = 176;
     static constexpr bool SIGNED = false, MIN = true;
     using G = GK;
@@ -213,6 +220,7 @@ struct GQ6 {
     __m256 f;
 };
 struct EQ6_K {
+    static constexpr int ACC16 = 4;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 256, BYTES = 210;
     static constexpr bool SIGNED = true, MIN = false;
     using G = GQ6;
@@ -238,6 +246,7 @@ struct GXS {
     alignas(16) int16_t ls[8];  // ls - 32
 };
 struct EIQ4_XS {
+    static constexpr int ACC16 = 1;  // maddubs results summed in int16 (no overflow)
     static constexpr int QK = 256, BYTES = 136;
     static constexpr bool SIGNED = true, MIN = false;
     using G = GXS;
@@ -263,24 +272,149 @@ struct EIQ4_XS {
     }
 };
 
-// ------------------------------------------------------------------ register tile
-constexpr int kPrefetchBytes = 1024;
+// ------------------------------------------------------------------ panel + tile
+// A decoded row group (8 blocks), lanes = blocks: w[k] dword j = bytes 4k..4k+3 of block j
+// (|v| for signed formats, v otherwise), ws[k] the same for v (signed formats), f/mn the block
+// factors, mlo/mhi the int16 multipliers of elements 0..15 / 16..31 of each block (pairs per
+// dword lane). Missing blocks of a partial group are all zero.
+struct alignas(32) PG {
+    __m256i w[8];
+    __m256i ws[8];
+    __m256 f, mn;
+    __m256i mlo, mhi;
+};
 
-// NR rows (row i at w + i*rs) x NT tokens (t0 .. t0+NT-1 of `a`), all nb 32-value blocks;
-// writes y[t*ldy + i*ys] (y points at token t0, row 0 of the tile).
-template <class E, int NR, int NT>
-__attribute__((noinline)) void tile(const uint8_t* w, size_t rs, const ActQ8& a, int64_t t0, float* y, int64_t ldy,
-                                    int64_t ys) {
-    constexpr int64_t GB = E::QK == 32 ? 8 * E::BYTES : E::BYTES;  // bytes per group of 8 blocks
-    const int64_t nb = a.nb, ngroups = (nb + 7) / 8;
-    const int8_t* qx[NT];
-    const float* dx[NT];
-    const float* sx[NT];
-    __m256 acc[NR][NT];
+// dword transpose: out[k] dword j = in[j] dword k.
+PIPELM_AI void transpose8(const __m256i* r, __m256i* out) {
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    out[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    out[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    out[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    out[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    out[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    out[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    out[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    out[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+template <class E>
+PIPELM_AI void decode_group(const uint8_t* wg, int nbg, PG& out) {
+    const typename E::G g = E::prep(wg, nbg);
+    __m256i u[8], v[8];
+    alignas(32) int16_t lo[16], hi[16];
+    for (int j = 0; j < 8; ++j) {
+        if (j < nbg) {
+            const Blk b = E::block(wg, g, j);
+            u[j] = b.u;
+            v[j] = b.sg;
+            lo[2 * j] = lo[2 * j + 1] = static_cast<int16_t>(_mm256_extract_epi16(b.m, 0));
+            hi[2 * j] = hi[2 * j + 1] = static_cast<int16_t>(_mm256_extract_epi16(b.m, 8));
+        } else {
+            u[j] = v[j] = _mm256_setzero_si256();
+            lo[2 * j] = lo[2 * j + 1] = hi[2 * j] = hi[2 * j + 1] = 0;
+        }
+    }
+    transpose8(u, out.w);
+    if constexpr (E::SIGNED) transpose8(v, out.ws);
+    out.f = g.f;
+    if constexpr (E::MIN) out.mn = g.mn;
+    out.mlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
+    out.mhi = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+}
+
+// One decoded row (ngroups PGs) x NT tokens t0.. of `a` (interleaved activations); y[t*ldy].
+// Per group: exact per-block integer dot products (lane j = Σ m v q over block j; int16 sums of
+// ACC16 maddubs results cannot overflow), then the float steps of the contract. The weight
+// vectors are loaded once per k and reused by the NT tokens.
+template <class E, int NT>
+__attribute__((noinline)) void tile(const PG* panel, int64_t ngroups, const ActQ8& a, int64_t t0, float* y,
+                                    int64_t ldy) {
+    __m256 acc[NT];
+    const int8_t* xq[NT];
     static_for<NT>([&](auto t) AI_LAMBDA {
-        qx[t] = a.q + (t0 + t) * a.ldq;
-        dx[t] = a.d + (t0 + t) * a.ldd;
-        sx[t] = a.s + (t0 + t) * a.ldd;
+        acc[t] = _mm256_setzero_ps();
+        xq[t] = a.qi + (t0 + t) * a.ldq;
+    });
+    for (int64_t g = 0; g < ngroups; ++g) {
+        const PG& P = panel[g];
+        __m256i s32[NT];
+        static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_setzero_si256(); });
+        for (int h = 0; h < 8; h += E::ACC16) {
+            __m256i s16[NT];
+            for (int k = h; k < h + E::ACC16; ++k) {
+                const __m256i wk = P.w[k];
+                static_for<NT>([&](auto t) AI_LAMBDA {
+                    const __m256i xk = load256(xq[t] + 256 * g + 32 * k);
+                    const __m256i p = _mm256_maddubs_epi16(wk, E::SIGNED ? _mm256_sign_epi8(xk, P.ws[k]) : xk);
+                    s16[t] = (E::ACC16 == 1 || k == h) ? p : _mm256_add_epi16(s16[t], p);
+                });
+            }
+            const __m256i m = h < 4 ? P.mlo : P.mhi;
+            static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], m)); });
+        }
+        static_for<NT>([&](auto t) AI_LAMBDA {
+            const int64_t o = (t0 + t) * a.ldd + 8 * g;
+            if constexpr (E::MIN) acc[t] = _mm256_fmadd_ps(P.mn, _mm256_loadu_ps(a.s + o), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(P.f, _mm256_loadu_ps(a.d + o)), acc[t]);
+        });
+    }
+    static_for<NT>([&](auto t) AI_LAMBDA { y[t * ldy] = hsum8(acc[t]); });
+}
+
+template <class E>
+void row_tokens(const PG* panel, int64_t ngroups, const ActQ8& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+    for (int64_t t = t0, nt; t < t1; t += nt) {
+        nt = min64(4, t1 - t);
+        float* yt = y + t * ldy;
+        switch (nt) {
+            case 4: tile<E, 4>(panel, ngroups, a, t, yt, ldy); break;
+            case 3: tile<E, 3>(panel, ngroups, a, t, yt, ldy); break;
+            case 2: tile<E, 2>(panel, ngroups, a, t, yt, ldy); break;
+            default: tile<E, 1>(panel, ngroups, a, t, yt, ldy); break;
+        }
+    }
+}
+
+constexpr int kPrefetchBytes = 1024;
+constexpr int64_t kGemvMaxTokens = 8;
+constexpr int64_t kL2ActBytes = 160 << 10;  // int8 activations of one GEMM token block
+
+// Decodes NRP rows (row i at w + i*rs) group by group into panels[i] (prefetching ahead in
+// each row stream).
+template <class E>
+void decode_rows(const uint8_t* w, size_t rs, int nrp, int64_t nb, PG* panels, int64_t ngroups) {
+    constexpr int64_t GB = E::QK == 32 ? 8 * E::BYTES : E::BYTES;  // bytes per group of 8 blocks
+    for (int64_t g = 0; g < ngroups; ++g) {
+        const int nbg = static_cast<int>(min64(8, nb - 8 * g));
+        for (int i = 0; i < nrp; ++i) {
+            const uint8_t* wg = w + i * rs + g * GB;
+            for (int off = 0; off < GB; off += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(wg + kPrefetchBytes + off), _MM_HINT_T0);
+            decode_group<E>(wg, nbg, panels[i * ngroups + g]);
+        }
+    }
+}
+
+// GEMV for few tokens: weights decoded in registers in natural order (no panel), NR rows
+// (row i at w + i*rs) x NT tokens with natural activations; the 8 per-block int32 vectors of a
+// group are reduced to one vector of block sums (lane j = block j) with a hadd tree: the same
+// exact integers as the panel path, then the same float steps, hence the same bits.
+template <class E, int NR, int NT>
+__attribute__((noinline)) void gemv_tile(const uint8_t* w, size_t rs, const ActQ8& a, int64_t t0, float* y,
+                                         int64_t ldy, int64_t ys) {
+    constexpr int64_t GB = E::QK == 32 ? 8 * E::BYTES : E::BYTES;
+    const int64_t nb = a.nb, ngroups = (nb + 7) / 8;
+    __m256 acc[NR][NT];
+    const int8_t* xq[NT];
+    static_for<NT>([&](auto t) AI_LAMBDA {
+        xq[t] = a.q + (t0 + t) * a.ldq;
         static_for<NR>([&](auto i) AI_LAMBDA { acc[i][t] = _mm256_setzero_ps(); });
     });
     for (int64_t g = 0; g < ngroups; ++g) {
@@ -290,70 +424,90 @@ __attribute__((noinline)) void tile(const uint8_t* w, size_t rs, const ActQ8& a,
             for (int off = 0; off < GB; off += 64)
                 _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kPrefetchBytes + off), _MM_HINT_T0);
         });
-        typename E::G gc[NR];
-        alignas(32) float sc[NR][NT][8];
         static_for<NR>([&](auto i) AI_LAMBDA {
-            gc[i] = E::prep(wg + i * rs, nbg);
+            const uint8_t* wr = wg + i * rs;
+            const typename E::G G = E::prep(wr, nbg);
+            __m256i h[NT][4];
+            static_for<4>([&](auto m) AI_LAMBDA {
+                __m256i S[NT][2];
+                static_for<2>([&](auto e) AI_LAMBDA {
+                    const int j = 2 * m + e;
+                    if (j < nbg) {
+                        const Blk B = E::block(wr, G, j);
+                        static_for<NT>([&](auto t) AI_LAMBDA {
+                            const __m256i x = load256(xq[t] + 32 * (8 * g + j));
+                            S[t][e] = _mm256_madd_epi16(
+                                _mm256_maddubs_epi16(B.u, E::SIGNED ? _mm256_sign_epi8(x, B.sg) : x), B.m);
+                        });
+                    } else {
+                        static_for<NT>([&](auto t) AI_LAMBDA { S[t][e] = _mm256_setzero_si256(); });
+                    }
+                });
+                static_for<NT>([&](auto t) AI_LAMBDA { h[t][m] = _mm256_hadd_epi32(S[t][0], S[t][1]); });
+            });
             static_for<NT>([&](auto t) AI_LAMBDA {
-                _mm256_store_ps(sc[i][t], _mm256_mul_ps(gc[i].f, _mm256_loadu_ps(dx[t] + 8 * g)));
-                if constexpr (E::MIN) acc[i][t] = _mm256_fmadd_ps(gc[i].mn, _mm256_loadu_ps(sx[t] + 8 * g), acc[i][t]);
+                const __m256i e0 = _mm256_hadd_epi32(h[t][0], h[t][1]), e1 = _mm256_hadd_epi32(h[t][2], h[t][3]);
+                const __m256i S = _mm256_add_epi32(_mm256_permute2x128_si256(e0, e1, 0x20),
+                                                   _mm256_permute2x128_si256(e0, e1, 0x31));
+                const int64_t o = (t0 + t) * a.ldd + 8 * g;
+                if constexpr (E::MIN) acc[i][t] = _mm256_fmadd_ps(G.mn, _mm256_loadu_ps(a.s + o), acc[i][t]);
+                acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(G.f, _mm256_loadu_ps(a.d + o)),
+                                            acc[i][t]);
             });
         });
-        for (int j = 0; j < nbg; ++j) {
-            const int64_t k = (8 * g + j) * 32;
-            static_for<NR>([&](auto i) AI_LAMBDA {
-                const Blk B = E::block(wg + i * rs, gc[i], j);
-                static_for<NT>([&](auto t) AI_LAMBDA {
-                    const __m256i xq = load256(qx[t] + k);
-                    const __m256i p = _mm256_maddubs_epi16(B.u, E::SIGNED ? _mm256_sign_epi8(xq, B.sg) : xq);
-                    const __m256 S = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, B.m));
-                    acc[i][t] = _mm256_fmadd_ps(S, _mm256_broadcast_ss(&sc[i][t][j]), acc[i][t]);
-                });
-            });
-        }
     }
     static_for<NR>([&](auto i) AI_LAMBDA {
         static_for<NT>([&](auto t) AI_LAMBDA { y[t * ldy + i * ys] = hsum8(acc[i][t]); });
     });
 }
 
-// Tokens [t0, t1) for NR rows, in groups of 3 (4 left -> 2 + 2).
 template <class E, int NR>
-void rows_tokens(const uint8_t* w, size_t rs, const ActQ8& a, int64_t t0, int64_t t1, float* y, int64_t ldy,
-                 int64_t ys) {
-    for (int64_t t = t0, nt; t < t1; t += nt) {
-        nt = t1 - t == 4 ? 2 : min64(3, t1 - t);
-        float* yt = y + t * ldy;
-        if (nt == 3)
-            tile<E, NR, 3>(w, rs, a, t, yt, ldy, ys);
-        else if (nt == 2)
-            tile<E, NR, 2>(w, rs, a, t, yt, ldy, ys);
+void gemv_rows(const uint8_t* w, size_t rs, const ActQ8& a, int64_t n, float* y, int64_t ldy, int64_t ys) {
+    for (int64_t t = 0, nt; t < n; t += nt) {
+        nt = min64(2, n - t);
+        if (nt == 2)
+            gemv_tile<E, NR, 2>(w, rs, a, t, y + t * ldy, ldy, ys);
         else
-            tile<E, NR, 1>(w, rs, a, t, yt, ldy, ys);
+            gemv_tile<E, NR, 1>(w, rs, a, t, y + t * ldy, ldy, ys);
     }
 }
 
-constexpr int64_t kGemvMaxTokens = 8;
-constexpr int64_t kL2ActBytes = 192 << 10;  // int8 activations of one GEMM token block
+constexpr int64_t kNaturalMaxTokens = 2;
 
 template <class E>
 void run(const WeightView& wv, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
     const uint8_t* base = static_cast<const uint8_t*>(wv.data);
     const size_t rb = wv.row_bytes;
+    const int64_t nb = a.nb, ngroups = (nb + 7) / 8;
+    PG* panels = reinterpret_cast<PG*>(thread_scratch(1, static_cast<size_t>(4 * ngroups) * sizeof(PG) / 4));
+    if (n <= kNaturalMaxTokens) {
+        const int64_t quarter = (r1 - r0) / 4;
+        for (int64_t q = 0; q < quarter; ++q)
+            gemv_rows<E, 4>(base + (r0 + q) * rb, quarter * rb, a, n, y + r0 + q, ldy, quarter);
+        for (int64_t r = r0 + 4 * quarter; r < r1; ++r) gemv_rows<E, 1>(base + r * rb, rb, a, n, y + r, ldy, 1);
+        return;
+    }
     if (n <= kGemvMaxTokens) {
         // 4 weight streams from the 4 quarters of the row range (see matmul_avx2.cc gemv()).
         const int64_t quarter = (r1 - r0) / 4;
-        for (int64_t q = 0; q < quarter; ++q)
-            rows_tokens<E, 4>(base + (r0 + q) * rb, quarter * rb, a, 0, n, y + r0 + q, ldy, quarter);
-        for (int64_t r = r0 + 4 * quarter; r < r1; ++r) rows_tokens<E, 1>(base + r * rb, rb, a, 0, n, y + r, ldy, 1);
+        for (int64_t q = 0; q < quarter; ++q) {
+            decode_rows<E>(base + (r0 + q) * rb, quarter * rb, 4, nb, panels, ngroups);
+            for (int i = 0; i < 4; ++i) row_tokens<E>(panels + i * ngroups, ngroups, a, 0, n, y + r0 + q + i * quarter, ldy);
+        }
+        for (int64_t r = r0 + 4 * quarter; r < r1; ++r) {
+            decode_rows<E>(base + r * rb, rb, 1, nb, panels, ngroups);
+            row_tokens<E>(panels, ngroups, a, 0, n, y + r, ldy);
+        }
         return;
     }
-    const int64_t nc = (kL2ActBytes / (a.ldq + 8 * a.ldd) + 2) / 3 * 3 + 3;  // tokens per block
+    const int64_t nc = (kL2ActBytes / (a.ldq + 8 * a.ldd) + 3) / 4 * 4 + 4;  // tokens per block
     for (int64_t tb = 0; tb < n; tb += nc) {
         const int64_t te = min64(n, tb + nc);
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) rows_tokens<E, 4>(base + r * rb, rb, a, tb, te, y + r, ldy, 1);
-        for (; r < r1; ++r) rows_tokens<E, 1>(base + r * rb, rb, a, tb, te, y + r, ldy, 1);
+        for (int64_t r = r0; r < r1; r += 4) {
+            const int nrp = static_cast<int>(min64(4, r1 - r));
+            decode_rows<E>(base + r * rb, rb, nrp, nb, panels, ngroups);
+            for (int i = 0; i < nrp; ++i) row_tokens<E>(panels + i * ngroups, ngroups, a, tb, te, y + r + i, ldy);
+        }
     }
 }
 

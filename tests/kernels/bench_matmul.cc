@@ -248,7 +248,7 @@ int main(int argc, char** argv) {
         g_use_min = true;
         g_rep_mult = 10;
         ThreadPool pool(1);
-        std::printf("\n== n_tokens sweep, %lldx%lld weight, 1 thread, GFLOP/s ==\n%-7s", (long long)rows,
+        std::printf("\n== n_tokens sweep, %lldx%lld weight, 1 thread, GFLOP/s ==\n%-10s", (long long)rows,
                     (long long)cols, "type");
         for (int64_t n = 1; n <= 16; ++n) std::printf(" %5lld", (long long)n);
         std::printf("\n");
@@ -257,12 +257,15 @@ int main(int argc, char** argv) {
             const auto w = make_weight(type, rows, cols);
             const Matrix m = prepare(type, w, rows, cols);
             std::vector<float> x(16 * cols, 0.01f), y(16 * rows);
-            std::printf("%-7s", name.c_str());
-            for (int64_t n = 1; n <= 16; ++n) {
-                const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, n, pool); }, 5);
-                std::printf(" %5.1f", 2.0 * rows * cols * n / t / 1e9);
+            for (ActQuant aq : aqs) {
+                if (aq == ActQuant::kQ8 && !act_quant_supported(type)) continue;
+                std::printf("%-10s", (name + (aq == ActQuant::kQ8 ? "+q8" : "")).c_str());
+                for (int64_t n = 1; n <= 16; ++n) {
+                    const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, n, pool, aq); }, 5);
+                    std::printf(" %5.1f", 2.0 * rows * cols * n / t / 1e9);
+                }
+                std::printf("\n");
             }
-            std::printf("\n");
         }
     }
     if (gemm) {
