@@ -14,7 +14,8 @@
 #
 # Environment: AUTOGROUP_NICE (unset), ROUNDS (3), REPS (2: measured runs per invocation after its
 # warm-up), N_GEN (64), SPLIT (auto, or e.g. 12,12), MODEL (default: preset bench with 24 layers
-# and vocab 32768 in q8_0: 407 M parameters, 433 MB), BUILD (build-bench), PIPELM, OUT.
+# and vocab 32768 in q8_0: 407 M parameters, 433 MB), UBATCH (64), EXTRA (more `pipelm bench` flags,
+# e.g. "--act-quant q8"), BUILD (build-bench), PIPELM, OUT.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +28,8 @@ N_GEN=${N_GEN:-64}
 SPLIT=${SPLIT:-auto}
 MODEL=${MODEL:-$BUILD/models/scale-q8_0.gguf}
 OUT=${OUT:-$BUILD/pipeline-scaling}
+UBATCH=${UBATCH:-64}
+read -r -a extra <<< "${EXTRA:-}"
 
 log() { echo "[scaling] $*" >&2; }
 # AUTOGROUP_NICE=-15: run each measurement in its own scheduler autogroup with that nice value
@@ -85,7 +88,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
         load=$(cut -d' ' -f1 /proc/loadavg)
         log "round $r/$ROUNDS: configuration $config (load average $load)"
-        common=(-m "$MODEL" --threads 1 --stages "$S" "${split[@]}" --ubatch 64 -r "$REPS" -o json)
+        common=(-m "$MODEL" --threads 1 --stages "$S" "${split[@]}" --ubatch "$UBATCH" -r "$REPS" -o json "${extra[@]}")
         run_config "$config" "pp-$config-$r" "${common[@]}" -p 512 -n 0
         run_config "$config" "seq-$config-$r" "${common[@]}" -p 0 -n "$N_GEN" --sequences 8
     done
