@@ -116,15 +116,26 @@ __attribute__((noinline)) void gemv_tile(const uint8_t* w, size_t rb, int64_t nb
     });
 }
 
-// All n tokens for NR rows, in token groups of 3 (4 -> 2 + 2): the rows' weights are streamed
-// from memory once and re-read from cache by the later groups.
+// All n tokens for NR rows: the rows' weights are streamed from memory once and re-read from
+// cache by the later token groups. 4-row tiles take groups of 3 tokens (4 -> 2 + 2; 4 x 4 would
+// need all 16 registers for accumulators), 2-row tiles groups of 4 (8 accumulators; each decoded
+// weight vector feeds 4 FMAs instead of 2-3, which is what 4- and 8-token decode steps need).
 template <class D, int NR>
 void gemv_rows(const uint8_t* w, size_t rb, int64_t nblk, int tail, const float* x, int64_t ldx, float* y,
                int64_t ldy, int64_t ys, int64_t n) {
     for (int64_t t = 0, nt; t < n; t += nt) {
-        nt = n - t == 4 ? 2 : min64(3, n - t);
+        if constexpr (NR == 2)
+            nt = min64(4, n - t);
+        else
+            nt = n - t == 4 ? 2 : min64(3, n - t);
         const float* xt = x + t * ldx;
         float* yt = y + t * ldy;
+        if constexpr (NR == 2) {
+            if (nt == 4) {
+                gemv_tile<D, NR, 4>(w, rb, nblk, tail, xt, ldx, yt, ldy, ys);
+                continue;
+            }
+        }
         if (nt == 3)
             gemv_tile<D, NR, 3>(w, rb, nblk, tail, xt, ldx, yt, ldy, ys);
         else if (nt == 2)
@@ -139,7 +150,9 @@ void gemv_rows(const uint8_t* w, size_t rb, int64_t nblk, int tail, const float*
 // each of the 4 weight streams runs sequentially through memory for the whole call and the
 // hardware prefetcher never has to pick up new streams (with consecutive rows, 3 of 4 streams
 // would restart every tile, which costs much of the bandwidth on short rows). The leftover
-// (r1 - r0) % 4 rows go one by one.
+// (r1 - r0) % 4 rows go one by one. Exactly 4 tokens (f32/f16/bf16/q8_0 only: the other types
+// switch to the GEMM there): 2-row x 4-token tiles over 2 halves instead (measured, 1 thread:
+// Q8_0 +8 %, F16 even; for 5-8 tokens the 4-row tiles in groups of 3 stay faster).
 template <class D>
 void gemv(const WeightView& wv, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y, int64_t ldy,
           int64_t n) {
@@ -147,6 +160,14 @@ void gemv(const WeightView& wv, int64_t r0, int64_t r1, const float* x, int64_t 
     const size_t rb = wv.row_bytes;
     const int64_t nblk = wv.cols / D::QK;
     const int tail = static_cast<int>(wv.cols % D::QK);
+    if (n == 4) {  // 2-row x 4-token tiles, rows from 2 contiguous halves (2 long streams)
+        const int64_t half = (r1 - r0) / 2;
+        for (int64_t q = 0; q < half; ++q)
+            gemv_rows<D, 2>(base + (r0 + q) * rb, half * rb, nblk, tail, x, ldx, y + r0 + q, ldy, half, n);
+        for (int64_t r = r0 + 2 * half; r < r1; ++r)
+            gemv_rows<D, 1>(base + r * rb, rb, nblk, tail, x, ldx, y + r, ldy, 1, n);
+        return;
+    }
     const int64_t quarter = (r1 - r0) / 4;
     for (int64_t q = 0; q < quarter; ++q)
         gemv_rows<D, 4>(base + (r0 + q) * rb, quarter * rb, nblk, tail, x, ldx, y + r0 + q, ldy, quarter, n);
