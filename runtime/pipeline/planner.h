@@ -39,6 +39,13 @@ struct ModelCosts {
     static ModelCosts from_gguf(const gguf::GgufFile& f, int n_layer);
 };
 
+// Prompt chunks the auto split assumes for prefill (a 512-token prompt in --ubatch 64).
+inline constexpr int kPlanPrefillChunks = 8;
+// The auto split: contiguous layer counts for k stages that maximize min(prefill speed-up,
+// decode speed-up) as estimated from per-layer costs and the lm_head cost on the last stage
+// (see planner.cc). Exposed for tests.
+std::vector<int> balance_two_phase(const std::vector<double>& layer_cost, double head_cost, int k, int chunks);
+
 // Throws Error{kInvalidArgument} naming the flag: a split that does not sum to n_layer, a stage
 // without layers, more stages than layers, or a stage whose weights + KV exceed its budget.
 std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req);
