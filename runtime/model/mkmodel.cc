@@ -14,6 +14,26 @@
 namespace pipelm::model {
 namespace {
 
+// general.file_type holds llama.cpp's llama_ftype code ("mostly <type>"), not the ggml type id.
+uint32_t llama_ftype(GgmlType t) {
+    switch (t) {
+        case GgmlType::kF32: return 0;
+        case GgmlType::kF16: return 1;
+        case GgmlType::kQ4_0: return 2;
+        case GgmlType::kQ4_1: return 3;
+        case GgmlType::kQ8_0: return 7;
+        case GgmlType::kQ5_0: return 8;
+        case GgmlType::kQ5_1: return 9;
+        case GgmlType::kQ4_K: return 15;  // Q4_K_M
+        case GgmlType::kQ5_K: return 17;  // Q5_K_M
+        case GgmlType::kQ6_K: return 18;
+        case GgmlType::kIQ4_NL: return 25;
+        case GgmlType::kIQ4_XS: return 30;
+        case GgmlType::kBF16: return 32;
+        default: return 0;
+    }
+}
+
 uint64_t mix(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdull;
@@ -133,7 +153,7 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
     gguf::GgufWriter w;
     w.set_string("general.architecture", "glm4");
     w.set_string("general.name", "pipelm random GLM-4 (mkmodel)");
-    w.set_u32("general.file_type", static_cast<uint32_t>(s.dtype));
+    w.set_u32("general.file_type", llama_ftype(s.dtype));
     w.set_u32("glm4.context_length", s.n_ctx);
     w.set_u32("glm4.embedding_length", s.n_embd);
     w.set_u32("glm4.feed_forward_length", s.n_ff);
