@@ -1,7 +1,10 @@
 // Test helpers for tests/kernels: an independent element-by-element reference dequantizer
 // written from docs/glm4-spec.md §7.2 (not sharing code with kernels/), random block
-// generators, and bit comparison.
+// generators, bit comparison, and the weight / activation makers of the matmul tests.
 #pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -9,7 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/matmul.h"
+#include "kernels/quant.h"
 #include "runtime/base/ggml_types.h"
+#include "runtime/base/thread_pool.h"
 
 namespace pipelm::kernels::testing {
 
@@ -191,6 +197,90 @@ inline int64_t first_bit_diff(const float* a, const float* b, int64_t n) {
     for (int64_t i = 0; i < n; ++i)
         if (f2u(a[i]) != f2u(b[i])) return i;
     return -1;
+}
+
+// A matmul weight together with the bytes its Matrix points into.
+struct Weight {
+    GgmlType type;
+    int64_t rows, cols;
+    std::vector<uint8_t> data;
+    Matrix m;
+};
+
+// rows x cols weight of `type`: quantized N(0, 1/sqrt(cols)) values (realistic), or random
+// block bytes with finite scales (every bit pattern) when `random_bytes`; emax bounds their
+// fp16 exponents as in random_row.
+inline Weight make_weight(GgmlType type, int64_t rows, int64_t cols, std::mt19937_64& rng,
+                          bool random_bytes = false, int emax = 30) {
+    Weight w{type, rows, cols, {}, {}};
+    const size_t rb = ggml_row_bytes(type, cols);
+    w.data.resize(rb * rows);
+    std::normal_distribution<float> nd(0.f, 1.f / std::sqrt(static_cast<float>(cols)));
+    std::vector<float> src(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+        if (random_bytes) {
+            const auto row = random_row(type, cols, rng, emax);
+            std::memcpy(w.data.data() + r * rb, row.data(), rb);
+        } else {
+            for (auto& v : src) v = nd(rng);
+            quantize_row(type, src.data(), w.data.data() + r * rb, cols);
+        }
+    }
+    WeightView v;
+    v.type = type;
+    v.data = w.data.data();
+    v.rows = rows;
+    v.cols = cols;
+    v.row_bytes = rb;
+    w.m = Matrix::prepare(v);
+    return w;
+}
+
+// The exact weights matmul multiplies by: w dequantized, rows x cols floats.
+inline std::vector<float> dequantize_weight(const Weight& w) {
+    std::vector<float> wf(w.rows * w.cols);
+    dequantize_row(w.type, w.data.data(), wf.data(), w.rows * w.cols);
+    return wf;
+}
+
+// n rows of ldx N(0, 1) activations.
+inline std::vector<float> random_normal_x(int64_t n, int64_t ldx, std::mt19937_64& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> x(n * ldx);
+    for (auto& v : x) v = nd(rng);
+    return x;
+}
+
+// Row pieces (matmul_rows) at odd boundaries must reproduce `full` (n tokens, strides ldx /
+// ldy) bit for bit. Call through ASSERT_NO_FATAL_FAILURE.
+inline void check_row_split(const Weight& w, const std::vector<float>& x, int64_t ldx, const std::vector<float>& full,
+                            int64_t ldy, int64_t n, ThreadPool& pool, ActQuant aq, const std::string& what) {
+    std::vector<float> y(n * ldy, 0.f);
+    const int64_t cuts[] = {0, std::min<int64_t>(1, w.rows), std::min<int64_t>(5, w.rows),
+                            std::min<int64_t>(22, w.rows), w.rows};
+    for (int i = 0; i + 1 < 5; ++i) matmul_rows(w.m, cuts[i], cuts[i + 1], x.data(), ldx, y.data(), ldy, n, pool, aq);
+    for (int64_t t = 0; t < n; ++t)
+        ASSERT_EQ(first_bit_diff(y.data() + t * ldy, full.data() + t * ldy, w.rows), -1) << what << " row split";
+}
+
+// w times x (n tokens, ldx = cols) with the AVX2 kernels and with the scalar fallback, then
+// back to "auto": the two must agree bit for bit. check_isa_name: also expect cpu_isa_name() to
+// say "scalar" once forced; random_bytes is reported in the failure message. Call through
+// ASSERT_NO_FATAL_FAILURE.
+inline void check_avx2_matches_scalar(const Weight& w, const std::vector<float>& x, int64_t n, ThreadPool& pool,
+                                      ActQuant aq, bool random_bytes, bool check_isa_name) {
+    std::vector<float> ya(n * w.rows), ys(n * w.rows);
+    ASSERT_TRUE(force_cpu_isa("avx2"));
+    matmul(w.m, x.data(), w.cols, ya.data(), w.rows, n, pool, aq);
+    ASSERT_TRUE(force_cpu_isa("scalar"));
+    if (check_isa_name) {
+        EXPECT_STREQ(cpu_isa_name(), "scalar");
+    }
+    matmul(w.m, x.data(), w.cols, ys.data(), w.rows, n, pool, aq);
+    force_cpu_isa("auto");
+    const int64_t i = first_bit_diff(ya.data(), ys.data(), n * w.rows);
+    ASSERT_EQ(i, -1) << ggml_type_name(w.type) << " cols " << w.cols << " n " << n << " random bytes "
+                     << random_bytes << ": avx2 " << ya[i] << " scalar " << ys[i];
 }
 
 }  // namespace pipelm::kernels::testing

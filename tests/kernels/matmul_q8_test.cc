@@ -19,6 +19,7 @@ namespace pipelm::kernels {
 namespace {
 
 using testing::first_bit_diff;
+using testing::Weight;
 
 const std::vector<GgmlType>& q8_types() {
     static const std::vector<GgmlType> v = {GgmlType::kQ8_0,  GgmlType::kQ4_K, GgmlType::kQ6_K,
@@ -28,44 +29,14 @@ const std::vector<GgmlType>& q8_types() {
     return v;
 }
 
-struct Weight {
-    GgmlType type;
-    int64_t rows, cols;
-    std::vector<uint8_t> data;
-    Matrix m;
-};
-
+// Random bytes: fp16 exponents <= 25, no overflow anywhere in the products (bit comparisons of
+// infinities/NaNs are not the point here).
 Weight make_weight(GgmlType type, int64_t rows, int64_t cols, std::mt19937_64& rng, bool random_bytes = false) {
-    Weight w{type, rows, cols, {}, {}};
-    const size_t rb = ggml_row_bytes(type, cols);
-    w.data.resize(rb * rows);
-    std::normal_distribution<float> nd(0.f, 1.f / std::sqrt(static_cast<float>(cols)));
-    std::vector<float> src(cols);
-    for (int64_t r = 0; r < rows; ++r) {
-        if (random_bytes) {
-            // fp16 exponents <= 25: no overflow anywhere in the products (bit comparisons of
-            // infinities/NaNs are not the point here)
-            const auto row = testing::random_row(type, cols, rng, 25);
-            std::memcpy(w.data.data() + r * rb, row.data(), rb);
-        } else {
-            for (auto& v : src) v = nd(rng);
-            quantize_row(type, src.data(), w.data.data() + r * rb, cols);
-        }
-    }
-    WeightView v;
-    v.type = type;
-    v.data = w.data.data();
-    v.rows = rows;
-    v.cols = cols;
-    v.row_bytes = rb;
-    w.m = Matrix::prepare(v);
-    return w;
+    return testing::make_weight(type, rows, cols, rng, random_bytes, 25);
 }
 
 std::vector<float> random_x(int64_t n, int64_t ldx, std::mt19937_64& rng) {
-    std::normal_distribution<float> nd(0.f, 1.f);
-    std::vector<float> x(n * ldx);
-    for (auto& v : x) v = nd(rng);
+    std::vector<float> x = testing::random_normal_x(n, ldx, rng);
     // a few all-zero blocks (d = 0) and a spike (one large value per block)
     if (ldx >= 64) {
         for (int64_t t = 0; t < n; t += 3)
@@ -116,8 +87,7 @@ TEST(MatmulQ8, MatchesFp64References) {
         for (int64_t cols : q8_test_cols(type)) {
             for (int64_t rows : {1, 3, 17, 67}) {
                 Weight w = make_weight(type, rows, cols, rng);
-                std::vector<float> wf(rows * cols);
-                dequantize_row(type, w.data.data(), wf.data(), rows * cols);
+                const std::vector<float> wf = testing::dequantize_weight(w);
                 for (int64_t n : {1, 2, 5, 13}) {
                     const int64_t ldx = cols + 3, ldy = rows + 2;
                     const auto x = random_x(n, ldx, rng);
@@ -182,15 +152,8 @@ void check_invariance(const Weight& w, std::mt19937_64& rng) {
         }
     }
     // Row pieces (matmul_rows), odd boundaries.
-    for (int64_t n : {int64_t{1}, int64_t{13}}) {
-        std::vector<float> y(n * ldy, 0.f);
-        const int64_t cuts[] = {0, std::min<int64_t>(1, w.rows), std::min<int64_t>(5, w.rows),
-                                std::min<int64_t>(22, w.rows), w.rows};
-        for (int i = 0; i + 1 < 5; ++i)
-            matmul_rows(w.m, cuts[i], cuts[i + 1], x.data(), ldx, y.data(), ldy, n, pool2, ActQuant::kQ8);
-        for (int64_t t = 0; t < n; ++t)
-            ASSERT_EQ(first_bit_diff(y.data() + t * ldy, full.data() + t * ldy, w.rows), -1) << what << " row split";
-    }
+    for (int64_t n : {int64_t{1}, int64_t{13}})
+        ASSERT_NO_FATAL_FAILURE(testing::check_row_split(w, x, ldx, full, ldy, n, pool2, ActQuant::kQ8, what));
 }
 
 TEST(MatmulQ8, BitExactAcrossBatchThreadsAndRowSplits) {
@@ -218,15 +181,8 @@ TEST(MatmulQ8, ScalarAndAvx2BitIdentical) {
                 Weight w = make_weight(type, 19, cols, rng, random_bytes);
                 for (int64_t n : {1, 3, 4, 9, 13}) {
                     const auto x = random_x(n, cols, rng);
-                    std::vector<float> ya(n * w.rows), ys(n * w.rows);
-                    ASSERT_TRUE(force_cpu_isa("avx2"));
-                    matmul(w.m, x.data(), cols, ya.data(), w.rows, n, pool, ActQuant::kQ8);
-                    ASSERT_TRUE(force_cpu_isa("scalar"));
-                    matmul(w.m, x.data(), cols, ys.data(), w.rows, n, pool, ActQuant::kQ8);
-                    force_cpu_isa("auto");
-                    const int64_t i = first_bit_diff(ya.data(), ys.data(), n * w.rows);
-                    ASSERT_EQ(i, -1) << ggml_type_name(type) << " cols " << cols << " n " << n << " random bytes "
-                                     << random_bytes << ": avx2 " << ya[i] << " scalar " << ys[i];
+                    ASSERT_NO_FATAL_FAILURE(
+                        testing::check_avx2_matches_scalar(w, x, n, pool, ActQuant::kQ8, random_bytes, false));
                 }
             }
         }

@@ -19,47 +19,9 @@ namespace {
 
 using testing::all_types;
 using testing::first_bit_diff;
-
-struct Weight {
-    GgmlType type;
-    int64_t rows, cols;
-    std::vector<uint8_t> data;
-    Matrix m;
-};
-
-// rows x cols weight of `type`: quantized N(0, 1/sqrt(cols)) values (realistic), or random
-// block bytes with finite scales (every bit pattern) when `random_bytes`.
-Weight make_weight(GgmlType type, int64_t rows, int64_t cols, std::mt19937_64& rng, bool random_bytes = false) {
-    Weight w{type, rows, cols, {}, {}};
-    const size_t rb = ggml_row_bytes(type, cols);
-    w.data.resize(rb * rows);
-    std::normal_distribution<float> nd(0.f, 1.f / std::sqrt(static_cast<float>(cols)));
-    std::vector<float> src(cols);
-    for (int64_t r = 0; r < rows; ++r) {
-        if (random_bytes) {
-            const auto row = testing::random_row(type, cols, rng);
-            std::memcpy(w.data.data() + r * rb, row.data(), rb);
-        } else {
-            for (auto& v : src) v = nd(rng);
-            quantize_row(type, src.data(), w.data.data() + r * rb, cols);
-        }
-    }
-    WeightView v;
-    v.type = type;
-    v.data = w.data.data();
-    v.rows = rows;
-    v.cols = cols;
-    v.row_bytes = rb;
-    w.m = Matrix::prepare(v);
-    return w;
-}
-
-std::vector<float> random_x(int64_t n, int64_t ldx, std::mt19937_64& rng) {
-    std::normal_distribution<float> nd(0.f, 1.f);
-    std::vector<float> x(n * ldx);
-    for (auto& v : x) v = nd(rng);
-    return x;
-}
+using testing::make_weight;
+using testing::random_normal_x;
+using testing::Weight;
 
 // Row lengths to test for a type: 1..3 blocks (for f32/f16/bf16: odd lengths around the
 // 8-lane width) and a long row (4352 = 17 * 256: many k blocks of the GEMM).
@@ -81,11 +43,10 @@ TEST(Matmul, MatchesFp64ReferenceOnOddShapes) {
         for (int64_t cols : test_cols(type)) {
             for (int64_t rows : {1, 3, 17, 67}) {
                 Weight w = make_weight(type, rows, cols, rng);
-                std::vector<float> wf(rows * cols);
-                dequantize_row(type, w.data.data(), wf.data(), rows * cols);
+                const std::vector<float> wf = testing::dequantize_weight(w);
                 for (int64_t n : {1, 2, 5, 13}) {
                     const int64_t ldx = cols + 3, ldy = rows + 2;
-                    const auto x = random_x(n, ldx, rng);
+                    const auto x = random_normal_x(n, ldx, rng);
                     std::vector<float> y(n * ldy, -1.f);
                     matmul(w.m, x.data(), ldx, y.data(), ldy, n, pool);
                     const double u = std::ldexp(1.0, -24);
@@ -114,7 +75,7 @@ TEST(Matmul, MatchesFp64ReferenceOnOddShapes) {
 // The contract of matmul.h: y[t][r] depends only on row r of W and row t of x.
 void check_invariance(const Weight& w, int64_t n, std::mt19937_64& rng) {
     const int64_t ldx = w.cols + 1, ldy = w.rows + 3;
-    const auto x = random_x(n, ldx, rng);
+    const auto x = random_normal_x(n, ldx, rng);
     ThreadPool pool1(1), pool2(2), pool3(3);
     std::vector<float> full(n * ldy);
     matmul(w.m, x.data(), ldx, full.data(), ldy, n, pool2);
@@ -142,12 +103,7 @@ void check_invariance(const Weight& w, int64_t n, std::mt19937_64& rng) {
                 << what << " sub-batch at " << t0 << " of " << mm;
     }
     // Row pieces (matmul_rows), odd boundaries.
-    std::vector<float> y(n * ldy, 0.f);
-    const int64_t cuts[] = {0, std::min<int64_t>(1, w.rows), std::min<int64_t>(5, w.rows),
-                            std::min<int64_t>(22, w.rows), w.rows};
-    for (int i = 0; i + 1 < 5; ++i) matmul_rows(w.m, cuts[i], cuts[i + 1], x.data(), ldx, y.data(), ldy, n, pool2);
-    for (int64_t t = 0; t < n; ++t)
-        ASSERT_EQ(first_bit_diff(y.data() + t * ldy, full.data() + t * ldy, w.rows), -1) << what << " row split";
+    ASSERT_NO_FATAL_FAILURE(testing::check_row_split(w, x, ldx, full, ldy, n, pool2, ActQuant::kNone, what));
 }
 
 TEST(Matmul, BitExactAcrossBatchThreadsAndRowSplits) {
@@ -191,17 +147,9 @@ TEST(Matmul, ScalarAndAvx2BitIdentical) {
             for (int64_t cols : {qk == 1 ? int64_t{29} : qk, int64_t{1280}}) {
                 Weight w = make_weight(type, 19, cols, rng, random_bytes);
                 for (int64_t n : {1, 3, 4, 9}) {
-                    const auto x = random_x(n, cols, rng);
-                    std::vector<float> ya(n * w.rows), ys(n * w.rows);
-                    ASSERT_TRUE(force_cpu_isa("avx2"));
-                    matmul(w.m, x.data(), cols, ya.data(), w.rows, n, pool);
-                    ASSERT_TRUE(force_cpu_isa("scalar"));
-                    EXPECT_STREQ(cpu_isa_name(), "scalar");
-                    matmul(w.m, x.data(), cols, ys.data(), w.rows, n, pool);
-                    force_cpu_isa("auto");
-                    const int64_t i = first_bit_diff(ya.data(), ys.data(), n * w.rows);
-                    ASSERT_EQ(i, -1) << ggml_type_name(type) << " cols " << cols << " n " << n << " random bytes "
-                                     << random_bytes << ": avx2 " << ya[i] << " scalar " << ys[i];
+                    const auto x = random_normal_x(n, cols, rng);
+                    ASSERT_NO_FATAL_FAILURE(
+                        testing::check_avx2_matches_scalar(w, x, n, pool, ActQuant::kNone, random_bytes, true));
                 }
             }
         }
@@ -212,7 +160,7 @@ TEST(Matmul, EdgeCases) {
     std::mt19937_64 rng(1);
     ThreadPool pool(2);
     Weight w = make_weight(GgmlType::kQ8_0, 5, 64, rng);
-    const auto x = random_x(2, 64, rng);
+    const auto x = random_normal_x(2, 64, rng);
     std::vector<float> y(10, 7.f);
     matmul(w.m, x.data(), 64, y.data(), 5, 0, pool);  // no tokens: nothing written
     for (float v : y) EXPECT_EQ(v, 7.f);

@@ -22,47 +22,16 @@
 #include "runtime/gguf/gguf.h"
 #include "runtime/gguf/gguf_writer.h"
 #include "runtime/model/mkmodel.h"
+#include "tests/runtime/gguf_test_util.h"
 
 namespace pipelm {
 namespace {
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/pipelm-cli-test-XXXXXX";
-        const char* p = ::mkdtemp(tmpl);
-        if (!p) throw std::runtime_error("mkdtemp failed");
-        dir_ = p;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string path(const std::string& name) const { return dir_ + "/" + name; }
-    const std::string& dir() const { return dir_; }
-
-private:
-    std::string dir_;
-};
 
 std::string slurp(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     std::ostringstream ss;
     ss << f.rdbuf();
     return ss.str();
-}
-
-std::vector<uint8_t> read_bytes(const std::string& path) {
-    const std::string s = slurp(path);
-    return std::vector<uint8_t>(s.begin(), s.end());
-}
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-    if (!f) throw std::runtime_error("cannot write " + path);
 }
 
 struct RunResult {
@@ -166,27 +135,14 @@ constexpr int kExitFormat = 3;
 constexpr int kExitUnsupported = 4;
 constexpr int kExitIo = 5;
 
-model::MkModelSpec small_spec() {
-    model::MkModelSpec s;
-    s.n_layer = 2;
-    s.n_embd = 32;
-    s.n_head = 2;
-    s.n_head_kv = 1;
-    s.head_dim = 16;
-    s.n_rot = 8;
-    s.n_ff = 64;
-    s.n_vocab = 300;
-    s.n_ctx = 256;
-    s.dtype = GgmlType::kF32;
-    return s;
-}
+constexpr const char* kTempPrefix = "pipelm-cli-test";
 
 class CliErrors : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new TempDir();
+        dir_ = new TempDir(kTempPrefix);
         good_ = dir_->path("good.gguf");
-        model::mkmodel_write(small_spec(), good_, 1);
+        model::mkmodel_write(tiny_spec(), good_, 1);
     }
     static void TearDownTestSuite() {
         delete dir_;
@@ -194,7 +150,7 @@ protected:
     }
     void SetUp() override { ASSERT_TRUE(std::filesystem::exists(PIPELM_BINARY)) << PIPELM_BINARY << " not built"; }
 
-    TempDir tmp_;  // per test: working directory of the child and its files
+    TempDir tmp_{kTempPrefix};  // per test: working directory of the child and its files
     static TempDir* dir_;
     static std::string good_;
 };

@@ -59,6 +59,33 @@ private:
     int port_ = 0;
 };
 
+// The flags of a job over TCP workers (comma-separated addresses) with `token_file`.
+std::vector<std::string> over_workers(const std::string& addresses, const std::string& token_file) {
+    return {"--workers", addresses, "--token-file", token_file};
+}
+
+std::vector<std::string> perplexity_args(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> a = {"perplexity", "-m", kDemo, "-f", kValid, "--threads", "1"};
+    for (const auto& e : extra) a.push_back(e);
+    return a;
+}
+
+// A long generation (4000 tokens of the demo model: tens of seconds on one thread).
+std::vector<std::string> long_run_args(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> a = {"run", "-m", kDemo, "-p", "[gMASK]<sop>The whale", "--ctx", "4096",
+                                  "-n", "4000", "--ignore-eos", "--threads", "1"};
+    for (const auto& e : extra) a.push_back(e);
+    return a;
+}
+
+std::vector<std::string> logits_args(const std::string& model, const std::string& out,
+                                     const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> a = {"logits", "-m", model, "--tokens", "658,660,663,198,71,72,664", "--threads", "1",
+                                  "--out", out};
+    for (const auto& e : extra) a.push_back(e);
+    return a;
+}
+
 class FaultsTest : public ::testing::Test {
 protected:
     static void SetUpTestSuite() { allow_mpirun_as_root(); }
@@ -124,33 +151,43 @@ protected:
         return *st;
     }
 
+    // Waits until `p` prints `text` (kStartTimeout), lets it work for `run_for` and expects it still
+    // running then (`why` starts the failure message). Call through ASSERT_NO_FATAL_FAILURE.
+    void wait_then_expect_running(Process& p, const std::string& text, Ms run_for, const std::string& why = "") {
+        ASSERT_TRUE(p.wait_for_text(text, kStartTimeout)) << p.log();
+        std::this_thread::sleep_for(run_for);
+        ASSERT_TRUE(p.running()) << why << p.log();
+    }
+
+    struct TwoWorkerJob {
+        Worker* w1 = nullptr;
+        Worker* w2 = nullptr;
+        Process* coord = nullptr;
+    };
+
+    // Two --once workers with token A and a perplexity coordinator over them (coordinator.log),
+    // once worker 1 has the job. Call through ASSERT_NO_FATAL_FAILURE.
+    void start_two_worker_perplexity(TwoWorkerJob& job) {
+        job.w1 = &worker("worker1.log", token_a_, {"--once"});
+        job.w2 = &worker("worker2.log", token_a_, {"--once"});
+        ASSERT_FALSE(HasFailure());
+        const std::string addresses = job.w1->address + "," + job.w2->address;
+        job.coord = &spawn(pipelm_argv(perplexity_args(over_workers(addresses, token_a_))), "coordinator.log");
+        ASSERT_TRUE(job.w1->proc.wait_for_text("job:", kStartTimeout)) << job.w1->proc.log() << job.coord->log();
+    }
+
+    // `logits` of glm4-tiny into `out` over the worker at `address` with `token`, bounded by `timeout`.
+    BoundedResult logits_over_worker(const std::string& address, const std::string& token, const std::string& out,
+                                     const std::string& log_name, Ms timeout) {
+        return run_bounded(pipelm_argv(logits_args(kTiny, path(out), over_workers(address, token))), path(log_name),
+                           timeout, so_);
+    }
+
     std::string dir_, token_a_, token_b_;
     SpawnOptions so_;
     std::vector<std::unique_ptr<Process>> procs_;
     std::vector<std::unique_ptr<Worker>> workers_;
 };
-
-std::vector<std::string> perplexity_args(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> a = {"perplexity", "-m", kDemo, "-f", kValid, "--threads", "1"};
-    for (const auto& e : extra) a.push_back(e);
-    return a;
-}
-
-// A long generation (4000 tokens of the demo model: tens of seconds on one thread).
-std::vector<std::string> long_run_args(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> a = {"run", "-m", kDemo, "-p", "[gMASK]<sop>The whale", "--ctx", "4096",
-                                  "-n", "4000", "--ignore-eos", "--threads", "1"};
-    for (const auto& e : extra) a.push_back(e);
-    return a;
-}
-
-std::vector<std::string> logits_args(const std::string& model, const std::string& out,
-                                     const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> a = {"logits", "-m", model, "--tokens", "658,660,663,198,71,72,664", "--threads", "1",
-                                  "--out", out};
-    for (const auto& e : extra) a.push_back(e);
-    return a;
-}
 
 // "generated N tokens" from the summary line (-1 if absent).
 int generated_tokens(const std::string& log) {
@@ -162,15 +199,12 @@ int generated_tokens(const std::string& log) {
 // ---- a. TCP worker killed mid-job ------------------------------------------------------------
 
 TEST_F(FaultsTest, TcpWorkerKilledMidJob) {
-    Worker& w1 = worker("worker1.log", token_a_, {"--once"});
-    Worker& w2 = worker("worker2.log", token_a_, {"--once"});
-    ASSERT_FALSE(HasFailure());
-    Process& coord = spawn(pipelm_argv(perplexity_args({"--workers", w1.address + "," + w2.address, "--token-file", token_a_})),
-                           "coordinator.log");
-    ASSERT_TRUE(w1.proc.wait_for_text("job:", kStartTimeout)) << w1.proc.log() << coord.log();
-    ASSERT_TRUE(coord.wait_for_text("windows of 256", kStartTimeout)) << coord.log();
-    std::this_thread::sleep_for(Ms(1000));
-    ASSERT_TRUE(coord.running()) << "the job ended before the worker could be killed:\n" << coord.log();
+    TwoWorkerJob job;
+    ASSERT_NO_FATAL_FAILURE(start_two_worker_perplexity(job));
+    Worker &w1 = *job.w1, &w2 = *job.w2;
+    Process& coord = *job.coord;
+    ASSERT_NO_FATAL_FAILURE(wait_then_expect_running(coord, "windows of 256", Ms(1000),
+                                                     "the job ended before the worker could be killed:\n"));
 
     const auto t0 = Clock::now();
     ASSERT_TRUE(w1.proc.signal(SIGKILL));
@@ -191,15 +225,11 @@ TEST_F(FaultsTest, TcpWorkerKilledMidJob) {
 // A worker that stops answering without closing its sockets (SIGSTOP: a hung process or an
 // unreachable host): the heartbeat timeout (10 s) ends the job on every side.
 TEST_F(FaultsTest, TcpWorkerFrozenMidJobTimesOut) {
-    Worker& w1 = worker("worker1.log", token_a_, {"--once"});
-    Worker& w2 = worker("worker2.log", token_a_, {"--once"});
-    ASSERT_FALSE(HasFailure());
-    Process& coord = spawn(pipelm_argv(perplexity_args({"--workers", w1.address + "," + w2.address, "--token-file", token_a_})),
-                           "coordinator.log");
-    ASSERT_TRUE(w1.proc.wait_for_text("job:", kStartTimeout)) << w1.proc.log() << coord.log();
-    ASSERT_TRUE(coord.wait_for_text("windows of 256", kStartTimeout)) << coord.log();
-    std::this_thread::sleep_for(Ms(500));
-    ASSERT_TRUE(coord.running()) << coord.log();
+    TwoWorkerJob job;
+    ASSERT_NO_FATAL_FAILURE(start_two_worker_perplexity(job));
+    Worker &w1 = *job.w1, &w2 = *job.w2;
+    Process& coord = *job.coord;
+    ASSERT_NO_FATAL_FAILURE(wait_then_expect_running(coord, "windows of 256", Ms(500)));
 
     const auto t0 = Clock::now();
     ASSERT_TRUE(w1.proc.signal(SIGSTOP));
@@ -221,9 +251,8 @@ TEST_F(FaultsTest, TcpWorkerFrozenMidJobTimesOut) {
 TEST_F(FaultsTest, MpiRankKilledMidJob) {
     skip_without_mpirun();
     Process& mpi = spawn(mpirun_argv(3, perplexity_args()), "mpirun.log");
-    ASSERT_TRUE(mpi.wait_for_text("windows of 256", kStartTimeout)) << mpi.log();
-    std::this_thread::sleep_for(Ms(1000));
-    ASSERT_TRUE(mpi.running()) << "the job ended before the rank could be killed:\n" << mpi.log();
+    ASSERT_NO_FATAL_FAILURE(wait_then_expect_running(mpi, "windows of 256", Ms(1000),
+                                                     "the job ended before the rank could be killed:\n"));
 
     // Rank 1: a pipelm process started by this mpirun with OMPI_COMM_WORLD_RANK=1.
     pid_t rank1 = -1;
@@ -270,9 +299,7 @@ TEST_F(FaultsTest, UnreachableWorkerFailsWithinConnectTimeout) {
 TEST_F(FaultsTest, WrongTokenIsRefusedAndTheWorkerKeepsServing) {
     Worker& w = worker("worker.log", token_a_, {});
     ASSERT_FALSE(HasFailure());
-    const BoundedResult bad = run_bounded(
-        pipelm_argv(logits_args(kTiny, path("bad.f32"), {"--workers", w.address, "--token-file", token_b_})),
-        path("coordinator-b.log"), Ms(30000), so_);
+    const BoundedResult bad = logits_over_worker(w.address, token_b_, "bad.f32", "coordinator-b.log", Ms(30000));
     ASSERT_FALSE(bad.timed_out) << bad.output;
     EXPECT_NE(bad.status, 0) << bad.output;
     EXPECT_FALSE(crashed(bad.status)) << bad.output;
@@ -286,9 +313,7 @@ TEST_F(FaultsTest, WrongTokenIsRefusedAndTheWorkerKeepsServing) {
     EXPECT_TRUE(w.proc.running()) << w.proc.log();
 
     // The right token: the job completes against the same worker, with the one-stage logits.
-    const BoundedResult good = run_bounded(
-        pipelm_argv(logits_args(kTiny, path("good.f32"), {"--workers", w.address, "--token-file", token_a_})),
-        path("coordinator-a.log"), kJobTimeout, so_);
+    const BoundedResult good = logits_over_worker(w.address, token_a_, "good.f32", "coordinator-a.log", kJobTimeout);
     ASSERT_FALSE(good.timed_out) << good.output;
     EXPECT_EQ(good.status, 0) << good.output << w.proc.log();
     const BoundedResult one = run_bounded(pipelm_argv(logits_args(kTiny, path("one.f32"))), path("one.log"), kJobTimeout, so_);
@@ -354,7 +379,7 @@ TEST_F(FaultsTest, CtrlCInProcessStopsCleanly) {
 TEST_F(FaultsTest, CtrlCOverTcpStopsCoordinatorAndWorker) {
     Worker& w = worker("worker.log", token_a_, {"--once"});
     ASSERT_FALSE(HasFailure());
-    Process& coord = spawn(pipelm_argv(long_run_args({"--workers", w.address, "--token-file", token_a_})), "coordinator.log");
+    Process& coord = spawn(pipelm_argv(long_run_args(over_workers(w.address, token_a_))), "coordinator.log");
     ASSERT_TRUE(w.proc.wait_for_text("job:", kStartTimeout)) << w.proc.log() << coord.log();
     expect_orderly_interrupt(coord, "tcp", 2);
     // The job ended by an orderly shutdown: the --once worker exits 0.
@@ -371,9 +396,7 @@ TEST_F(FaultsTest, CtrlCOverTcpStopsCoordinatorAndWorker) {
 TEST_F(FaultsTest, CtrlCOnMpirunEndsEveryRank) {
     skip_without_mpirun();
     Process& mpi = spawn(mpirun_argv(2, long_run_args()), "mpirun.log");
-    ASSERT_TRUE(mpi.wait_for_text("plan:", kStartTimeout)) << mpi.log();
-    std::this_thread::sleep_for(Ms(1500));
-    ASSERT_TRUE(mpi.running()) << mpi.log();
+    ASSERT_NO_FATAL_FAILURE(wait_then_expect_running(mpi, "plan:", Ms(1500)));
     const auto t0 = Clock::now();
     ASSERT_TRUE(mpi.signal(SIGINT));
     const int st = expect_exit(mpi, Ms(10000), "mpirun");
@@ -387,9 +410,7 @@ TEST_F(FaultsTest, CtrlCOnMpirunEndsEveryRank) {
 // one. Run with --gtest_also_run_disabled_tests to reproduce.
 TEST_F(FaultsTest, CtrlCDuringPerplexityExits130) {
     Process& coord = spawn(pipelm_argv(perplexity_args({"--stages", "2"})), "coordinator.log");
-    ASSERT_TRUE(coord.wait_for_text("windows of 256", kStartTimeout)) << coord.log();
-    std::this_thread::sleep_for(Ms(1000));
-    ASSERT_TRUE(coord.running()) << coord.log();
+    ASSERT_NO_FATAL_FAILURE(wait_then_expect_running(coord, "windows of 256", Ms(1000)));
     ASSERT_TRUE(coord.signal(SIGINT));
     const int st = expect_exit(coord, Ms(5000), "coordinator");
     EXPECT_EQ(st, 130) << coord.log();
@@ -402,12 +423,9 @@ TEST_F(FaultsTest, CtrlCDuringPerplexityExits130) {
 TEST_F(FaultsTest, SigtermStopsABusyWorker) {
     Worker& w = worker("worker.log", token_a_, {});
     ASSERT_FALSE(HasFailure());
-    Process& coord = spawn(pipelm_argv(perplexity_args({"--workers", w.address, "--token-file", token_a_})),
-                           "coordinator.log");
+    Process& coord = spawn(pipelm_argv(perplexity_args(over_workers(w.address, token_a_))), "coordinator.log");
     ASSERT_TRUE(w.proc.wait_for_text("job:", kStartTimeout)) << w.proc.log() << coord.log();
-    ASSERT_TRUE(coord.wait_for_text("windows of 256", kStartTimeout)) << coord.log();
-    std::this_thread::sleep_for(Ms(1000));
-    ASSERT_TRUE(coord.running()) << coord.log();
+    ASSERT_NO_FATAL_FAILURE(wait_then_expect_running(coord, "windows of 256", Ms(1000)));
     ASSERT_TRUE(w.proc.signal(SIGTERM));
     EXPECT_EQ(expect_exit(w.proc, Ms(5000), "worker"), 130) << w.proc.log();
     const int st = expect_exit(coord, Ms(10000), "coordinator");
@@ -421,9 +439,7 @@ TEST_F(FaultsTest, ModelMismatchIsRefusedAtHandshake) {
     // glm4-range has glm4-tiny's shape with other weights (and its own general.name).
     Worker& w = worker("worker.log", token_a_, {"--once", "-m", kRange});
     ASSERT_FALSE(HasFailure());
-    const BoundedResult r = run_bounded(
-        pipelm_argv(logits_args(kTiny, path("x.f32"), {"--workers", w.address, "--token-file", token_a_})),
-        path("coordinator.log"), Ms(30000), so_);
+    const BoundedResult r = logits_over_worker(w.address, token_a_, "x.f32", "coordinator.log", Ms(30000));
     ASSERT_FALSE(r.timed_out) << r.output;
     EXPECT_NE(r.status, 0) << r.output;
     EXPECT_EQ(r.status, 7) << "protocol errors are exit code 7:\n" << r.output;
@@ -463,9 +479,7 @@ TEST_F(FaultsTest, ModelMismatchSameHeaderOtherWeights) {
     }
     Worker& w = worker("worker.log", token_a_, {"--once", "-m", other});
     ASSERT_FALSE(HasFailure());
-    const BoundedResult r = run_bounded(
-        pipelm_argv(logits_args(kTiny, path("x.f32"), {"--workers", w.address, "--token-file", token_a_})),
-        path("coordinator.log"), Ms(30000), so_);
+    const BoundedResult r = logits_over_worker(w.address, token_a_, "x.f32", "coordinator.log", Ms(30000));
     ASSERT_FALSE(r.timed_out) << r.output;
     EXPECT_NE(r.status, 0) << "a worker with other weights was accepted:\n" << r.output;
     EXPECT_NE(r.output.find("model mismatch"), std::string::npos) << r.output;

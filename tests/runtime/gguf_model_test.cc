@@ -7,21 +7,6 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Model level: Glm4Config::from_gguf on a small GLM-4 written by mkmodel.
 
-model::MkModelSpec tiny_spec() {
-    model::MkModelSpec s;
-    s.n_layer = 2;
-    s.n_embd = 32;
-    s.n_head = 2;
-    s.n_head_kv = 1;
-    s.head_dim = 16;
-    s.n_rot = 8;
-    s.n_ff = 64;
-    s.n_vocab = 300;
-    s.n_ctx = 256;
-    s.dtype = GgmlType::kF32;
-    return s;
-}
-
 struct Editable {
     Kvs kvs;
     struct T {

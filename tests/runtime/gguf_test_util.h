@@ -1,4 +1,4 @@
-// Shared helpers of the GGUF tests (gguf_test.cc, gguf_model_test.cc).
+// Shared helpers of the GGUF tests (gguf_test.cc, gguf_model_test.cc) and of cli_errors_test.cc.
 #pragma once
 // GGUF reader/writer tests: round trips of every metadata type and tensor type, versions 2 and 3,
 // custom alignment; every malformed-file case must raise pipelm::Error{kFormat} (kIo for a path
@@ -46,11 +46,12 @@ constexpr uint32_t kGgufMagic = 0x46554747u;
 // ---------------------------------------------------------------------------------------------
 // Helpers: temp dirs, files, values.
 
+// A fresh directory /tmp/<prefix>-XXXXXX, removed with everything in it at the end.
 class TempDir {
 public:
-    TempDir() {
-        char tmpl[] = "/tmp/pipelm-gguf-test-XXXXXX";
-        const char* p = ::mkdtemp(tmpl);
+    explicit TempDir(const std::string& prefix = "pipelm-gguf-test") {
+        std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+        const char* p = ::mkdtemp(&tmpl[0]);
         if (!p) throw std::runtime_error("mkdtemp failed");
         dir_ = p;
     }
@@ -67,13 +68,13 @@ private:
     std::string dir_;
 };
 
-std::vector<uint8_t> read_bytes(const std::string& path) {
+inline std::vector<uint8_t> read_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) throw std::runtime_error("cannot read " + path);
     return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
+inline void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
     f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
     if (!f) throw std::runtime_error("cannot write " + path);
@@ -92,49 +93,49 @@ T peek(const std::vector<uint8_t>& b, size_t at) {
     return v;
 }
 
-Value vu(ValueType t, uint64_t u) {
+inline Value vu(ValueType t, uint64_t u) {
     Value v;
     v.type = t;
     v.u = u;
     return v;
 }
-Value vi(ValueType t, int64_t i) {
+inline Value vi(ValueType t, int64_t i) {
     Value v;
     v.type = t;
     v.i = i;
     return v;
 }
-Value vf(ValueType t, double f) {
+inline Value vf(ValueType t, double f) {
     Value v;
     v.type = t;
     v.f = f;
     return v;
 }
-Value vb(bool b) { return vu(ValueType::kBool, b ? 1 : 0); }
-Value vs(const std::string& s) { return GgufWriter::make_string(s); }
-Value varr(ValueType elem, std::vector<Value> xs) {
+inline Value vb(bool b) { return vu(ValueType::kBool, b ? 1 : 0); }
+inline Value vs(const std::string& s) { return GgufWriter::make_string(s); }
+inline Value varr(ValueType elem, std::vector<Value> xs) {
     Value v;
     v.type = ValueType::kArray;
     v.elem_type = elem;
     v.arr = std::move(xs);
     return v;
 }
-Value nested(int levels, Value leaf) {  // `levels` arrays around an array of one leaf
+inline Value nested(int levels, Value leaf) {  // `levels` arrays around an array of one leaf
     Value v = varr(leaf.type, {leaf});
     for (int k = 1; k < levels; ++k) v = varr(ValueType::kArray, {v});
     return v;
 }
 
-bool is_unsigned(ValueType t) {
+inline bool is_unsigned(ValueType t) {
     return t == ValueType::kU8 || t == ValueType::kU16 || t == ValueType::kU32 || t == ValueType::kU64 ||
            t == ValueType::kBool;
 }
-bool is_signed(ValueType t) {
+inline bool is_signed(ValueType t) {
     return t == ValueType::kI8 || t == ValueType::kI16 || t == ValueType::kI32 || t == ValueType::kI64;
 }
 
 // Deep equality of a written and a read value (floats bit-exact at their stored width).
-::testing::AssertionResult same_value(const Value& want, const Value& got, const std::string& where) {
+inline ::testing::AssertionResult same_value(const Value& want, const Value& got, const std::string& where) {
     if (want.type != got.type)
         return ::testing::AssertionFailure() << where << ": type " << gguf::value_type_name(got.type) << ", want "
                                              << gguf::value_type_name(want.type);
@@ -168,7 +169,8 @@ bool is_signed(ValueType t) {
 
 // Opening `path` must throw pipelm::Error with `code`, a one-line message naming the file and
 // containing every word in `words`.
-::testing::AssertionResult open_fails(const std::string& path, ErrorCode code, const std::vector<std::string>& words) {
+inline ::testing::AssertionResult open_fails(const std::string& path, ErrorCode code,
+                                             const std::vector<std::string>& words) {
     std::string msg;
     ErrorCode got{};
     try {
@@ -193,11 +195,11 @@ bool is_signed(ValueType t) {
     return ::testing::AssertionSuccess() << msg;
 }
 
-::testing::AssertionResult open_fails(const std::string& path, const std::vector<std::string>& words) {
+inline ::testing::AssertionResult open_fails(const std::string& path, const std::vector<std::string>& words) {
     return open_fails(path, ErrorCode::kFormat, words);
 }
 
-std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+inline std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
     std::vector<uint8_t> v(n);
     uint32_t s = seed * 2654435761u + 12345u;
     for (auto& x : v) {
@@ -207,10 +209,26 @@ std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
     return v;
 }
 
-uint64_t natural_bytes(GgmlType t, const std::vector<int64_t>& ne) {
+inline uint64_t natural_bytes(GgmlType t, const std::vector<int64_t>& ne) {
     uint64_t rows = 1;
     for (size_t d = 1; d < ne.size(); ++d) rows *= static_cast<uint64_t>(ne[d]);
     return ggml_row_bytes(t, ne[0]) * rows;
+}
+
+// A small GLM-4 for mkmodel: 2 layers, 32-wide, 300 tokens, f32.
+inline model::MkModelSpec tiny_spec() {
+    model::MkModelSpec s;
+    s.n_layer = 2;
+    s.n_embd = 32;
+    s.n_head = 2;
+    s.n_head_kv = 1;
+    s.head_dim = 16;
+    s.n_rot = 8;
+    s.n_ff = 64;
+    s.n_vocab = 300;
+    s.n_ctx = 256;
+    s.dtype = GgmlType::kF32;
+    return s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,7 +306,7 @@ public:
 
 using Kvs = std::vector<std::pair<std::string, Value>>;
 
-Built build(const Kvs& kvs, const std::vector<RawTensor>& ts, uint64_t align = 32, uint32_t version = 3) {
+inline Built build(const Kvs& kvs, const std::vector<RawTensor>& ts, uint64_t align = 32, uint32_t version = 3) {
     Built out;
     Raw r;
     r.pod<uint32_t>(kGgufMagic);
@@ -329,7 +347,7 @@ Built build(const Kvs& kvs, const std::vector<RawTensor>& ts, uint64_t align = 3
     return out;
 }
 
-RawTensor raw_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, uint32_t seed) {
+inline RawTensor raw_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, uint32_t seed) {
     RawTensor t;
     t.name = name;
     t.type = static_cast<uint32_t>(type);
@@ -340,7 +358,7 @@ RawTensor raw_tensor(const std::string& name, GgmlType type, std::vector<int64_t
 
 // The base valid file of the malformed tests: 5 keys, 3 tensors (alpha f32 [0,32), beta q8_0
 // [32,100), gamma f16 [128,160)).
-Kvs base_kvs() {
+inline Kvs base_kvs() {
     return {
         {"general.architecture", vs("test")},
         {"test.count", vu(ValueType::kU32, 3)},
@@ -349,11 +367,11 @@ Kvs base_kvs() {
         {"test.names", varr(ValueType::kString, {vs("ab"), vs("c")})},
     };
 }
-std::vector<RawTensor> base_tensors() {
+inline std::vector<RawTensor> base_tensors() {
     return {raw_tensor("alpha", GgmlType::kF32, {4, 2}, 1), raw_tensor("beta", GgmlType::kQ8_0, {32, 2}, 2),
             raw_tensor("gamma", GgmlType::kF16, {16}, 3)};
 }
-Built base_file() { return build(base_kvs(), base_tensors()); }
+inline Built base_file() { return build(base_kvs(), base_tensors()); }
 
 // ---------------------------------------------------------------------------------------------
 // Round trips (writer -> reader).
@@ -363,7 +381,7 @@ protected:
     TempDir tmp_;
 };
 
-Kvs all_scalar_kvs() {
+inline Kvs all_scalar_kvs() {
     return {
         {"s.u8", vu(ValueType::kU8, 0xfe)},
         {"s.i8", vi(ValueType::kI8, -128)},
@@ -386,7 +404,7 @@ Kvs all_scalar_kvs() {
     };
 }
 
-Kvs all_array_kvs() {
+inline Kvs all_array_kvs() {
     Kvs kvs;
     kvs.push_back({"a.u8", varr(ValueType::kU8, {vu(ValueType::kU8, 0), vu(ValueType::kU8, 255), vu(ValueType::kU8, 7)})});
     kvs.push_back({"a.i8", varr(ValueType::kI8, {vi(ValueType::kI8, -1), vi(ValueType::kI8, 127)})});
