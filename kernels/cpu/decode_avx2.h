@@ -344,21 +344,27 @@ struct DecQ6_K {  // 16-value sub-block i: y = (q - 32) * (d * sc[i]); part = 32
     }
 };
 
+// IQ4_XS block b: the 8 sub-block scales ls - 32 (6 bits: low 4 in scales_l, high 2 in
+// scales_h), one per int32 lane.
+PIPELM_AI __m256i iq4xs_scales(const uint8_t* b) {
+    const uint32_t sl = load_u32(b + 4);
+    const uint32_t sh = static_cast<uint32_t>(b[2]) | static_cast<uint32_t>(b[3]) << 8;
+    const __m256i lo = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(sl)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+        _mm256_set1_epi32(0x0F));
+    const __m256i hi = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(sh)), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+        _mm256_set1_epi32(3));
+    return _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+}
+
 struct DecIQ4_XS {  // sub-block ib: y = kvalues[q] * (d * (ls - 32)); part = sub-block
     static constexpr int QK = 256, BYTES = 136, SUBV = 4, NPART = 8;
     struct Ctx {
         alignas(32) float dl[8];
     };
     static PIPELM_AI Ctx prep(const uint8_t* b) {
-        const uint32_t sl = load_u32(b + 4);
-        const uint32_t sh = static_cast<uint32_t>(b[2]) | static_cast<uint32_t>(b[3]) << 8;
-        const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(sl)),
-                                                              _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                                            _mm256_set1_epi32(0x0F));
-        const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(sh)),
-                                                              _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
-                                            _mm256_set1_epi32(3));
-        const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+        const __m256i ls = iq4xs_scales(b);
         Ctx c;
         _mm256_store_ps(c.dl, scale_2m24(_mm256_mul_ps(bcast_fp16(b), cvt(ls))));  // dl * 2^-24
         return c;

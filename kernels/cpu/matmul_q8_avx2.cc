@@ -251,15 +251,7 @@ struct EIQ4_XS {
     static constexpr bool SIGNED = true, MIN = false;
     using G = GXS;
     static PIPELM_AI G prep(const uint8_t* b, int) {
-        const uint32_t sl = load_u32(b + 4);
-        const uint32_t sh = static_cast<uint32_t>(b[2]) | static_cast<uint32_t>(b[3]) << 8;
-        const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(sl)),
-                                                              _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                                            _mm256_set1_epi32(0x0F));
-        const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(sh)),
-                                                              _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
-                                            _mm256_set1_epi32(3));
-        const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+        const __m256i ls = iq4xs_scales(b);
         GXS g;
         g.f = bcast_fp16(b);
         const __m256i p16 = _mm256_packs_epi32(ls, ls);  // [0..3 0..3 | 4..7 4..7]
