@@ -56,9 +56,16 @@ struct WeightView {
 class Matrix {
 public:
     Matrix() = default;
-    // Prepares `w` for this CPU (may repack; the view's memory must outlive the Matrix unless
-    // the Matrix holds a repacked copy).
-    static Matrix prepare(const WeightView& w);
+    // Prepares `w` for this CPU (may repack). The view's memory must outlive the Matrix: the
+    // exact (kNone) and scalar paths always read the original layout.
+    //   repack_q8: the weight will be used with ActQuant::kQ8 on this CPU. Q8_0 weights are then
+    //   copied once into the lane order of the integer kernels (same size; matmul_q8.h), which
+    //   the AVX2 kQ8 path reads instead of the file layout: same results, faster decode.
+    struct Options {
+        bool repack_q8 = false;
+    };
+    static Matrix prepare(const WeightView& w) { return prepare(w, Options()); }
+    static Matrix prepare(const WeightView& w, const Options& opt);
 
     const WeightView& view() const { return view_; }
     int64_t rows() const { return view_.rows; }
@@ -95,6 +102,19 @@ void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy,
 // Same, for rows [r0, r1) of W only (y columns r0..r1-1). Used to split lm_head work.
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
                  int64_t ldy, int64_t n_tokens, ThreadPool& pool, ActQuant aq = ActQuant::kNone);
+
+// Several weights with the same number of columns times the same activations, in one parallel
+// region (Q, K and V of a layer: one pool wake-up and, with kQ8, one activation quantization
+// instead of three). y_i[t * ldy_i + r] = Σ_c W_i[r][c] · x[t * ldx + c]; each weight may have its
+// own type; every value equals what matmul() gives for that weight alone.
+struct MatmulOut {
+    const Matrix* w = nullptr;
+    float* y = nullptr;
+    int64_t ldy = 0;
+};
+constexpr int kMaxGroup = 4;
+void matmul_group(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx, int64_t n_tokens,
+                  ThreadPool& pool, ActQuant aq = ActQuant::kNone);
 
 // true when matmul has an integer kernel for this type (kQ8 is not a fallback for it)
 bool act_quant_supported(GgmlType t);

@@ -231,7 +231,8 @@ struct Bandwidth {
     std::map<int, double> gbs;  // threads -> best GB/s
 };
 
-Bandwidth measure_bandwidth(const std::vector<int>& thread_counts) {
+// Best of `passes` timed passes per thread count.
+Bandwidth measure_bandwidth(const std::vector<int>& thread_counts, int passes = 7) {
     Bandwidth bw;
     bw.llc = llc_bytes();
     bw.buffer_bytes = std::max<uint64_t>(4 * bw.llc, 512ull << 20);
@@ -248,7 +249,7 @@ Bandwidth measure_bandwidth(const std::vector<int>& thread_counts) {
         }, 512);
         std::vector<uint64_t> sums(threads * 8);
         double best = 1e30;
-        for (int rep = 0; rep < 7; ++rep) {
+        for (int rep = 0; rep < passes; ++rep) {
             const auto t0 = Clock::now();
             pool.parallel_for(n, [&](int64_t b, int64_t e, int t) {
 #if defined(__x86_64__)
@@ -263,7 +264,7 @@ Bandwidth measure_bandwidth(const std::vector<int>& thread_counts) {
         }
         uint64_t check = 0;
         for (uint64_t s : sums) check += s;
-        const uint64_t expect = static_cast<uint64_t>(n) * static_cast<uint64_t>(n - 1) / 2 * 7;
+        const uint64_t expect = static_cast<uint64_t>(n) * static_cast<uint64_t>(n - 1) / 2 * passes;
         PIPELM_CHECK(check == expect, "roofline: read benchmark summed wrongly");
         bw.gbs[threads] = static_cast<double>(bw.buffer_bytes) / best / 1e9;
     }
@@ -567,8 +568,17 @@ int cmd_bench(int argc, char** argv) {
         PIPELM_INFO("bench: ", t.name, " warm-up");
         bench.measure(t.body);
         std::vector<Run> runs;
+        // Roofline tests: the read bandwidth is sampled before every repetition and after the
+        // last, and each repetition is compared with the mean of the two samples around it. The
+        // bandwidth of a shared machine drifts by +-20 % within seconds; a sample taken minutes
+        // away (or the best of all samples) would mostly measure that drift.
+        const bool roof = !bw.gbs.empty() && t.roofline;
+        const int bw_threads = t.all_stages ? threads * local_stages : threads;
+        std::vector<double> bw_samples;
+        if (roof) bw_samples.push_back(measure_bandwidth({bw_threads}, 3).gbs[bw_threads]);
         for (int i = 0; i < reps; ++i) {
             runs.push_back(bench.measure(t.body));
+            if (roof) bw_samples.push_back(measure_bandwidth({bw_threads}, 3).gbs[bw_threads]);
             PIPELM_INFO(fmt("bench: %s run %d/%d: %.2f t/s", t.name.c_str(), i + 1, reps, runs.back().tokens / runs.back().wall));
         }
         std::vector<double> tps, frac, ttft, itl;
@@ -597,15 +607,20 @@ int cmd_bench(int argc, char** argv) {
         row.insert(row.end(), {{"busy_pct", {bt, bj + "]", "", false}},
                                {"bubble_pct", num_cell(100 * (1 - busy_sum / (S * wall)), 1)},
                                {"link_mb", num_cell(link / 1e6, 2)}});
-        if (!bw.gbs.empty() && t.roofline) {
-            // The bandwidth of a shared machine drifts: sample it again after the test and keep
-            // the better of the two samples (a fraction never divides by a momentary dip).
-            const Bandwidth after = measure_bandwidth({threads, threads * local_stages});
-            for (const auto& [k, v] : after.gbs) bw.gbs[k] = std::max(bw.gbs[k], v);
-            const double gbs = bw.gbs[t.all_stages ? threads * local_stages : threads];
-            for (const Run& r : runs)
-                frac.push_back(static_cast<double>(mi.weight_bytes_per_pass) * r.passes / (gbs * 1e9) / r.wall);
-            row.insert(row.end(), {{"bw_gbs", num_cell(gbs, 2)}, {"bw_frac", num_cell(mean_sd(frac).mean, 3)}});
+        if (roof) {
+            for (size_t i = 0; i < runs.size(); ++i) {
+                const double gbs = 0.5 * (bw_samples[i] + bw_samples[i + 1]);
+                frac.push_back(static_cast<double>(mi.weight_bytes_per_pass) * runs[i].passes / (gbs * 1e9) /
+                               runs[i].wall);
+                PIPELM_INFO(fmt("bench: %s run %zu/%d: read bandwidth %.2f / %.2f GB/s before / after, roofline "
+                                "fraction %.3f", t.name.c_str(), i + 1, reps, bw_samples[i], bw_samples[i + 1],
+                                frac.back()));
+            }
+            const MeanSd f = mean_sd(frac);
+            row.insert(row.end(), {{"bw_gbs", num_cell(mean_sd(bw_samples).mean, 2)},
+                                   {"bw_frac", {fmt("%.3f", f.mean), fmt("%.4f", f.mean),
+                                                fmt("%.3f ± %.3f", f.mean, f.sd), true}},
+                                   {"bw_frac_sd", num_cell(f.sd, 3)}});
         }
         if (t.latency) {
             row.insert(row.end(), {{"ttft_ms_p50", num_cell(1e3 * percentile(ttft, 0.5), 1)},

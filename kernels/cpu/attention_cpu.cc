@@ -469,6 +469,8 @@ void attend_item(const AttentionArgs& a, const Item& it, int group, int block, S
 
 void swiglu(const float* gu, float* out, int64_t n_tokens, int64_t n_ff, ThreadPool& pool) {
     const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+    // Grains of 4096 values (a few microseconds each): a one-token step runs on the calling
+    // thread instead of waking the pool for less work than the wake-up costs.
     pool.parallel_for(n_tokens * n_ff, [&](int64_t b, int64_t e, int) {
         // [b, e) crosses token rows; each row's segment is done on its own.
         while (b < e) {
@@ -478,7 +480,7 @@ void swiglu(const float* gu, float* out, int64_t n_tokens, int64_t n_ff, ThreadP
             else swiglu_row_scalar(g, g + n_ff, out + b, len);
             b += len;
         }
-    }, 256);
+    }, 4096);
 }
 
 void attention(const AttentionArgs& a, ThreadPool& pool) {

@@ -1,8 +1,8 @@
 // matmul / matmul_rows: argument checks, ISA dispatch, threading, and the scalar fallback.
 //
-// Threads split the rows of W (never k): ThreadPool::parallel_for hands each thread one
-// contiguous, 16-row-aligned chunk, and the per-ISA block kernel computes all n tokens of its
-// rows. Because every (r, t) follows the accumulation contract of matmul_internal.h, the
+// Threads split the rows of W (never k): ThreadPool::parallel_for_balanced gives each thread a
+// contiguous share of 16-row grains, cut into chunks that idle threads may take over, and the
+// per-ISA block kernel computes all n tokens of a chunk's rows. Because every (r, t) follows the accumulation contract of matmul_internal.h, the
 // result does not depend on the chunking, the thread count or n_tokens.
 #include <algorithm>
 #include <cmath>
@@ -69,7 +69,7 @@ void matmul_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const floa
 
 }  // namespace detail
 
-Matrix Matrix::prepare(const WeightView& w) {
+Matrix Matrix::prepare(const WeightView& w, const Options& opt) {
     check_row_length(w.type, w.cols);
     PIPELM_CHECK(w.rows >= 0, "matmul weight: negative row count ", w.rows);
     PIPELM_CHECK(w.row_bytes >= ggml_row_bytes(w.type, w.cols), "matmul weight: row_bytes ", w.row_bytes,
@@ -77,7 +77,20 @@ Matrix Matrix::prepare(const WeightView& w) {
                  ggml_row_bytes(w.type, w.cols), " bytes)");
     PIPELM_CHECK(w.data != nullptr || w.rows == 0 || w.cols == 0, "matmul weight: null data");
     Matrix m;
-    m.set_view(w);  // every kernel reads the GGUF layout directly: no repacked copy
+    m.set_view(w);
+    if (opt.repack_q8 && w.type == GgmlType::kQ8_0 && w.cols % 32 == 0 && w.rows > 0 &&
+        detail::active_isa() == detail::Isa::kAvx2) {
+        const detail::PackedQ8_0 layout = detail::packed_q8_0_layout(w.rows, w.cols);
+        const size_t bytes = (layout.bytes + 63) / 64 * 64;
+        void* mem = std::aligned_alloc(64, bytes);
+        if (mem == nullptr)
+            PIPELM_THROW(ErrorCode::kOutOfMemory, "matmul: cannot allocate ", bytes,
+                         " bytes to repack a Q8_0 weight; run with --act-quant none to read the file layout");
+        std::shared_ptr<void> packed(mem, [](void* p) { std::free(p); });
+        std::memset(mem, 0, bytes);  // padding rows of the last tile
+        detail::pack_q8_0_rows(w, layout, static_cast<uint8_t*>(mem), 0, w.rows);
+        m.set_packed(std::move(packed), detail::kPackQ8_0x8);
+    }
     return m;
 }
 
@@ -85,44 +98,110 @@ bool act_quant_supported(GgmlType t) { return detail::q8_type_supported(t); }
 
 namespace {
 
-// ActQuant::kQ8: quantizes the n tokens once (on the calling thread, into its scratch slot 3;
-// the pool's threads only read it), then splits the rows like the exact path.
-void matmul_rows_q8(const WeightView& v, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
-                    int64_t ldy, int64_t n_tokens, ThreadPool& pool) {
-    const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
-    const int64_t K = v.cols, nb = K / 32, ldd = (nb + 7) / 8 * 8, ldq = ldd * 32;
-    const size_t q_floats = static_cast<size_t>(n_tokens * ldq) / 4;
-    float* buf = detail::thread_scratch(3, 2 * q_floats + static_cast<size_t>(2 * n_tokens * ldd));
-    int8_t* qn = reinterpret_cast<int8_t*>(buf);
-    int8_t* qi = reinterpret_cast<int8_t*>(buf + q_floats);
-    float* d = buf + 2 * q_floats;
-    float* s = d + n_tokens * ldd;
-    for (int64_t t = 0; t < n_tokens; ++t) {
-        int8_t* qt = qn + t * ldq;
-        if (avx2)
-            detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
-        else
-            detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
-        std::memset(qt + K, 0, static_cast<size_t>(ldq - K));
-        detail::interleave_act_q8(qt, K, ldd, qi + t * ldq);
-    }
+// The activations of one matmul call, plus their int8 form (ActQuant::kQ8) when a member of the
+// call uses it: quantized once, on the calling thread (scratch slot 3; the pool only reads it).
+struct Operand {
+    const float* x = nullptr;
+    int64_t ldx = 0, n = 0;
+    bool has_q8 = false;
     detail::ActQ8 a;
-    a.q = qn;
-    a.qi = qi;
-    a.d = d;
-    a.s = s;
-    a.ldq = ldq;
-    a.ldd = ldd;
-    a.nb = nb;
-    const auto block = avx2 ? detail::matmul_q8_block_avx2 : detail::matmul_q8_block_scalar;
-    const int64_t rows = r1 - r0;
-    const double work = static_cast<double>(rows) * static_cast<double>(K) * static_cast<double>(n_tokens);
+
+    void quantize(int64_t K) {
+        const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+        const int64_t nb = K / 32, ldd = (nb + 7) / 8 * 8, ldq = ldd * 32;
+        const size_t q_floats = static_cast<size_t>(n * ldq) / 4;
+        float* buf = detail::thread_scratch(3, 2 * q_floats + static_cast<size_t>(2 * n * ldd));
+        int8_t* qn = reinterpret_cast<int8_t*>(buf);
+        int8_t* qi = reinterpret_cast<int8_t*>(buf + q_floats);
+        float* d = buf + 2 * q_floats;
+        float* s = d + n * ldd;
+        for (int64_t t = 0; t < n; ++t) {
+            int8_t* qt = qn + t * ldq;
+            if (avx2)
+                detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
+            else
+                detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
+            std::memset(qt + K, 0, static_cast<size_t>(ldq - K));
+            detail::interleave_act_q8(qt, K, ldd, qi + t * ldq);
+        }
+        a.q = qn;
+        a.qi = qi;
+        a.d = d;
+        a.s = s;
+        a.ldq = ldq;
+        a.ldd = ldd;
+        a.nb = nb;
+        has_q8 = true;
+    }
+};
+
+// Rows [r0, r1) of one weight, written to y (columns r0..r1-1).
+struct Part {
+    const WeightView* v = nullptr;
+    const Matrix* m = nullptr;  // for its repacked copy
+    int64_t r0 = 0, r1 = 0;
+    float* y = nullptr;
+    int64_t ldy = 0;
+    bool q8 = false;  // integer kernel with the operand's int8 activations
+};
+
+void run_rows(const Part& p, int64_t r0, int64_t r1, const Operand& op) {
+    const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+    if (p.q8 && avx2 && p.m->packed_format() == detail::kPackQ8_0x8) {
+        detail::PackedQ8_0 layout = detail::packed_q8_0_layout(p.v->rows, p.v->cols);
+        layout.data = static_cast<const uint8_t*>(p.m->packed().get());
+        detail::matmul_q8_packed_avx2(layout, r0, r1, op.a, p.y, p.ldy, op.n);
+    } else if (p.q8)
+        (avx2 ? detail::matmul_q8_block_avx2 : detail::matmul_q8_block_scalar)(*p.v, r0, r1, op.a, p.y, p.ldy, op.n);
+    else
+        (avx2 ? detail::matmul_block_avx2 : detail::matmul_block_scalar)(*p.v, r0, r1, op.x, op.ldx, p.y, p.ldy,
+                                                                          op.n);
+}
+
+// All parts in one parallel region: the threads split the concatenation of the parts' rows (in
+// 16-row grains), so several small weights (Q, K, V) cost one pool wake-up instead of three.
+// Small products are not worth waking the pool (results do not depend on the split).
+void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& pool) {
+    int64_t rows = 0;
+    double work = 0;
+    for (int i = 0; i < n_parts; ++i) {
+        rows += parts[i].r1 - parts[i].r0;
+        work += static_cast<double>(parts[i].r1 - parts[i].r0) * static_cast<double>(parts[i].v->cols) *
+                static_cast<double>(op.n);
+    }
     if (pool.size() == 1 || work < 65536.0 || rows <= 16) {
-        block(v, r0, r1, a, y, ldy, n_tokens);
+        for (int i = 0; i < n_parts; ++i) run_rows(parts[i], parts[i].r0, parts[i].r1, op);
         return;
     }
-    pool.parallel_for(
-        rows, [&](int64_t b, int64_t e, int) { block(v, r0 + b, r0 + e, a, y, ldy, n_tokens); }, 16);
+    pool.parallel_for_balanced(
+        rows,
+        [&](int64_t b, int64_t e, int) {
+            int64_t off = 0;  // first row of part i in the concatenation
+            for (int i = 0; i < n_parts && b < e; ++i) {
+                const Part& p = parts[i];
+                const int64_t len = p.r1 - p.r0;
+                if (b < off + len) {
+                    const int64_t stop = std::min(e, off + len);
+                    run_rows(p, p.r0 + (b - off), p.r0 + (stop - off), op);
+                    b = stop;
+                }
+                off += len;
+            }
+        },
+        16);
+}
+
+bool uses_q8(const WeightView& v, ActQuant aq) {
+    return aq == ActQuant::kQ8 && detail::q8_type_supported(v.type) && v.cols % 32 == 0;
+}
+
+void check_call(const WeightView& v, int64_t r0, int64_t r1, int64_t ldx, int64_t ldy, int64_t n_tokens,
+                const char* what) {
+    PIPELM_CHECK(0 <= r0 && r0 <= r1 && r1 <= v.rows, what, ": row range [", r0, ", ", r1,
+                 ") outside a weight of ", v.rows, " rows");
+    PIPELM_CHECK(n_tokens >= 0, what, ": negative n_tokens ", n_tokens);
+    PIPELM_CHECK(n_tokens <= 1 || ldx >= v.cols, what, ": ldx ", ldx, " < cols ", v.cols);
+    PIPELM_CHECK(n_tokens <= 1 || ldy >= r1, what, ": ldy ", ldy, " < ", r1, " output columns");
 }
 
 }  // namespace
@@ -130,32 +209,61 @@ void matmul_rows_q8(const WeightView& v, int64_t r0, int64_t r1, const float* x,
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y, int64_t ldy,
                  int64_t n_tokens, ThreadPool& pool, ActQuant aq) {
     const WeightView& v = w.view();
-    PIPELM_CHECK(0 <= r0 && r0 <= r1 && r1 <= v.rows, "matmul_rows: row range [", r0, ", ", r1,
-                 ") outside a weight of ", v.rows, " rows");
-    PIPELM_CHECK(n_tokens >= 0, "matmul: negative n_tokens ", n_tokens);
+    check_call(v, r0, r1, ldx, ldy, n_tokens, "matmul");
     if (r0 == r1 || n_tokens == 0) return;
-    PIPELM_CHECK(n_tokens == 1 || ldx >= v.cols, "matmul: ldx ", ldx, " < cols ", v.cols);
-    PIPELM_CHECK(n_tokens == 1 || ldy >= r1, "matmul: ldy ", ldy, " < ", r1, " output columns");
     if (v.cols == 0) {
         for (int64_t t = 0; t < n_tokens; ++t)
             for (int64_t r = r0; r < r1; ++r) y[t * ldy + r] = 0.f;
         return;
     }
-    if (aq == ActQuant::kQ8 && detail::q8_type_supported(v.type) && v.cols % 32 == 0) {
-        matmul_rows_q8(v, r0, r1, x, ldx, y, ldy, n_tokens, pool);
+    Operand op;
+    op.x = x;
+    op.ldx = ldx;
+    op.n = n_tokens;
+    Part p;
+    p.v = &v;
+    p.m = &w;
+    p.r0 = r0;
+    p.r1 = r1;
+    p.y = y;
+    p.ldy = ldy;
+    p.q8 = uses_q8(v, aq);
+    if (p.q8) op.quantize(v.cols);
+    run_parts(&p, 1, op, pool);
+}
+
+void matmul_group(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx, int64_t n_tokens,
+                  ThreadPool& pool, ActQuant aq) {
+    PIPELM_CHECK(n_outs >= 0 && n_outs <= kMaxGroup, "matmul_group: ", n_outs, " weights (at most ", kMaxGroup, ")");
+    if (n_outs == 0 || n_tokens == 0) return;
+    const int64_t K = outs[0].w->cols();
+    Part parts[kMaxGroup];
+    bool any_q8 = false;
+    for (int i = 0; i < n_outs; ++i) {
+        const WeightView& v = outs[i].w->view();
+        PIPELM_CHECK(v.cols == K, "matmul_group: weight ", i, " has ", v.cols, " columns, weight 0 has ", K);
+        check_call(v, 0, v.rows, ldx, outs[i].ldy, n_tokens, "matmul_group");
+        parts[i].v = &v;
+        parts[i].m = outs[i].w;
+        parts[i].r0 = 0;
+        parts[i].r1 = v.rows;
+        parts[i].y = outs[i].y;
+        parts[i].ldy = outs[i].ldy;
+        parts[i].q8 = uses_q8(v, aq);
+        any_q8 = any_q8 || parts[i].q8;
+    }
+    if (K == 0) {
+        for (int i = 0; i < n_outs; ++i)
+            for (int64_t t = 0; t < n_tokens; ++t)
+                for (int64_t r = 0; r < parts[i].r1; ++r) parts[i].y[t * parts[i].ldy + r] = 0.f;
         return;
     }
-    const auto block = detail::active_isa() == detail::Isa::kAvx2 ? detail::matmul_block_avx2
-                                                                   : detail::matmul_block_scalar;
-    const int64_t rows = r1 - r0;
-    // Small products are not worth waking the pool (results do not depend on the split).
-    const double work = static_cast<double>(rows) * static_cast<double>(v.cols) * static_cast<double>(n_tokens);
-    if (pool.size() == 1 || work < 65536.0 || rows <= 16) {
-        block(v, r0, r1, x, ldx, y, ldy, n_tokens);
-        return;
-    }
-    pool.parallel_for(
-        rows, [&](int64_t b, int64_t e, int) { block(v, r0 + b, r0 + e, x, ldx, y, ldy, n_tokens); }, 16);
+    Operand op;
+    op.x = x;
+    op.ldx = ldx;
+    op.n = n_tokens;
+    if (any_q8) op.quantize(K);
+    run_parts(parts, n_outs, op, pool);
 }
 
 void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n_tokens,

@@ -148,6 +148,31 @@ void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, f
     for (int64_t b = nb; b < ldd; ++b) d[b] = s[b] = 0.f;
 }
 
+PackedQ8_0 packed_q8_0_layout(int64_t rows, int64_t cols) {
+    PackedQ8_0 p;
+    p.rows = rows;
+    p.nb = cols / 32;
+    p.ng = (p.nb + 7) / 8;
+    p.row_bytes = static_cast<size_t>(kPackQ8_0GroupBytes * p.ng);
+    p.bytes = p.row_bytes * static_cast<size_t>(rows);
+    return p;
+}
+
+void pack_q8_0_rows(const WeightView& w, const PackedQ8_0& layout, uint8_t* out, int64_t r0, int64_t r1) {
+    const uint8_t* base = static_cast<const uint8_t*>(w.data);
+    for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t* src = base + r * w.row_bytes;
+        uint8_t* dst = out + static_cast<size_t>(r) * layout.row_bytes;
+        std::memset(dst, 0, layout.row_bytes);
+        for (int64_t b = 0; b < layout.nb; ++b) {
+            const uint8_t* blk = src + 34 * b;  // fp16 d, then 32 int8 quants
+            uint8_t* grp = dst + (b / 8) * kPackQ8_0GroupBytes;
+            std::memcpy(grp + 2 * (b % 8), blk, 2);
+            for (int k = 0; k < 8; ++k) std::memcpy(grp + 16 + 32 * k + 4 * (b % 8), blk + 2 + 4 * k, 4);
+        }
+    }
+}
+
 void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi) {
     std::memset(qi, 0, static_cast<size_t>(ldd) * 32);
     for (int64_t b = 0; b < K / 32; ++b)

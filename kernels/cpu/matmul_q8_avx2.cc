@@ -19,6 +19,7 @@
 // Scalar reference: matmul_q8.cc.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <utility>
@@ -375,6 +376,7 @@ void row_tokens(const PG* panel, int64_t ngroups, const ActQ8& a, int64_t t0, in
 }
 
 constexpr int kPrefetchBytes = 1024;
+constexpr int kPackedStreams = 4;
 constexpr int64_t kGemvMaxTokens = 8;
 constexpr int64_t kL2ActBytes = 160 << 10;  // int8 activations of one GEMM token block
 
@@ -503,7 +505,90 @@ void run(const WeightView& wv, int64_t r0, int64_t r1, const ActQ8& a, float* y,
     }
 }
 
+// ------------------------------------------------------------------ packed Q8_0 (repacked at load)
+// NR packed rows (row i at w + i*rs) x NT tokens of the interleaved
+// activations. Per group: the 8 weight vectors are already the dword transpose (lane j = block
+// j), so each feeds maddubs and madd directly and the block sums accumulate with one add: the
+// integers and float steps of tile(), hence the same bits, without decode_group's transposes
+// (GEMM) or the hadd tree (GEMV).
+template <int NR, int NT>
+__attribute__((noinline)) void packed_tile(const uint8_t* w, size_t rs, int64_t ng, const ActQ8& a, int64_t t0,
+                                           float* y, int64_t ldy, int64_t ys) {
+    __m256 acc[NR][NT];
+    const int8_t* xq[NT];
+    static_for<NT>([&](auto t) AI_LAMBDA {
+        xq[t] = a.qi + (t0 + t) * a.ldq;
+        static_for<NR>([&](auto i) AI_LAMBDA { acc[i][t] = _mm256_setzero_ps(); });
+    });
+    const __m256i ones = ones16();
+    for (int64_t g = 0; g < ng; ++g) {
+        const uint8_t* wg = w + g * kPackQ8_0GroupBytes;
+        static_for<NR>([&](auto i) AI_LAMBDA {
+            static_for<5>([&](auto l) AI_LAMBDA {
+                _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kPrefetchBytes + 64 * l), _MM_HINT_T0);
+            });
+        });
+        static_for<NR>([&](auto i) AI_LAMBDA {
+            const uint8_t* wr = wg + i * rs;
+            __m256i s32[NT];
+            static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_setzero_si256(); });
+            static_for<8>([&](auto k) AI_LAMBDA {
+                const __m256i wk = load256(wr + 16 + 32 * k), uk = _mm256_abs_epi8(wk);
+                static_for<NT>([&](auto t) AI_LAMBDA {
+                    const __m256i xk = load256(xq[t] + 256 * g + 32 * k);
+                    s32[t] = _mm256_add_epi32(
+                        s32[t], _mm256_madd_epi16(_mm256_maddubs_epi16(uk, _mm256_sign_epi8(xk, wk)), ones));
+                });
+            });
+            const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr)));
+            static_for<NT>([&](auto t) AI_LAMBDA {
+                const int64_t o = (t0 + t) * a.ldd + 8 * g;
+                acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(f, _mm256_loadu_ps(a.d + o)),
+                                            acc[i][t]);
+            });
+        });
+    }
+    static_for<NR>([&](auto i) AI_LAMBDA {
+        static_for<NT>([&](auto t) AI_LAMBDA { y[t * ldy + i * ys] = hsum8(acc[i][t]); });
+    });
+}
+
+// One row, tokens [t0, t1) in groups of NT (the rest 1 by 1).
+template <int NT>
+void packed_row(const PackedQ8_0& p, int64_t r, const ActQ8& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+    int64_t t = t0;
+    for (; t + NT <= t1; t += NT) packed_tile<1, NT>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
+    for (; t < t1; ++t) packed_tile<1, 1>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
+}
+
 }  // namespace
+
+void matmul_q8_packed_avx2(const PackedQ8_0& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
+                           int64_t n) {
+    if (n <= 2) {
+        // 1 token: NS-row tiles whose rows come from NS contiguous parts of the range (NS long
+        // weight streams, as the unpacked GEMV); 2 tokens: 2-row x 2-token tiles from 2 halves.
+        const int parts = n == 1 ? kPackedStreams : 2;
+        const int64_t len = (r1 - r0) / parts;
+        const size_t rs = static_cast<size_t>(len) * p.row_bytes;
+        for (int64_t q = 0; q < len; ++q) {
+            const uint8_t* w = p.row(r0 + q);
+            if (n == 1)
+                packed_tile<kPackedStreams, 1>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
+            else
+                packed_tile<2, 2>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
+        }
+        for (int64_t r = r0 + parts * len; r < r1; ++r) packed_row<2>(p, r, a, 0, n, y, ldy);
+        return;
+    }
+    // More tokens: token blocks whose activations stay in L2; per row, 4-token tiles (the row's
+    // weights stay in L1 across them).
+    const int64_t nc = n <= kGemvMaxTokens ? n : (kL2ActBytes / (a.ldq + 8 * a.ldd) + 3) / 4 * 4 + 4;
+    for (int64_t tb = 0; tb < n; tb += nc) {
+        const int64_t te = min64(n, tb + nc);
+        for (int64_t r = r0; r < r1; ++r) packed_row<4>(p, r, a, tb, te, y, ldy);
+    }
+}
 
 void quantize_act_q8_avx2(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s) {
     const int64_t nb = K / 32;

@@ -7,7 +7,7 @@
 
 namespace pipelm {
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)), cursors_(std::max(1, n_threads)) {
     for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -85,6 +85,35 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
         const int64_t g0 = n_grains * t / nt, g1 = n_grains * (t + 1) / nt;
         const int64_t b = g0 * grain, e = std::min(n, g1 * grain);
         if (b < e) fn(b, e, t);
+    });
+}
+
+void ThreadPool::parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
+                                       int64_t grain) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(1, grain);
+    const int64_t n_grains = (n + grain - 1) / grain;
+    const int nt = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
+    if (nt == 1) {
+        fn(0, n, 0);
+        return;
+    }
+    for (int t = 0; t < nt; ++t) cursors_[t].next.store(0, std::memory_order_relaxed);
+    run_on_all([&](int t) {
+        if (t >= nt) return;
+        for (int k = 0; k < nt; ++k) {
+            const int v = (t + k) % nt;  // own share first, then the others'
+            const int64_t g0 = n_grains * v / nt, g1 = n_grains * (v + 1) / nt, G = g1 - g0;
+            for (;;) {
+                // Chunk c of a share of G grains: [G - (G >> c), G - (G >> (c + 1))), the last
+                // one ending at G: halves, then quarters, ... down to one grain.
+                const int64_t c = cursors_[v].next.fetch_add(1, std::memory_order_relaxed);
+                if (c >= 63 || (c > 0 && (G >> (c - 1)) <= 1)) break;
+                const int64_t b = G - (G >> c), e = (G >> (c + 1)) == 0 ? G : G - (G >> (c + 1));
+                if (b >= e) break;
+                fn((g0 + b) * grain, std::min(n, (g0 + e) * grain), t);
+            }
+        }
     });
 }
 

@@ -26,6 +26,15 @@ public:
     // `grain` elements (except the end). Rethrows the first exception from any chunk.
     void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain = 1);
 
+    // Like parallel_for, but each thread's contiguous share is cut into chunks of decreasing
+    // size (a half, a quarter, ... down to one grain) that the owner takes front to back; a
+    // thread that finishes its own share takes the remaining chunks of the others. The static
+    // shares keep each thread's memory streams sequential and long; the stealing absorbs a thread
+    // that runs slower than its peers (a busy core, an uneven memory path), and the small last
+    // chunks keep the others' wait at the end of the region short. fn may run several times per
+    // thread; every index of [0, n) is covered exactly once.
+    void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain = 1);
+
     // fn(thread_index) on every thread.
     void run_on_all(const std::function<void(int)>& fn);
 
@@ -42,6 +51,10 @@ private:
     const std::function<void(int)>* job_ = nullptr;
     std::exception_ptr error_;
     std::mutex error_mu_;
+    struct alignas(64) ChunkCursor {
+        std::atomic<int64_t> next{0};
+    };
+    std::vector<ChunkCursor> cursors_;  // parallel_for_balanced: next chunk of each thread's share
 };
 
 }  // namespace pipelm

@@ -440,4 +440,8 @@ void GgufFile::advise_willneed(const TensorInfo& t) const {
     map_->advise_willneed(static_cast<size_t>(data_offset_ + t.offset), static_cast<size_t>(t.bytes));
 }
 
+void GgufFile::advise_dontneed(const TensorInfo& t) const {
+    map_->advise_dontneed(static_cast<size_t>(data_offset_ + t.offset), static_cast<size_t>(t.bytes));
+}
+
 }  // namespace pipelm::gguf

@@ -78,6 +78,8 @@ public:
 
     // Asks the OS to page in / drop the bytes of a tensor (a stage touches only its own).
     void advise_willneed(const TensorInfo& t) const;
+    // The tensor's whole pages released from this process (see MappedFile::advise_dontneed).
+    void advise_dontneed(const TensorInfo& t) const;
 
     ~GgufFile();
 

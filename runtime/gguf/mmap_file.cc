@@ -52,4 +52,12 @@ void MappedFile::advise_willneed(size_t offset, size_t bytes) const {
     ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_WILLNEED);
 }
 
+void MappedFile::advise_dontneed(size_t offset, size_t bytes) const {
+    if (!data_ || offset >= size_) return;
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    const size_t start = (offset + page - 1) / page * page;  // whole pages only: neighbours stay
+    const size_t end = std::min(size_, offset + bytes) / page * page;
+    if (end > start) ::madvise(const_cast<uint8_t*>(data_) + start, end - start, MADV_DONTNEED);
+}
+
 }  // namespace pipelm::gguf

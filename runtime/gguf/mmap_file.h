@@ -18,6 +18,10 @@ public:
     size_t size() const { return size_; }
     // madvise hints for a byte range (best effort).
     void advise_willneed(size_t offset, size_t bytes) const;
+    // Releases the whole pages inside a byte range from this process (MADV_DONTNEED): for a
+    // weight that was copied elsewhere at load. Safe on this read-only mapping: a later read
+    // faults the bytes back in from the file (page cache).
+    void advise_dontneed(size_t offset, size_t bytes) const;
 
 private:
     const uint8_t* data_ = nullptr;

@@ -48,6 +48,8 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
         embd_ = view_of(file_->tensor("token_embd.weight"));
         weight_bytes_ += file_->tensor("token_embd.weight").bytes;
     }
+    kernels::Matrix::Options prep;
+    prep.repack_q8 = opt.act_quant == "q8";
     for (int l = spec.first_layer; l < spec.last_layer; ++l) {
         const std::string b = "blk." + std::to_string(l) + ".";
         Layer L;
@@ -59,7 +61,9 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
             const gguf::TensorInfo& t = file_->tensor(b + n + ".weight");
             file_->advise_willneed(t);
             weight_bytes_ += t.bytes;
-            return kernels::Matrix::prepare(view_of(t));
+            kernels::Matrix m = kernels::Matrix::prepare(view_of(t), prep);
+            if (m.packed()) file_->advise_dontneed(t);  // the repacked copy is what decode reads
+            return m;
         };
         L.wq = mat("attn_q");
         L.wk = mat("attn_k");
@@ -80,7 +84,7 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
         output_norm_ = f32_tensor("output_norm.weight", E);
         const gguf::TensorInfo& o = file_->tensor(cfg.tied_output ? "token_embd.weight" : "output.weight");
         if (!cfg.tied_output || !spec.has_embedding) weight_bytes_ += o.bytes;
-        output_ = kernels::Matrix::prepare(view_of(o));
+        output_ = kernels::Matrix::prepare(view_of(o), prep);
     }
     for (GgmlType t : {opt.cache_type_k, opt.cache_type_v})
         if (cfg.head_dim % ggml_type_info(t).block != 0)
@@ -148,9 +152,8 @@ void Glm4Stage::layer_forward(int li, float* x, const Batch& b) {
     const int64_t n = b.n_tokens, E = cfg_.n_embd, Q = cfg_.q_dim(), KV = cfg_.kv_dim(), F = cfg_.n_ff;
     // Attention block.
     kernels::rms_norm(x, E, L.attn_norm, h_.data(), E, n, E, cfg_.eps, pool_);
-    kernels::matmul(L.wq, h_.data(), E, q_.data(), Q, n, pool_, aq_);
-    kernels::matmul(L.wk, h_.data(), E, k_.data(), KV, n, pool_, aq_);
-    kernels::matmul(L.wv, h_.data(), E, v_.data(), KV, n, pool_, aq_);
+    const kernels::MatmulOut qkv[3] = {{&L.wq, q_.data(), Q}, {&L.wk, k_.data(), KV}, {&L.wv, v_.data(), KV}};
+    kernels::matmul_group(qkv, 3, h_.data(), E, n, pool_, aq_);
     if (!L.bq.empty())
         for (int64_t t = 0; t < n; ++t) {
             kernels::add_inplace(q_.data() + t * Q, L.bq.data(), Q);

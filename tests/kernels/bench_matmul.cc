@@ -3,14 +3,15 @@
 //
 //   bench_matmul [--threads 1,2] [--types q4_0,q8_0,...] [--mb 256] [--tokens 512]
 //                [--kb N] [--best] [--sweep] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2]
-//                [--aq none,q8]
+//                [--aq none,q8,q8r]
 //
 // Timing: 1 thread = the thread's CPU time (robust on a shared machine), more = wall time.
 // GEMV: one weight of `--mb` MiB (4096 columns; far larger than the L3) streamed per call,
 // n_tokens = 1, 4, 8; reports weight GB/s (weight bytes / time). GEMM: 1024x1024 and 7680x1024 weights (rows x cols)
 // times `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call). `--aq` lists the
 // activation modes to run (none: exact f32 activations; q8: ActQuant::kQ8, rows marked "+q8";
-// types without an integer kernel are skipped for q8).
+// q8r: kQ8 on the weight repacked at load (Q8_0), rows "+q8r"; types without an integer kernel
+// are skipped for q8).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -133,14 +134,31 @@ std::vector<uint8_t> make_weight(GgmlType type, int64_t rows, int64_t cols) {
     return w;
 }
 
-Matrix prepare(GgmlType type, const std::vector<uint8_t>& w, int64_t rows, int64_t cols) {
+// An activation mode of the benchmark: none, q8 (kQ8 on the file layout), q8r (kQ8 on the
+// weight repacked at load, Q8_0 only).
+struct Mode {
+    ActQuant aq;
+    bool repack;
+    const char* suffix;
+};
+const Mode kModeNone{ActQuant::kNone, false, ""}, kModeQ8{ActQuant::kQ8, false, "+q8"}, kModeQ8r{ActQuant::kQ8, true, "+q8r"};
+
+Matrix prepare(GgmlType type, const std::vector<uint8_t>& w, int64_t rows, int64_t cols, bool repack = false) {
     WeightView v;
     v.type = type;
     v.data = w.data();
     v.rows = rows;
     v.cols = cols;
     v.row_bytes = ggml_row_bytes(type, cols);
-    return Matrix::prepare(v);
+    Matrix::Options opt;
+    opt.repack_q8 = repack;
+    return Matrix::prepare(v, opt);
+}
+
+// Skips modes that do not apply to `type` (no integer kernel; nothing to repack).
+bool applies(const Mode& md, GgmlType type, const Matrix& repacked) {
+    if (md.aq == ActQuant::kQ8 && !act_quant_supported(type)) return false;
+    return !md.repack || repacked.packed() != nullptr;
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -162,7 +180,7 @@ int main(int argc, char** argv) {
     size_t kb = 0;  // GEMV weight size in KiB instead of --mb (fits in cache: measures compute)
     int64_t tokens = 512;
     bool gemv = true, gemm = true, sweep = false;
-    std::vector<ActQuant> aqs = {ActQuant::kNone, ActQuant::kQ8};
+    std::vector<Mode> aqs = {kModeNone, kModeQ8, kModeQ8r};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -187,7 +205,7 @@ int main(int argc, char** argv) {
             tokens = std::atoll(next().c_str());
         } else if (a == "--aq") {
             aqs.clear();
-            for (const auto& m : split(next())) aqs.push_back(m == "q8" ? ActQuant::kQ8 : ActQuant::kNone);
+            for (const auto& m : split(next())) aqs.push_back(m == "q8r" ? kModeQ8r : m == "q8" ? kModeQ8 : kModeNone);
         } else if (a == "--no-gemv") {
             gemv = false;
         } else if (a == "--no-gemm") {
@@ -199,7 +217,7 @@ int main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr, "usage: %s [--threads 1,2] [--types q4_0,...] [--mb N] [--tokens N] "
-                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2] [--aq none,q8]\n", argv[0]);
+                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2] [--aq none,q8,q8r]\n", argv[0]);
             return 2;
         }
     }
@@ -222,11 +240,13 @@ int main(int argc, char** argv) {
             const GgmlType type = parse_ggml_type(name);
             const int64_t rows = std::max<int64_t>(8, static_cast<int64_t>(bytes / ggml_row_bytes(type, cols)));
             const auto w = make_weight(type, rows, cols);
-            const Matrix m = prepare(type, w, rows, cols);
+            const Matrix m0 = prepare(type, w, rows, cols), mr = prepare(type, w, rows, cols, true);
             std::vector<float> x(8 * cols, 0.01f), y(8 * rows);
-            for (ActQuant aq : aqs) {
-            if (aq == ActQuant::kQ8 && !act_quant_supported(type)) continue;
-            std::printf("%-10s %7.4f", (name + (aq == ActQuant::kQ8 ? "+q8" : "")).c_str(),
+            for (const Mode& md : aqs) {
+            if (!applies(md, type, mr)) continue;
+            const Matrix& m = md.repack ? mr : m0;
+            const ActQuant aq = md.aq;
+            std::printf("%-10s %7.4f", (name + md.suffix).c_str(),
                         double(ggml_row_bytes(type, cols)) / cols);
             for (int nt : threads) {
                 ThreadPool pool(nt);
@@ -255,11 +275,13 @@ int main(int argc, char** argv) {
         for (const auto& name : types) {
             const GgmlType type = parse_ggml_type(name);
             const auto w = make_weight(type, rows, cols);
-            const Matrix m = prepare(type, w, rows, cols);
+            const Matrix m0 = prepare(type, w, rows, cols), mr = prepare(type, w, rows, cols, true);
             std::vector<float> x(16 * cols, 0.01f), y(16 * rows);
-            for (ActQuant aq : aqs) {
-                if (aq == ActQuant::kQ8 && !act_quant_supported(type)) continue;
-                std::printf("%-10s", (name + (aq == ActQuant::kQ8 ? "+q8" : "")).c_str());
+            for (const Mode& md : aqs) {
+                if (!applies(md, type, mr)) continue;
+                const Matrix& m = md.repack ? mr : m0;
+                const ActQuant aq = md.aq;
+                std::printf("%-10s", (name + md.suffix).c_str());
                 for (int64_t n = 1; n <= 16; ++n) {
                     const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, n, pool, aq); }, 5);
                     std::printf(" %5.1f", 2.0 * rows * cols * n / t / 1e9);
@@ -278,14 +300,16 @@ int main(int argc, char** argv) {
             for (int64_t rows : {1024, 7680}) {
                 const int64_t cols = 1024;
                 const auto w = make_weight(type, rows, cols);
-                const Matrix m = prepare(type, w, rows, cols);
+                const Matrix m0 = prepare(type, w, rows, cols), mr = prepare(type, w, rows, cols, true);
                 std::vector<float> x(tokens * cols), y(tokens * rows);
                 std::mt19937 rng(2);
                 std::normal_distribution<float> nd(0.f, 1.f);
                 for (auto& v : x) v = nd(rng);
-                for (ActQuant aq : aqs) {
-                    if (aq == ActQuant::kQ8 && !act_quant_supported(type)) continue;
-                    std::printf("%-10s %5lldx%-5lld", (name + (aq == ActQuant::kQ8 ? "+q8" : "")).c_str(),
+                for (const Mode& md : aqs) {
+                    if (!applies(md, type, mr)) continue;
+                    const Matrix& m = md.repack ? mr : m0;
+                    const ActQuant aq = md.aq;
+                    std::printf("%-10s %5lldx%-5lld", (name + md.suffix).c_str(),
                                 (long long)rows, (long long)cols);
                     for (int nt : threads) {
                         ThreadPool pool(nt);

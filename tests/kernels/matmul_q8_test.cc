@@ -12,6 +12,7 @@
 #include "kernels/cpu/matmul_q8.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
+#include "runtime/base/error.h"
 #include "kernels_test_util.h"
 #include "runtime/base/thread_pool.h"
 
@@ -187,6 +188,92 @@ TEST(MatmulQ8, ScalarAndAvx2BitIdentical) {
             }
         }
     }
+}
+
+// Q8_0 repacked at load (Matrix::Options::repack_q8) gives the same bits as the file layout, for
+// every token count (GEMV tiles for 1-2 tokens, 4-token tiles, token blocks), partial groups of
+// 8 blocks, odd row counts, thread counts and row splits; kNone ignores the repacked copy.
+TEST(MatmulQ8, RepackedQ8_0BitIdentical) {
+    if (!force_cpu_isa("avx2")) GTEST_SKIP() << "no AVX2 on this CPU: Q8_0 is only repacked for the AVX2 kernels";
+    force_cpu_isa("auto");
+    std::mt19937_64 rng(17);
+    ThreadPool pool1(1), pool2(2), pool3(3);
+    for (bool random_bytes : {false, true}) {
+        for (int64_t cols : {32, 96, 288, 1024, 4128}) {
+            for (int64_t rows : {1, 5, 67}) {
+                Weight w = make_weight(GgmlType::kQ8_0, rows, cols, rng, random_bytes);
+                Matrix::Options opt;
+                opt.repack_q8 = true;
+                const Matrix packed = Matrix::prepare(w.m.view(), opt);
+                ASSERT_NE(packed.packed(), nullptr);
+                const int64_t nmax = 64, ldx = cols + 3, ldy = rows + 2;
+                const auto x = random_x(nmax, ldx, rng);
+                const std::string what = "cols " + std::to_string(cols) + " rows " + std::to_string(rows);
+                for (ActQuant aq : {ActQuant::kQ8, ActQuant::kNone}) {
+                    std::vector<float> ref(nmax * ldy);
+                    matmul(w.m, x.data(), ldx, ref.data(), ldy, nmax, pool1, aq);
+                    for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 13, 64}) {
+                        for (ThreadPool* p : {&pool1, &pool2, &pool3}) {
+                            std::vector<float> y(n * ldy);
+                            matmul(packed, x.data(), ldx, y.data(), ldy, n, *p, aq);
+                            for (int64_t t = 0; t < n; ++t)
+                                ASSERT_EQ(first_bit_diff(y.data() + t * ldy, ref.data() + t * ldy, rows), -1)
+                                    << what << " n " << n << " threads " << p->size() << " token " << t;
+                        }
+                    }
+                    if (rows > 16) {
+                        Weight pw = w;
+                        pw.m = packed;
+                        for (int64_t n : {int64_t{1}, int64_t{2}, int64_t{13}})
+                            ASSERT_NO_FATAL_FAILURE(
+                                testing::check_row_split(pw, x, ldx, ref, ldy, n, pool2, aq, what + " (split)"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// matmul_group (Q, K and V in one parallel region, mixed types) equals one matmul per weight,
+// in both activation modes, for decode and prefill token counts.
+TEST(MatmulQ8, GroupEqualsSeparateMatmuls) {
+    std::mt19937_64 rng(23);
+    ThreadPool pool(3);
+    const int64_t cols = 512;
+    std::vector<Weight> ws;
+    ws.push_back(make_weight(GgmlType::kQ8_0, 96, cols, rng));
+    ws.push_back(make_weight(GgmlType::kQ4_K, 40, cols, rng));
+    ws.push_back(make_weight(GgmlType::kF16, 24, cols, rng));
+    ws.push_back(make_weight(GgmlType::kQ6_K, 17, cols, rng));
+    for (ActQuant aq : {ActQuant::kNone, ActQuant::kQ8}) {
+        for (int64_t n : {1, 2, 5, 37}) {
+            const int64_t ldx = cols + 1;
+            const auto x = random_x(n, ldx, rng);
+            std::vector<std::vector<float>> ref(ws.size()), got(ws.size());
+            std::vector<MatmulOut> outs;
+            for (size_t i = 0; i < ws.size(); ++i) {
+                const int64_t ldy = ws[i].rows + 1;
+                ref[i].assign(n * ldy, 0.f);
+                got[i].assign(n * ldy, -1.f);
+                matmul(ws[i].m, x.data(), ldx, ref[i].data(), ldy, n, pool, aq);
+                outs.push_back({&ws[i].m, got[i].data(), ldy});
+            }
+            matmul_group(outs.data(), static_cast<int>(outs.size()), x.data(), ldx, n, pool, aq);
+            for (size_t i = 0; i < ws.size(); ++i)
+                for (int64_t t = 0; t < n; ++t)
+                    ASSERT_EQ(first_bit_diff(got[i].data() + t * outs[i].ldy, ref[i].data() + t * outs[i].ldy,
+                                             ws[i].rows),
+                              -1)
+                        << "weight " << i << " n " << n << " aq " << static_cast<int>(aq);
+        }
+    }
+    MatmulOut bad[2] = {{&ws[0].m, nullptr, 97}, {&ws[0].m, nullptr, 97}};
+    Weight other = make_weight(GgmlType::kQ8_0, 8, 256, rng);
+    bad[1].w = &other.m;
+    std::vector<float> y(97 * 4);
+    bad[0].y = bad[1].y = y.data();
+    const auto x = random_x(1, cols, rng);
+    EXPECT_THROW(matmul_group(bad, 2, x.data(), cols, 1, pool), Error);
 }
 
 // Activation quantization: AVX2 == scalar == the contract, including round-half-even ties,
