@@ -2,6 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -27,6 +31,47 @@ std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.f) {
 
 // FP32 results vs FP64 references: relative error bound 1e-5 (a few FP32 ulps over sums of
 // up to a few thousand terms).
+// parallel_for_balanced covers every index exactly once, in grain-aligned chunks, whatever
+// the sizes, grains and thread counts (including a thread that is much slower than the others,
+// whose remaining chunks the others must take over), and rethrows a chunk's exception.
+TEST(ThreadPool, BalancedCoversEachIndexOnceAndStealsFromSlowThreads) {
+    for (int threads : {1, 2, 3, 5}) {
+        ThreadPool pool(threads);
+        for (int64_t n : {1, 2, 15, 16, 17, 100, 1000, 4099}) {
+            for (int64_t grain : {1, 4, 16}) {
+                std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+                std::vector<std::atomic<int64_t>> by_thread(static_cast<size_t>(threads));
+                std::atomic<int64_t> done{0};
+                bool first = true;
+                pool.parallel_for_balanced(
+                    n,
+                    [&](int64_t b, int64_t e, int t) {
+                        ASSERT_TRUE(b < e && b % grain == 0 && (e % grain == 0 || e == n)) << b << " " << e;
+                        if (t == 0 && threads > 1 && first) {
+                            // A stalled thread: its first chunk waits until the others have done
+                            // everything else (bounded, so a starved machine cannot hang the test).
+                            first = false;
+                            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+                            while (done.load() < n - (e - b) && std::chrono::steady_clock::now() < deadline)
+                                std::this_thread::yield();
+                        }
+                        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+                        by_thread[static_cast<size_t>(t)] += e - b;
+                        done += e - b;
+                    },
+                    grain);
+                for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "index " << i;
+                // The slow caller thread (0) hands most of its share to the others.
+                if (threads > 1 && n / grain >= 64)
+                    EXPECT_LT(by_thread[0].load(), n / threads) << "n " << n << " grain " << grain;
+            }
+        }
+        EXPECT_THROW(pool.parallel_for_balanced(64, [](int64_t b, int64_t, int) {
+            if (b == 0) throw std::runtime_error("chunk failed");
+        }), std::runtime_error);
+    }
+}
+
 TEST(Ops, RmsNormMatchesFp64) {
     ThreadPool pool(2);
     for (int64_t n : {1, 31, 4097}) {
