@@ -64,7 +64,7 @@ PIPELM_AI __m256i tail_mask(int n) {  // lanes < n all-ones
 }
 
 // ============================================================================ GEMV
-constexpr int kPrefetchBytes = 1024;
+constexpr int kPrefetchBytes = 512;
 
 // Shapes: NR rows of W, row i at w + i*rb, nblk full blocks plus, for float types only, `tail`
 // (< 8) more values; NT tokens x[t*ldx + k]; writes y[t*ldy + i*ys].
