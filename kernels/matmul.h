@@ -58,9 +58,10 @@ public:
     Matrix() = default;
     // Prepares `w` for this CPU (may repack). The view's memory must outlive the Matrix: the
     // exact (kNone) and scalar paths always read the original layout.
-    //   repack_q8: the weight will be used with ActQuant::kQ8 on this CPU. Q8_0 weights are then
-    //   copied once into the lane order of the integer kernels (same size; matmul_q8.h), which
-    //   the AVX2 kQ8 path reads instead of the file layout: same results, faster decode.
+    //   repack_q8: the weight will be used with ActQuant::kQ8 on this CPU. Q8_0, Q4_0, IQ4_NL and
+    //   IQ4_XS weights are then copied once into the lane order of the integer kernels (same
+    //   bytes; kernels/cpu/matmul_q8.h), which the AVX2 kQ8 path reads instead of the file
+    //   layout: same results, faster decode.
     struct Options {
         bool repack_q8 = false;
     };

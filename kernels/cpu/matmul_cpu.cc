@@ -78,18 +78,17 @@ Matrix Matrix::prepare(const WeightView& w, const Options& opt) {
     PIPELM_CHECK(w.data != nullptr || w.rows == 0 || w.cols == 0, "matmul weight: null data");
     Matrix m;
     m.set_view(w);
-    if (opt.repack_q8 && w.type == GgmlType::kQ8_0 && w.cols % 32 == 0 && w.rows > 0 &&
+    if (opt.repack_q8 && detail::packable_type(w.type) && w.cols % 32 == 0 && w.rows > 0 &&
         detail::active_isa() == detail::Isa::kAvx2) {
-        const detail::PackedQ8_0 layout = detail::packed_q8_0_layout(w.rows, w.cols);
+        const detail::PackedWeight layout = detail::packed_layout(w.type, w.rows, w.cols);
         const size_t bytes = (layout.bytes + 63) / 64 * 64;
         void* mem = std::aligned_alloc(64, bytes);
         if (mem == nullptr)
-            PIPELM_THROW(ErrorCode::kOutOfMemory, "matmul: cannot allocate ", bytes,
-                         " bytes to repack a Q8_0 weight; run with --act-quant none to read the file layout");
+            PIPELM_THROW(ErrorCode::kOutOfMemory, "matmul: cannot allocate ", bytes, " bytes to repack a ",
+                         ggml_type_name(w.type), " weight; run with --act-quant none to read the file layout");
         std::shared_ptr<void> packed(mem, [](void* p) { std::free(p); });
-        std::memset(mem, 0, bytes);  // padding rows of the last tile
-        detail::pack_q8_0_rows(w, layout, static_cast<uint8_t*>(mem), 0, w.rows);
-        m.set_packed(std::move(packed), detail::kPackQ8_0x8);
+        detail::pack_rows(w, layout, static_cast<uint8_t*>(mem), 0, w.rows);
+        m.set_packed(std::move(packed), detail::kPackLanes);
     }
     return m;
 }
@@ -147,8 +146,8 @@ struct Part {
 
 void run_rows(const Part& p, int64_t r0, int64_t r1, const Operand& op) {
     const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
-    if (p.q8 && avx2 && p.m->packed_format() == detail::kPackQ8_0x8) {
-        detail::PackedQ8_0 layout = detail::packed_q8_0_layout(p.v->rows, p.v->cols);
+    if (p.q8 && avx2 && p.m->packed_format() == detail::kPackLanes) {
+        detail::PackedWeight layout = detail::packed_layout(p.v->type, p.v->rows, p.v->cols);
         layout.data = static_cast<const uint8_t*>(p.m->packed().get());
         detail::matmul_q8_packed_avx2(layout, r0, r1, op.a, p.y, p.ldy, op.n);
     } else if (p.q8)

@@ -9,6 +9,7 @@
 #include "kernels/cpu/matmul_internal.h"
 #include "kernels/cpu/matmul_q8.h"
 #include "kernels/cpu/quant_blocks.h"
+#include "runtime/base/error.h"
 
 namespace pipelm::kernels::detail {
 namespace {
@@ -148,27 +149,56 @@ void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, f
     for (int64_t b = nb; b < ldd; ++b) d[b] = s[b] = 0.f;
 }
 
-PackedQ8_0 packed_q8_0_layout(int64_t rows, int64_t cols) {
-    PackedQ8_0 p;
+bool packable_type(GgmlType t) {
+    return t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0 || t == GgmlType::kIQ4_NL || t == GgmlType::kIQ4_XS;
+}
+
+int64_t packed_record_bytes(GgmlType t) {
+    switch (t) {
+        case GgmlType::kQ8_0: return 16 + 256;
+        case GgmlType::kQ4_0:
+        case GgmlType::kIQ4_NL: return 16 + 128;
+        case GgmlType::kIQ4_XS: return 8 + 128;
+        default: PIPELM_THROW(ErrorCode::kUnsupported, "packed_record_bytes: ", ggml_type_name(t), " is not packable");
+    }
+}
+
+PackedWeight packed_layout(GgmlType type, int64_t rows, int64_t cols) {
+    PackedWeight p;
+    p.type = type;
     p.rows = rows;
     p.nb = cols / 32;
     p.ng = (p.nb + 7) / 8;
-    p.row_bytes = static_cast<size_t>(kPackQ8_0GroupBytes * p.ng);
+    p.rec_bytes = static_cast<size_t>(packed_record_bytes(type));
+    p.row_bytes = p.rec_bytes * static_cast<size_t>(p.ng);
     p.bytes = p.row_bytes * static_cast<size_t>(rows);
     return p;
 }
 
-void pack_q8_0_rows(const WeightView& w, const PackedQ8_0& layout, uint8_t* out, int64_t r0, int64_t r1) {
+void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, int64_t r0, int64_t r1) {
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* src = base + r * w.row_bytes;
         uint8_t* dst = out + static_cast<size_t>(r) * layout.row_bytes;
         std::memset(dst, 0, layout.row_bytes);
+        if (layout.type == GgmlType::kIQ4_XS) {  // one 136-byte block per group: header, then qs
+            for (int64_t g = 0; g < layout.ng; ++g) {
+                const uint8_t* blk = src + 136 * g;
+                uint8_t* rec = dst + layout.rec_bytes * g;
+                std::memcpy(rec, blk, 8);
+                for (int j = 0; j < 8; ++j)
+                    for (int k = 0; k < 4; ++k) std::memcpy(rec + 8 + 32 * k + 4 * j, blk + 8 + 16 * j + 4 * k, 4);
+            }
+            continue;
+        }
+        const bool q8 = layout.type == GgmlType::kQ8_0;
+        const int64_t bb = q8 ? 34 : 18;  // block bytes: fp16 d, then 32 int8 or 16 nibble bytes
         for (int64_t b = 0; b < layout.nb; ++b) {
-            const uint8_t* blk = src + 34 * b;  // fp16 d, then 32 int8 quants
-            uint8_t* grp = dst + (b / 8) * kPackQ8_0GroupBytes;
-            std::memcpy(grp + 2 * (b % 8), blk, 2);
-            for (int k = 0; k < 8; ++k) std::memcpy(grp + 16 + 32 * k + 4 * (b % 8), blk + 2 + 4 * k, 4);
+            const uint8_t* blk = src + bb * b;
+            uint8_t* rec = dst + layout.rec_bytes * (b / 8);
+            const int j = static_cast<int>(b % 8);
+            std::memcpy(rec + 2 * j, blk, 2);
+            for (int k = 0; k < (q8 ? 8 : 4); ++k) std::memcpy(rec + 16 + 32 * k + 4 * j, blk + 2 + 4 * k, 4);
         }
     }
 }

@@ -28,30 +28,41 @@ struct ActQ8 {
 // Natural-order int8 values q[0..K) of one token -> its interleaved qi row (ldd / 8 groups).
 void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi);
 
-// Q8_0 weights repacked at load for the kQ8 kernels (Matrix::prepare with repack_q8; format id
-// kPackQ8_0x8). Row by row, ng = ceil(nb / 8) group records of 272 bytes, each holding the bytes
-// of 8 GGUF blocks: the 8 fp16 scales, then 8 vectors of 32 bytes, vector k holding bytes
-// 4k..4k+3 of the quants of block j in dword lane j (the layout of ActQ8::qi); blocks past nb
-// are zero. Decode thus reads the file's bytes, sequentially, in the lane order the integer dot
-// products need: no per-group transpose or hadd tree, and one load for the 8 scales.
+// Weights repacked at load for the kQ8 kernels (Matrix::prepare with repack_q8; format id
+// kPackLanes), for the types whose group of 8 sub-blocks of 32 values has one float factor per
+// sub-block and no min: Q8_0, Q4_0, IQ4_NL (8 blocks per group) and IQ4_XS (one 256-value block
+// per group). Row by row, ng group records, each holding exactly the bytes of the group's GGUF
+// blocks, reordered so that 32-byte vector k holds values 4k..4k+3 of sub-block j in dword lane
+// j (the layout of ActQ8::qi):
+//   Q8_0:   8 fp16 scales, then 8 vectors of int8 values                          (272 bytes)
+//   Q4_0, IQ4_NL: 8 fp16 scales, then 4 vectors P_k (k < 4) whose byte e of lane j is byte
+//           4k + e of block j's nibbles: low nibble = value 4k + e, high = value 16 + 4k + e,
+//           so vector k is P_k & 15 and vector k + 4 is P_k >> 4                  (144 bytes)
+//   IQ4_XS: the block's 8 header bytes (d, scales_h, scales_l), then P_0..P_3 as above,
+//           lane j = sub-block j                                                 (136 bytes)
+// Blocks past nb are zero bytes. Decode reads the file's bytes, sequentially, in the lane order
+// the integer dot products need: no per-group transpose or hadd tree, no scale gather.
 // (Measured alternative: records of 4 rows interleaved, so that a 4-row tile is one stream,
 // decode 1 token ~25 % slower on the 2-core AMD VM: several streams per thread keep more reads
 // in flight than the prefetchers give one stream.)
-constexpr int kPackQ8_0x8 = 1;
-constexpr int64_t kPackQ8_0GroupBytes = 16 + 256;
-struct PackedQ8_0 {
+constexpr int kPackLanes = 1;
+bool packable_type(GgmlType t);
+int64_t packed_record_bytes(GgmlType t);
+struct PackedWeight {
+    GgmlType type = GgmlType::kQ8_0;
     const uint8_t* data = nullptr;
-    int64_t rows = 0, nb = 0, ng = 0;
-    size_t row_bytes = 0;  // ng records
-    size_t bytes = 0;      // whole matrix
+    int64_t rows = 0, nb = 0, ng = 0;  // rows, 32-value blocks per row, groups per row
+    size_t rec_bytes = 0;              // one group record
+    size_t row_bytes = 0;              // ng records
+    size_t bytes = 0;                  // whole matrix
     const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
-PackedQ8_0 packed_q8_0_layout(int64_t rows, int64_t cols);
-// Repacks rows [r0, r1) of a Q8_0 weight into `out` (layout.data, writable).
-void pack_q8_0_rows(const WeightView& w, const PackedQ8_0& layout, uint8_t* out, int64_t r0, int64_t r1);
-// Rows [r0, r1) of a packed Q8_0 weight times all n tokens of `a`: the same bits as
+PackedWeight packed_layout(GgmlType type, int64_t rows, int64_t cols);
+// Repacks rows [r0, r1) of `w` into `out` (layout of packed_layout(w.type, ...)).
+void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, int64_t r0, int64_t r1);
+// Rows [r0, r1) of a packed weight times all n tokens of `a`: the same bits as
 // matmul_q8_block_avx2 on the original weight.
-void matmul_q8_packed_avx2(const PackedQ8_0& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
+void matmul_q8_packed_avx2(const PackedWeight& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
                            int64_t n);
 
 // Types with an integer kernel (see act_quant_supported).

@@ -26,6 +26,7 @@
 
 #include "kernels/cpu/matmul_internal.h"
 #include "kernels/cpu/matmul_q8.h"
+#include "runtime/base/error.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
@@ -379,7 +380,6 @@ constexpr int kPrefetchBytes = 1024;
 // Packed Q8_0: measured on the 2-core AMD VM (8 alternating runs, 2 threads, 256 MiB): 256 and
 // 512 bytes ahead stream at 24-25 GB/s, 1024 at 21.
 constexpr int kPackedPrefetchBytes = 512;
-constexpr int kPackedStreams = 4;
 constexpr int64_t kGemvMaxTokens = 8;
 constexpr int64_t kL2ActBytes = 160 << 10;  // int8 activations of one GEMM token block
 
@@ -508,13 +508,71 @@ void run(const WeightView& wv, int64_t r0, int64_t r1, const ActQ8& a, float* y,
     }
 }
 
-// ------------------------------------------------------------------ packed Q8_0 (repacked at load)
-// NR packed rows (row i at w + i*rs) x NT tokens of the interleaved
-// activations. Per group: the 8 weight vectors are already the dword transpose (lane j = block
-// j), so each feeds maddubs and madd directly and the block sums accumulate with one add: the
-// integers and float steps of tile(), hence the same bits, without decode_group's transposes
-// (GEMM) or the hadd tree (GEMV).
-template <int NR, int NT>
+// ------------------------------------------------------------------ packed weights (repacked at load)
+// Group decoders of the packed records (matmul_q8.h): REC bytes per record; prep() gives the
+// per-lane float factors f and the int16 multiplier pairs M of the madd; load() the 8 vectors
+// of signed values, lane j = sub-block j. ACC16 maddubs results are summed in int16 first (no
+// overflow: |v| <= 8 for Q4_0).
+struct PG8 {
+    __m256 f;
+    __m256i M;
+};
+PIPELM_AI PG8 fp16_lanes(const uint8_t* rec) {
+    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec))), ones16()};
+}
+PIPELM_AI void nibble_vectors(const uint8_t* q, __m256i* v) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i P = load256(q + 32 * k);
+        v[k] = _mm256_and_si256(P, m4);
+        v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(P, 4), m4);
+    }
+}
+struct PQ8_0 {
+    using E = EQ8_0;  // the file-layout decoder: same integers
+    static constexpr int REC = 16 + 256, ACC16 = 1;
+    static PIPELM_AI PG8 prep(const uint8_t* rec) { return fp16_lanes(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        for (int k = 0; k < 8; ++k) v[k] = load256(rec + 16 + 32 * k);
+    }
+};
+struct PQ4_0 {
+    using E = EQ4_0;  // the file-layout decoder: same integers
+    static constexpr int REC = 16 + 128, ACC16 = 8;
+    static PIPELM_AI PG8 prep(const uint8_t* rec) { return fp16_lanes(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        nibble_vectors(rec + 16, v);
+        for (int k = 0; k < 8; ++k) v[k] = _mm256_sub_epi8(v[k], _mm256_set1_epi8(8));
+    }
+};
+struct PIQ4_NL {
+    using E = EIQ4_NL;  // the file-layout decoder: same integers
+    static constexpr int REC = 16 + 128, ACC16 = 1;
+    static PIPELM_AI PG8 prep(const uint8_t* rec) { return fp16_lanes(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        nibble_vectors(rec + 16, v);
+        for (int k = 0; k < 8; ++k) v[k] = iq4_lut(v[k]);
+    }
+};
+struct PIQ4_XS {  // f = d for every sub-block, M = ls - 32 of sub-block j in lane j
+    using E = EIQ4_XS;  // the file-layout decoder: same integers
+    static constexpr int REC = 8 + 128, ACC16 = 1;
+    static PIPELM_AI PG8 prep(const uint8_t* rec) {
+        const __m256i ls = iq4xs_scales(rec);
+        return {bcast_fp16(rec), _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xFFFF)),
+                                                 _mm256_slli_epi32(ls, 16))};
+    }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        nibble_vectors(rec + 8, v);
+        for (int k = 0; k < 8; ++k) v[k] = iq4_lut(v[k]);
+    }
+};
+
+// NR packed rows (row i at w + i*rs) x NT tokens of the interleaved activations. The vectors are
+// already in lane order (lane j = sub-block j), so each feeds maddubs and madd directly and the
+// block sums accumulate with one add: the integers and float steps of tile(), hence the same
+// bits, without decode_group's transposes (GEMM) or the hadd tree (GEMV).
+template <class P, int NR, int NT>
 __attribute__((noinline)) void packed_tile(const uint8_t* w, size_t rs, int64_t ng, const ActQ8& a, int64_t t0,
                                            float* y, int64_t ldy, int64_t ys) {
     __m256 acc[NR][NT];
@@ -523,30 +581,36 @@ __attribute__((noinline)) void packed_tile(const uint8_t* w, size_t rs, int64_t 
         xq[t] = a.qi + (t0 + t) * a.ldq;
         static_for<NR>([&](auto i) AI_LAMBDA { acc[i][t] = _mm256_setzero_ps(); });
     });
-    const __m256i ones = ones16();
     for (int64_t g = 0; g < ng; ++g) {
-        const uint8_t* wg = w + g * kPackQ8_0GroupBytes;
+        const uint8_t* wg = w + g * P::REC;
         static_for<NR>([&](auto i) AI_LAMBDA {
-            static_for<5>([&](auto l) AI_LAMBDA {
-                _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kPackedPrefetchBytes + 64 * l), _MM_HINT_T0);
-            });
+            for (int off = 0; off < P::REC; off += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kPackedPrefetchBytes + off), _MM_HINT_T0);
         });
         static_for<NR>([&](auto i) AI_LAMBDA {
-            const uint8_t* wr = wg + i * rs;
+            const uint8_t* rec = wg + i * rs;
+            const PG8 G = P::prep(rec);
+            __m256i v[8];
+            P::load(rec, v);
             __m256i s32[NT];
             static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_setzero_si256(); });
-            static_for<8>([&](auto k) AI_LAMBDA {
-                const __m256i wk = load256(wr + 16 + 32 * k), uk = _mm256_abs_epi8(wk);
-                static_for<NT>([&](auto t) AI_LAMBDA {
-                    const __m256i xk = load256(xq[t] + 256 * g + 32 * k);
-                    s32[t] = _mm256_add_epi32(
-                        s32[t], _mm256_madd_epi16(_mm256_maddubs_epi16(uk, _mm256_sign_epi8(xk, wk)), ones));
+            static_for<8 / P::ACC16>([&](auto hh) AI_LAMBDA {
+                constexpr int h = hh * P::ACC16;
+                __m256i s16[NT];
+                static_for<P::ACC16>([&](auto kk) AI_LAMBDA {
+                    constexpr int k = h + kk;
+                    const __m256i u = _mm256_abs_epi8(v[k]);
+                    static_for<NT>([&](auto t) AI_LAMBDA {
+                        const __m256i xk = load256(xq[t] + 256 * g + 32 * k);
+                        const __m256i p = _mm256_maddubs_epi16(u, _mm256_sign_epi8(xk, v[k]));
+                        s16[t] = kk == 0 ? p : _mm256_add_epi16(s16[t], p);
+                    });
                 });
+                static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], G.M)); });
             });
-            const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr)));
             static_for<NT>([&](auto t) AI_LAMBDA {
                 const int64_t o = (t0 + t) * a.ldd + 8 * g;
-                acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(f, _mm256_loadu_ps(a.d + o)),
+                acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(G.f, _mm256_loadu_ps(a.d + o)),
                                             acc[i][t]);
             });
         });
@@ -557,39 +621,73 @@ __attribute__((noinline)) void packed_tile(const uint8_t* w, size_t rs, int64_t 
 }
 
 // One row, tokens [t0, t1) in groups of NT (the rest 1 by 1).
-template <int NT>
-void packed_row(const PackedQ8_0& p, int64_t r, const ActQ8& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+template <class P, int NT>
+void packed_row(const PackedWeight& p, int64_t r, const ActQ8& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
     int64_t t = t0;
-    for (; t + NT <= t1; t += NT) packed_tile<1, NT>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
-    for (; t < t1; ++t) packed_tile<1, 1>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
+    for (; t + NT <= t1; t += NT) packed_tile<P, 1, NT>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
+    for (; t < t1; ++t) packed_tile<P, 1, 1>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
 }
 
-}  // namespace
-
-void matmul_q8_packed_avx2(const PackedQ8_0& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
-                           int64_t n) {
+template <class P>
+void run_packed(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
     if (n <= 2) {
-        // 1 token: NS-row tiles whose rows come from NS contiguous parts of the range (NS long
+        // 1 token: 4-row tiles whose rows come from 4 contiguous quarters of the range (4 long
         // weight streams, as the unpacked GEMV); 2 tokens: 2-row x 2-token tiles from 2 halves.
-        const int parts = n == 1 ? kPackedStreams : 2;
+        const int parts = n == 1 ? 4 : 2;
         const int64_t len = (r1 - r0) / parts;
         const size_t rs = static_cast<size_t>(len) * p.row_bytes;
         for (int64_t q = 0; q < len; ++q) {
             const uint8_t* w = p.row(r0 + q);
             if (n == 1)
-                packed_tile<kPackedStreams, 1>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
+                packed_tile<P, 4, 1>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
             else
-                packed_tile<2, 2>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
+                packed_tile<P, 2, 2>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
         }
-        for (int64_t r = r0 + parts * len; r < r1; ++r) packed_row<2>(p, r, a, 0, n, y, ldy);
+        for (int64_t r = r0 + parts * len; r < r1; ++r) packed_row<P, 2>(p, r, a, 0, n, y, ldy);
         return;
     }
-    // More tokens: token blocks whose activations stay in L2; per row, 4-token tiles (the row's
-    // weights stay in L1 across them).
-    const int64_t nc = n <= kGemvMaxTokens ? n : (kL2ActBytes / (a.ldq + 8 * a.ldd) + 3) / 4 * 4 + 4;
+    if (n <= kGemvMaxTokens) {  // a few tokens: 4-token tiles straight from the records
+        for (int64_t r = r0; r < r1; ++r) packed_row<P, 4>(p, r, a, 0, n, y, ldy);
+        return;
+    }
+    // Prefill: token blocks whose activations stay in L2; each row is decoded once per block into
+    // the panel form of tile() (|v|, v, factors), which the token groups then reuse from L1 (the
+    // records' nibble unpacking and lookups would otherwise be redone for every 4 tokens).
+    PG* panel = reinterpret_cast<PG*>(thread_scratch(1, static_cast<size_t>(p.ng) * sizeof(PG) / 4));
+    const int64_t nc = (kL2ActBytes / (a.ldq + 8 * a.ldd) + 3) / 4 * 4 + 4;
     for (int64_t tb = 0; tb < n; tb += nc) {
         const int64_t te = min64(n, tb + nc);
-        for (int64_t r = r0; r < r1; ++r) packed_row<4>(p, r, a, tb, te, y, ldy);
+        for (int64_t r = r0; r < r1; ++r) {
+            const uint8_t* row = p.row(r);
+            for (int64_t g = 0; g < p.ng; ++g) {
+                const uint8_t* rec = row + g * P::REC;
+                const PG8 G = P::prep(rec);
+                __m256i v[8];
+                P::load(rec, v);
+                PG& out = panel[g];
+                for (int k = 0; k < 8; ++k) {
+                    out.w[k] = _mm256_abs_epi8(v[k]);
+                    out.ws[k] = v[k];
+                }
+                out.f = G.f;
+                out.mn = _mm256_setzero_ps();
+                out.mlo = out.mhi = G.M;
+            }
+            row_tokens<typename P::E>(panel, p.ng, a, tb, te, y + r, ldy);
+        }
+    }
+}
+
+}  // namespace
+
+void matmul_q8_packed_avx2(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
+                           int64_t n) {
+    switch (p.type) {
+        case GgmlType::kQ8_0: return run_packed<PQ8_0>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ4_0: return run_packed<PQ4_0>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kIQ4_NL: return run_packed<PIQ4_NL>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kIQ4_XS: return run_packed<PIQ4_XS>(p, r0, r1, a, y, ldy, n);
+        default: PIPELM_THROW(ErrorCode::kInternal, "matmul_q8_packed_avx2: ", ggml_type_name(p.type), " is not packed");
     }
 }
 

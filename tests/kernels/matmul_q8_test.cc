@@ -190,48 +190,58 @@ TEST(MatmulQ8, ScalarAndAvx2BitIdentical) {
     }
 }
 
-// Q8_0 repacked at load (Matrix::Options::repack_q8) gives the same bits as the file layout, for
-// every token count (GEMV tiles for 1-2 tokens, 4-token tiles, token blocks), partial groups of
-// 8 blocks, odd row counts, thread counts and row splits; kNone ignores the repacked copy.
-TEST(MatmulQ8, RepackedQ8_0BitIdentical) {
-    if (!force_cpu_isa("avx2")) GTEST_SKIP() << "no AVX2 on this CPU: Q8_0 is only repacked for the AVX2 kernels";
+// Weights repacked at load (Matrix::Options::repack_q8: Q8_0, Q4_0, IQ4_NL, IQ4_XS) give the
+// same bits as the file layout, for every token count (GEMV tiles for 1-2 tokens, 4-token tiles,
+// token blocks), partial groups of 8 blocks, odd row counts, thread counts and row splits, on
+// realistic and on arbitrary block bytes; kNone ignores the repacked copy.
+TEST(MatmulQ8, RepackedWeightsBitIdentical) {
+    if (!force_cpu_isa("avx2")) GTEST_SKIP() << "no AVX2 on this CPU: weights are only repacked for the AVX2 kernels";
     force_cpu_isa("auto");
     std::mt19937_64 rng(17);
     ThreadPool pool1(1), pool2(2), pool3(3);
-    for (bool random_bytes : {false, true}) {
-        for (int64_t cols : {32, 96, 288, 1024, 4128}) {
-            for (int64_t rows : {1, 5, 67}) {
-                Weight w = make_weight(GgmlType::kQ8_0, rows, cols, rng, random_bytes);
-                Matrix::Options opt;
-                opt.repack_q8 = true;
-                const Matrix packed = Matrix::prepare(w.m.view(), opt);
-                ASSERT_NE(packed.packed(), nullptr);
-                const int64_t nmax = 64, ldx = cols + 3, ldy = rows + 2;
-                const auto x = random_x(nmax, ldx, rng);
-                const std::string what = "cols " + std::to_string(cols) + " rows " + std::to_string(rows);
-                for (ActQuant aq : {ActQuant::kQ8, ActQuant::kNone}) {
-                    std::vector<float> ref(nmax * ldy);
-                    matmul(w.m, x.data(), ldx, ref.data(), ldy, nmax, pool1, aq);
-                    for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 13, 64}) {
-                        for (ThreadPool* p : {&pool1, &pool2, &pool3}) {
-                            std::vector<float> y(n * ldy);
-                            matmul(packed, x.data(), ldx, y.data(), ldy, n, *p, aq);
-                            for (int64_t t = 0; t < n; ++t)
-                                ASSERT_EQ(first_bit_diff(y.data() + t * ldy, ref.data() + t * ldy, rows), -1)
-                                    << what << " n " << n << " threads " << p->size() << " token " << t;
+    for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS}) {
+        const bool big = ggml_type_info(type).block == 256;
+        for (bool random_bytes : {false, true}) {
+            for (int64_t cols : big ? std::vector<int64_t>{256, 1280, 4352} : std::vector<int64_t>{32, 96, 288, 1024, 4128}) {
+                for (int64_t rows : {1, 5, 67}) {
+                    Weight w = make_weight(type, rows, cols, rng, random_bytes);
+                    Matrix::Options opt;
+                    opt.repack_q8 = true;
+                    const Matrix packed = Matrix::prepare(w.m.view(), opt);
+                    ASSERT_NE(packed.packed(), nullptr) << ggml_type_name(type);
+                    const int64_t nmax = 64, ldx = cols + 3, ldy = rows + 2;
+                    const auto x = random_x(nmax, ldx, rng);
+                    const std::string what = std::string(ggml_type_name(type)) + " cols " + std::to_string(cols) +
+                                             " rows " + std::to_string(rows) + (random_bytes ? " random bytes" : "");
+                    for (ActQuant aq : {ActQuant::kQ8, ActQuant::kNone}) {
+                        std::vector<float> ref(nmax * ldy);
+                        matmul(w.m, x.data(), ldx, ref.data(), ldy, nmax, pool1, aq);
+                        for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 13, 64}) {
+                            for (ThreadPool* p : {&pool1, &pool2, &pool3}) {
+                                std::vector<float> y(n * ldy);
+                                matmul(packed, x.data(), ldx, y.data(), ldy, n, *p, aq);
+                                for (int64_t t = 0; t < n; ++t)
+                                    ASSERT_EQ(first_bit_diff(y.data() + t * ldy, ref.data() + t * ldy, rows), -1)
+                                        << what << " n " << n << " threads " << p->size() << " token " << t;
+                            }
                         }
-                    }
-                    if (rows > 16) {
-                        Weight pw = w;
-                        pw.m = packed;
-                        for (int64_t n : {int64_t{1}, int64_t{2}, int64_t{13}})
-                            ASSERT_NO_FATAL_FAILURE(
-                                testing::check_row_split(pw, x, ldx, ref, ldy, n, pool2, aq, what + " (split)"));
+                        if (rows > 16) {
+                            Weight pw = w;
+                            pw.m = packed;
+                            for (int64_t n : {int64_t{1}, int64_t{2}, int64_t{13}})
+                                ASSERT_NO_FATAL_FAILURE(
+                                    testing::check_row_split(pw, x, ldx, ref, ldy, n, pool2, aq, what + " (split)"));
+                        }
                     }
                 }
             }
         }
     }
+    // Types without a packed form are left as they are.
+    Weight k4 = make_weight(GgmlType::kQ4_K, 4, 256, rng);
+    Matrix::Options opt;
+    opt.repack_q8 = true;
+    EXPECT_EQ(Matrix::prepare(k4.m.view(), opt).packed(), nullptr);
 }
 
 // matmul_group (Q, K and V in one parallel region, mixed types) equals one matmul per weight,
