@@ -64,6 +64,7 @@ public:
     //   layout: same results, faster decode.
     struct Options {
         bool repack_q8 = false;
+        ThreadPool* pool = nullptr;  // repacks in parallel when given
     };
     static Matrix prepare(const WeightView& w) { return prepare(w, Options()); }
     static Matrix prepare(const WeightView& w, const Options& opt);

@@ -87,7 +87,12 @@ Matrix Matrix::prepare(const WeightView& w, const Options& opt) {
             PIPELM_THROW(ErrorCode::kOutOfMemory, "matmul: cannot allocate ", bytes, " bytes to repack a ",
                          ggml_type_name(w.type), " weight; run with --act-quant none to read the file layout");
         std::shared_ptr<void> packed(mem, [](void* p) { std::free(p); });
-        detail::pack_rows(w, layout, static_cast<uint8_t*>(mem), 0, w.rows);
+        uint8_t* out = static_cast<uint8_t*>(mem);
+        if (opt.pool != nullptr)
+            opt.pool->parallel_for(w.rows, [&](int64_t r0, int64_t r1, int) { detail::pack_rows(w, layout, out, r0, r1); },
+                                   64);
+        else
+            detail::pack_rows(w, layout, out, 0, w.rows);
         m.set_packed(std::move(packed), detail::kPackLanes);
     }
     return m;

@@ -50,6 +50,7 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
     }
     kernels::Matrix::Options prep;
     prep.repack_q8 = opt.act_quant == "q8";
+    prep.pool = &pool_;
     for (int l = spec.first_layer; l < spec.last_layer; ++l) {
         const std::string b = "blk." + std::to_string(l) + ".";
         Layer L;

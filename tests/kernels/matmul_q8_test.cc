@@ -207,6 +207,7 @@ TEST(MatmulQ8, RepackedWeightsBitIdentical) {
                     Weight w = make_weight(type, rows, cols, rng, random_bytes);
                     Matrix::Options opt;
                     opt.repack_q8 = true;
+                    opt.pool = random_bytes ? &pool3 : nullptr;  // repacked in parallel or serially
                     const Matrix packed = Matrix::prepare(w.m.view(), opt);
                     ASSERT_NE(packed.packed(), nullptr) << ggml_type_name(type);
                     const int64_t nmax = 64, ldx = cols + 3, ldy = rows + 2;
