@@ -71,11 +71,17 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     if (error_) std::rethrow_exception(error_);
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
-    if (n <= 0) return;
+int ThreadPool::threads_for(int64_t n, int64_t& grain, int64_t& n_grains) const {
+    if (n <= 0) return 0;
     grain = std::max<int64_t>(1, grain);
-    const int64_t n_grains = (n + grain - 1) / grain;
-    const int nt = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
+    n_grains = (n + grain - 1) / grain;
+    return static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
+}
+
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
+    int64_t n_grains = 0;
+    const int nt = threads_for(n, grain, n_grains);
+    if (nt == 0) return;
     if (nt == 1) {
         fn(0, n, 0);
         return;
@@ -90,10 +96,9 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
 
 void ThreadPool::parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                                        int64_t grain) {
-    if (n <= 0) return;
-    grain = std::max<int64_t>(1, grain);
-    const int64_t n_grains = (n + grain - 1) / grain;
-    const int nt = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
+    int64_t n_grains = 0;
+    const int nt = threads_for(n, grain, n_grains);
+    if (nt == 0) return;
     if (nt == 1) {
         fn(0, n, 0);
         return;
