@@ -71,36 +71,32 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     if (error_) std::rethrow_exception(error_);
 }
 
-int ThreadPool::threads_for(int64_t n, int64_t& grain, int64_t& n_grains) const {
-    if (n <= 0) return 0;
-    grain = std::max<int64_t>(1, grain);
-    n_grains = (n + grain - 1) / grain;
-    return static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
-}
-
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
-    int64_t n_grains = 0;
-    const int nt = threads_for(n, grain, n_grains);
-    if (nt == 0) return;
-    if (nt == 1) {
-        fn(0, n, 0);
-        return;
-    }
-    run_on_all([&](int t) {
-        if (t >= nt) return;
-        const int64_t g0 = n_grains * t / nt, g1 = n_grains * (t + 1) / nt;
-        const int64_t b = g0 * grain, e = std::min(n, g1 * grain);
-        if (b < e) fn(b, e, t);
-    });
+    run_shares(n, fn, grain, false);
 }
 
 void ThreadPool::parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
                                        int64_t grain) {
-    int64_t n_grains = 0;
-    const int nt = threads_for(n, grain, n_grains);
-    if (nt == 0) return;
+    run_shares(n, fn, grain, true);
+}
+
+void ThreadPool::run_shares(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain,
+                            bool steal) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(1, grain);
+    const int64_t n_grains = (n + grain - 1) / grain;
+    const int nt = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
     if (nt == 1) {
         fn(0, n, 0);
+        return;
+    }
+    if (!steal) {  // one contiguous share per thread
+        run_on_all([&](int t) {
+            if (t >= nt) return;
+            const int64_t g0 = n_grains * t / nt, g1 = n_grains * (t + 1) / nt;
+            const int64_t b = g0 * grain, e = std::min(n, g1 * grain);
+            if (b < e) fn(b, e, t);
+        });
         return;
     }
     for (int t = 0; t < nt; ++t) cursors_[t].next.store(0, std::memory_order_relaxed);

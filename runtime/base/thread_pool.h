@@ -40,8 +40,8 @@ public:
 
 private:
     void worker_loop(int index);
-    // Threads to use for n items in grains of `grain` (clamped to >= 1; sets n_grains); 0 when n <= 0.
-    int threads_for(int64_t n, int64_t& grain, int64_t& n_grains) const;
+    // Both parallel_for flavours: static shares, with stealing when `steal`.
+    void run_shares(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain, bool steal);
 
     int n_threads_;
     std::vector<std::thread> workers_;
