@@ -150,18 +150,117 @@ void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, f
 }
 
 bool packable_type(GgmlType t) {
-    return t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0 || t == GgmlType::kIQ4_NL || t == GgmlType::kIQ4_XS;
-}
-
-int64_t packed_record_bytes(GgmlType t) {
     switch (t) {
-        case GgmlType::kQ8_0: return 16 + 256;
+        case GgmlType::kQ8_0:
         case GgmlType::kQ4_0:
-        case GgmlType::kIQ4_NL: return 16 + 128;
-        case GgmlType::kIQ4_XS: return 8 + 128;
-        default: PIPELM_THROW(ErrorCode::kUnsupported, "packed_record_bytes: ", ggml_type_name(t), " is not packable");
+        case GgmlType::kQ4_1:
+        case GgmlType::kQ5_0:
+        case GgmlType::kQ5_1:
+        case GgmlType::kIQ4_NL:
+        case GgmlType::kQ4_K:
+        case GgmlType::kQ5_K:
+        case GgmlType::kQ6_K:
+        case GgmlType::kIQ4_XS: return true;
+        default: return false;
     }
 }
+
+namespace {
+
+// Byte offsets of a packed record (matmul_q8.h): factors, high bits (5- and 6-bit types), then
+// the low nibble pairs P_0..P_3 (or Q8_0's 8 vectors of int8 values).
+struct RecordLayout {
+    int bytes = 0;
+    int hi = -1;  // H (5-bit: 32 bytes; Q6_K: H_0, H_1, 64 bytes)
+    int lo = 0;   // P_0..P_3 (128 bytes) or Q8_0's values (256 bytes)
+};
+
+RecordLayout record_layout(GgmlType t) {
+    switch (t) {
+        case GgmlType::kQ8_0: return {272, -1, 16};
+        case GgmlType::kQ4_0:
+        case GgmlType::kIQ4_NL: return {144, -1, 16};
+        case GgmlType::kQ4_1: return {160, -1, 32};
+        case GgmlType::kQ5_0: return {176, 16, 48};
+        case GgmlType::kQ5_1: return {192, 32, 64};
+        case GgmlType::kQ4_K: return {144, -1, 16};
+        case GgmlType::kQ5_K: return {176, 16, 48};
+        case GgmlType::kQ6_K: return {210, 18, 82};
+        case GgmlType::kIQ4_XS: return {136, -1, 8};
+        default: PIPELM_THROW(ErrorCode::kUnsupported, "packed weights: ", ggml_type_name(t), " is not packable");
+    }
+}
+
+// The stored (unsigned) codes of the 32 values of sub-block j of block b: the nibble index for
+// IQ4_*, the biased value for Q4_0 / Q5_0 / Q6_K (v + 8, v + 16, v + 32), the int8 byte for Q8_0.
+void raw_codes(GgmlType type, const uint8_t* b, int j, uint8_t c[32]) {
+    auto qh_bit = [&](int off, int i) {
+        uint32_t qh;
+        std::memcpy(&qh, b + off, 4);
+        return static_cast<int>((qh >> i) & 1);
+    };
+    for (int i = 0; i < 32; ++i) {
+        int v = 0;
+        switch (type) {
+            case GgmlType::kQ8_0: v = b[2 + i]; break;
+            case GgmlType::kQ4_0:
+            case GgmlType::kIQ4_NL: v = nib(b + 2, i); break;
+            case GgmlType::kQ4_1: v = nib(b + 4, i); break;
+            case GgmlType::kQ5_0: v = nib(b + 6, i) | qh_bit(2, i) << 4; break;
+            case GgmlType::kQ5_1: v = nib(b + 8, i) | qh_bit(4, i) << 4; break;
+            case GgmlType::kQ4_K:
+            case GgmlType::kQ5_K: {
+                const bool five = type == GgmlType::kQ5_K;
+                const uint8_t q = b[(five ? 48 : 16) + 32 * (j / 2) + i];
+                v = j % 2 == 0 ? (q & 0x0F) : (q >> 4);
+                if (five) v |= ((b[16 + i] >> j) & 1) << 4;
+                break;
+            }
+            case GgmlType::kQ6_K: {
+                const int h = j / 4, g = j % 4;
+                const uint8_t ql = b[64 * h + 32 * (g & 1) + i];
+                v = (g < 2 ? (ql & 0x0F) : (ql >> 4)) | ((b[128 + 32 * h + i] >> (2 * g)) & 3) << 4;
+                break;
+            }
+            case GgmlType::kIQ4_XS: v = nib(b + 8 + 16 * j, i); break;
+            default: break;
+        }
+        c[i] = static_cast<uint8_t>(v);
+    }
+}
+
+// The factor header of one record: per-block fp16 fields of the 32-value types in lanes, the
+// 256-value types' block header (Q6_K: d, then its 16 int8 scales split into the multipliers
+// of elements 0..15 and 16..31 of each sub-block).
+void pack_header(GgmlType type, const uint8_t* blk, int j, uint8_t* rec) {
+    switch (type) {
+        case GgmlType::kQ4_1:
+        case GgmlType::kQ5_1:
+            std::memcpy(rec + 16 + 2 * j, blk + 2, 2);  // m
+            [[fallthrough]];
+        case GgmlType::kQ8_0:
+        case GgmlType::kQ4_0:
+        case GgmlType::kQ5_0:
+        case GgmlType::kIQ4_NL: std::memcpy(rec + 2 * j, blk, 2); return;  // d
+        case GgmlType::kQ4_K:
+        case GgmlType::kQ5_K:
+            if (j == 0) std::memcpy(rec, blk, 16);  // d, dmin, 12 scale bytes
+            return;
+        case GgmlType::kIQ4_XS:
+            if (j == 0) std::memcpy(rec, blk, 8);  // d, scales_h, scales_l
+            return;
+        case GgmlType::kQ6_K:
+            if (j == 0) std::memcpy(rec, blk + 208, 2);
+            rec[2 + j] = blk[192 + 2 * j];
+            rec[10 + j] = blk[193 + 2 * j];
+            return;
+        default: return;
+    }
+}
+
+}  // namespace
+
+int64_t packed_record_bytes(GgmlType t) { return record_layout(t).bytes; }
 
 PackedWeight packed_layout(GgmlType type, int64_t rows, int64_t cols) {
     PackedWeight p;
@@ -176,29 +275,41 @@ PackedWeight packed_layout(GgmlType type, int64_t rows, int64_t cols) {
 }
 
 void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, int64_t r0, int64_t r1) {
+    const RecordLayout L = record_layout(layout.type);
+    const auto& ti = ggml_type_info(layout.type);
+    const int per = static_cast<int>(ti.block / 32);  // sub-blocks per GGUF block
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
+    uint8_t c[32];
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* src = base + r * w.row_bytes;
         uint8_t* dst = out + static_cast<size_t>(r) * layout.row_bytes;
         std::memset(dst, 0, layout.row_bytes);
-        if (layout.type == GgmlType::kIQ4_XS) {  // one 136-byte block per group: header, then qs
-            for (int64_t g = 0; g < layout.ng; ++g) {
-                const uint8_t* blk = src + 136 * g;
-                uint8_t* rec = dst + layout.rec_bytes * g;
-                std::memcpy(rec, blk, 8);
-                for (int j = 0; j < 8; ++j)
-                    for (int k = 0; k < 4; ++k) std::memcpy(rec + 8 + 32 * k + 4 * j, blk + 8 + 16 * j + 4 * k, 4);
-            }
-            continue;
-        }
-        const bool q8 = layout.type == GgmlType::kQ8_0;
-        const int64_t bb = q8 ? 34 : 18;  // block bytes: fp16 d, then 32 int8 or 16 nibble bytes
-        for (int64_t b = 0; b < layout.nb; ++b) {
-            const uint8_t* blk = src + bb * b;
-            uint8_t* rec = dst + layout.rec_bytes * (b / 8);
+        for (int64_t b = 0; b < layout.nb; ++b) {  // sub-block b = lane j of group b / 8
+            const uint8_t* blk = src + (b / per) * ti.block_bytes;
             const int j = static_cast<int>(b % 8);
-            std::memcpy(rec + 2 * j, blk, 2);
-            for (int k = 0; k < (q8 ? 8 : 4); ++k) std::memcpy(rec + 16 + 32 * k + 4 * j, blk + 2 + 4 * k, 4);
+            uint8_t* rec = dst + layout.rec_bytes * (b / 8);
+            pack_header(layout.type, blk, j, rec);  // (for 256-value blocks, j is the sub-block too)
+            raw_codes(layout.type, blk, j, c);
+            for (int e = 0; e < 4; ++e) {  // byte e of lane j: values 4k + e
+                uint8_t* lane = rec + 4 * j + e;
+                if (layout.type == GgmlType::kQ8_0) {
+                    for (int k = 0; k < 8; ++k) lane[L.lo + 32 * k] = c[4 * k + e];
+                    continue;
+                }
+                for (int k = 0; k < 4; ++k)
+                    lane[L.lo + 32 * k] = static_cast<uint8_t>((c[4 * k + e] & 15) | (c[16 + 4 * k + e] & 15) << 4);
+                if (layout.type == GgmlType::kQ6_K) {  // H_a: bits 2i, 2i+1 = bits 4, 5 of value 4(4a + i) + e
+                    for (int a = 0; a < 2; ++a) {
+                        int h = 0;
+                        for (int i = 0; i < 4; ++i) h |= ((c[4 * (4 * a + i) + e] >> 4) & 3) << (2 * i);
+                        lane[L.hi + 32 * a] = static_cast<uint8_t>(h);
+                    }
+                } else if (L.hi >= 0) {  // H: bit k = bit 4 of value 4k + e
+                    int h = 0;
+                    for (int k = 0; k < 8; ++k) h |= ((c[4 * k + e] >> 4) & 1) << k;
+                    lane[L.hi] = static_cast<uint8_t>(h);
+                }
+            }
         }
     }
 }

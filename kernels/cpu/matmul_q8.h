@@ -29,19 +29,23 @@ struct ActQ8 {
 void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi);
 
 // Weights repacked at load for the kQ8 kernels (Matrix::prepare with repack_q8; format id
-// kPackLanes), for the types whose group of 8 sub-blocks of 32 values has one float factor per
-// sub-block and no min: Q8_0, Q4_0, IQ4_NL (8 blocks per group) and IQ4_XS (one 256-value block
-// per group). Row by row, ng group records, each holding exactly the bytes of the group's GGUF
-// blocks, reordered so that 32-byte vector k holds values 4k..4k+3 of sub-block j in dword lane
-// j (the layout of ActQ8::qi):
-//   Q8_0:   8 fp16 scales, then 8 vectors of int8 values                          (272 bytes)
-//   Q4_0, IQ4_NL: 8 fp16 scales, then 4 vectors P_k (k < 4) whose byte e of lane j is byte
-//           4k + e of block j's nibbles: low nibble = value 4k + e, high = value 16 + 4k + e,
-//           so vector k is P_k & 15 and vector k + 4 is P_k >> 4                  (144 bytes)
-//   IQ4_XS: the block's 8 header bytes (d, scales_h, scales_l), then P_0..P_3 as above,
-//           lane j = sub-block j                                                 (136 bytes)
-// Blocks past nb are zero bytes. Decode reads the file's bytes, sequentially, in the lane order
-// the integer dot products need: no per-group transpose or hadd tree, no scale gather.
+// kPackLanes), for every type with an integer kernel. Row by row, ng records of one group of 8
+// sub-blocks of 32 values (8 blocks of the 32-value types, one block of the 256-value ones),
+// each exactly as large as the GGUF bytes it holds, with the values reordered so that 32-byte
+// vector k holds values 4k..4k+3 of sub-block j in dword lane j (the layout of ActQ8::qi):
+//   factors   Q8_0, Q4_0, Q5_0, IQ4_NL: 8 fp16 d (lane j = block j); Q4_1, Q5_1: 8 d, then 8 m;
+//             Q4_K, Q5_K: the block's d, dmin and 12 packed scale bytes; IQ4_XS: its 8 header
+//             bytes; Q6_K: d, then 8 int8 scales of elements 0..15 of sub-block j, then 8 of
+//             elements 16..31
+//   H         5-bit types: one vector, byte e of lane j has bit 4 of value 4k + e in bit k;
+//             Q6_K: H_0, H_1, byte e of lane j of H_a has bits 4..5 of value 4(4a + i) + e in
+//             bits 2i..2i+1
+//   P_0..P_3  byte e of lane j: low 4 bits of value 4k + e | those of value 16 + 4k + e << 4, so
+//             vector k is P_k & 15 and vector k + 4 is P_k >> 4 (Q8_0: 8 vectors of int8 values)
+// The values are the stored codes (nibble index, biased value). Sizes: Q8_0 272, Q4_0 / IQ4_NL
+// / Q4_K 144, Q4_1 160, Q5_0 / Q5_K 176, Q5_1 192, Q6_K 210, IQ4_XS 136. Blocks past nb are
+// zero bytes. Decode reads the records sequentially in the lane order the integer dot products
+// need: no per-group transpose or hadd tree, no scale gather.
 // (Measured alternative: records of 4 rows interleaved, so that a 4-row tile is one stream,
 // decode 1 token ~25 % slower on the 2-core AMD VM: several streams per thread keep more reads
 // in flight than the prefetchers give one stream.)

@@ -510,15 +510,26 @@ void run(const WeightView& wv, int64_t r0, int64_t r1, const ActQ8& a, float* y,
 
 // ------------------------------------------------------------------ packed weights (repacked at load)
 // Group decoders of the packed records (matmul_q8.h): REC bytes per record; prep() gives the
-// per-lane float factors f and the int16 multiplier pairs M of the madd; load() the 8 vectors
-// of signed values, lane j = sub-block j. ACC16 maddubs results are summed in int16 first (no
-// overflow: |v| <= 8 for Q4_0).
-struct PG8 {
-    __m256 f;
-    __m256i M;
+// per-lane float factors f (and min coefficients mn) and the int16 multiplier pairs of the madd
+// for elements 0..15 (Mlo) and 16..31 (Mhi) of each sub-block; load() the 8 value vectors,
+// lane j = sub-block j (signed values for SIGNED types, else unsigned). E is the file-layout
+// decoder of the same type: the same integers, ACC16, SIGNED and MIN.
+struct PGK {
+    __m256 f, mn;
+    __m256i Mlo, Mhi;
 };
-PIPELM_AI PG8 fp16_lanes(const uint8_t* rec) {
-    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec))), ones16()};
+// dword lanes x (|x| < 2^15) -> int16 pairs (x, x): the madd multipliers of one lane.
+PIPELM_AI __m256i pairs16(__m256i x) {
+    return _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(x, 16));
+}
+PIPELM_AI __m256 fp16x8(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+PIPELM_AI PGK lanes_d(const uint8_t* rec) { return {fp16x8(rec), _mm256_setzero_ps(), ones16(), ones16()}; }
+PIPELM_AI PGK lanes_dm(const uint8_t* rec) { return {fp16x8(rec), fp16x8(rec + 16), ones16(), ones16()}; }
+// Q4_K / Q5_K header: f = d, mn_j = -(dmin * m_j) (exact), multipliers sc_j.
+PIPELM_AI PGK kquant_lanes(const uint8_t* rec) {
+    const GK g = kquant_group(rec);
+    const __m256i sc = pairs16(_mm256_cvtepi16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(g.sc))));
+    return {g.f, g.mn, sc, sc};
 }
 PIPELM_AI void nibble_vectors(const uint8_t* q, __m256i* v) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -528,39 +539,120 @@ PIPELM_AI void nibble_vectors(const uint8_t* q, __m256i* v) {
         v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(P, 4), m4);
     }
 }
+// v[k] |= bit k of H's bytes, moved to bit 4 (16-bit shifts: a bit that crosses a byte lands
+// outside 0x10).
+PIPELM_AI void add_bit4(const uint8_t* h, __m256i* v) {
+    const __m256i H = load256(h), b4 = _mm256_set1_epi8(0x10);
+    static_for<8>([&](auto k) AI_LAMBDA {
+        __m256i x;
+        if constexpr (k < 4)
+            x = _mm256_slli_epi16(H, 4 - k);
+        else if constexpr (k == 4)
+            x = H;
+        else
+            x = _mm256_srli_epi16(H, k - 4);
+        v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b4));
+    });
+}
 struct PQ8_0 {
-    using E = EQ8_0;  // the file-layout decoder: same integers
-    static constexpr int REC = 16 + 256, ACC16 = 1;
-    static PIPELM_AI PG8 prep(const uint8_t* rec) { return fp16_lanes(rec); }
+    using E = EQ8_0;
+    static constexpr int REC = 272;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         for (int k = 0; k < 8; ++k) v[k] = load256(rec + 16 + 32 * k);
     }
 };
 struct PQ4_0 {
-    using E = EQ4_0;  // the file-layout decoder: same integers
-    static constexpr int REC = 16 + 128, ACC16 = 8;
-    static PIPELM_AI PG8 prep(const uint8_t* rec) { return fp16_lanes(rec); }
+    using E = EQ4_0;
+    static constexpr int REC = 144;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         nibble_vectors(rec + 16, v);
         for (int k = 0; k < 8; ++k) v[k] = _mm256_sub_epi8(v[k], _mm256_set1_epi8(8));
     }
 };
+struct PQ4_1 {
+    using E = EQ4_1;
+    static constexpr int REC = 160;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_dm(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) { nibble_vectors(rec + 32, v); }
+};
+struct PQ5_0 {
+    using E = EQ5_0;
+    static constexpr int REC = 176;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        nibble_vectors(rec + 48, v);
+        add_bit4(rec + 16, v);
+        for (int k = 0; k < 8; ++k) v[k] = _mm256_sub_epi8(v[k], _mm256_set1_epi8(16));
+    }
+};
+struct PQ5_1 {
+    using E = EQ5_1;
+    static constexpr int REC = 192;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_dm(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        nibble_vectors(rec + 64, v);
+        add_bit4(rec + 32, v);
+    }
+};
 struct PIQ4_NL {
-    using E = EIQ4_NL;  // the file-layout decoder: same integers
-    static constexpr int REC = 16 + 128, ACC16 = 1;
-    static PIPELM_AI PG8 prep(const uint8_t* rec) { return fp16_lanes(rec); }
+    using E = EIQ4_NL;
+    static constexpr int REC = 144;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         nibble_vectors(rec + 16, v);
         for (int k = 0; k < 8; ++k) v[k] = iq4_lut(v[k]);
     }
 };
-struct PIQ4_XS {  // f = d for every sub-block, M = ls - 32 of sub-block j in lane j
-    using E = EIQ4_XS;  // the file-layout decoder: same integers
-    static constexpr int REC = 8 + 128, ACC16 = 1;
-    static PIPELM_AI PG8 prep(const uint8_t* rec) {
-        const __m256i ls = iq4xs_scales(rec);
-        return {bcast_fp16(rec), _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xFFFF)),
-                                                 _mm256_slli_epi32(ls, 16))};
+struct PQ4_K {
+    using E = EQ4_K;
+    static constexpr int REC = 144;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return kquant_lanes(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) { nibble_vectors(rec + 16, v); }
+};
+struct PQ5_K {
+    using E = EQ5_K;
+    static constexpr int REC = 176;
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return kquant_lanes(rec); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        nibble_vectors(rec + 48, v);
+        add_bit4(rec + 16, v);
+    }
+};
+struct PQ6_K {  // f = d; multipliers: int8 scale of elements 0..15 / 16..31 of sub-block j
+    using E = EQ6_K;
+    static constexpr int REC = 210;
+    static PIPELM_AI PGK prep(const uint8_t* rec) {
+        const __m256i lo = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + 2)));
+        const __m256i hi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + 10)));
+        return {bcast_fp16(rec), _mm256_setzero_ps(), pairs16(lo), pairs16(hi)};
+    }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
+        nibble_vectors(rec + 82, v);
+        const __m256i b45 = _mm256_set1_epi8(0x30);
+        static_for<2>([&](auto a) AI_LAMBDA {
+            const __m256i H = load256(rec + 18 + 32 * a);
+            static_for<4>([&](auto i) AI_LAMBDA {  // bits 2i..2i+1 -> bits 4..5
+                __m256i x;
+                if constexpr (i < 2)
+                    x = _mm256_slli_epi16(H, 4 - 2 * i);
+                else if constexpr (i == 2)
+                    x = H;
+                else
+                    x = _mm256_srli_epi16(H, 2);
+                constexpr int k = 4 * a + i;
+                v[k] = _mm256_sub_epi8(_mm256_or_si256(v[k], _mm256_and_si256(x, b45)), _mm256_set1_epi8(32));
+            });
+        });
+    }
+};
+struct PIQ4_XS {  // f = d for every sub-block, multipliers ls - 32 of sub-block j in lane j
+    using E = EIQ4_XS;
+    static constexpr int REC = 136;
+    static PIPELM_AI PGK prep(const uint8_t* rec) {
+        const __m256i M = pairs16(iq4xs_scales(rec));
+        return {bcast_fp16(rec), _mm256_setzero_ps(), M, M};
     }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         nibble_vectors(rec + 8, v);
@@ -588,28 +680,31 @@ __attribute__((noinline)) void packed_tile(const uint8_t* w, size_t rs, int64_t 
                 _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kPackedPrefetchBytes + off), _MM_HINT_T0);
         });
         static_for<NR>([&](auto i) AI_LAMBDA {
+            using E = typename P::E;
             const uint8_t* rec = wg + i * rs;
-            const PG8 G = P::prep(rec);
+            const PGK G = P::prep(rec);
             __m256i v[8];
             P::load(rec, v);
             __m256i s32[NT];
             static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_setzero_si256(); });
-            static_for<8 / P::ACC16>([&](auto hh) AI_LAMBDA {
-                constexpr int h = hh * P::ACC16;
+            static_for<8 / E::ACC16>([&](auto hh) AI_LAMBDA {
+                constexpr int h = hh * E::ACC16;
                 __m256i s16[NT];
-                static_for<P::ACC16>([&](auto kk) AI_LAMBDA {
+                static_for<E::ACC16>([&](auto kk) AI_LAMBDA {
                     constexpr int k = h + kk;
-                    const __m256i u = _mm256_abs_epi8(v[k]);
+                    const __m256i u = E::SIGNED ? _mm256_abs_epi8(v[k]) : v[k];
                     static_for<NT>([&](auto t) AI_LAMBDA {
                         const __m256i xk = load256(xq[t] + 256 * g + 32 * k);
-                        const __m256i p = _mm256_maddubs_epi16(u, _mm256_sign_epi8(xk, v[k]));
+                        const __m256i p = _mm256_maddubs_epi16(u, E::SIGNED ? _mm256_sign_epi8(xk, v[k]) : xk);
                         s16[t] = kk == 0 ? p : _mm256_add_epi16(s16[t], p);
                     });
                 });
-                static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], G.M)); });
+                const __m256i M = h < 4 ? G.Mlo : G.Mhi;
+                static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], M)); });
             });
             static_for<NT>([&](auto t) AI_LAMBDA {
                 const int64_t o = (t0 + t) * a.ldd + 8 * g;
+                if constexpr (E::MIN) acc[i][t] = _mm256_fmadd_ps(G.mn, _mm256_loadu_ps(a.s + o), acc[i][t]);
                 acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(G.f, _mm256_loadu_ps(a.d + o)),
                                             acc[i][t]);
             });
@@ -661,17 +756,18 @@ void run_packed(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, f
             const uint8_t* row = p.row(r);
             for (int64_t g = 0; g < p.ng; ++g) {
                 const uint8_t* rec = row + g * P::REC;
-                const PG8 G = P::prep(rec);
+                const PGK G = P::prep(rec);
                 __m256i v[8];
                 P::load(rec, v);
                 PG& out = panel[g];
                 for (int k = 0; k < 8; ++k) {
-                    out.w[k] = _mm256_abs_epi8(v[k]);
+                    out.w[k] = P::E::SIGNED ? _mm256_abs_epi8(v[k]) : v[k];
                     out.ws[k] = v[k];
                 }
                 out.f = G.f;
-                out.mn = _mm256_setzero_ps();
-                out.mlo = out.mhi = G.M;
+                out.mn = G.mn;
+                out.mlo = G.Mlo;
+                out.mhi = G.Mhi;
             }
             row_tokens<typename P::E>(panel, p.ng, a, tb, te, y + r, ldy);
         }
@@ -685,7 +781,13 @@ void matmul_q8_packed_avx2(const PackedWeight& p, int64_t r0, int64_t r1, const 
     switch (p.type) {
         case GgmlType::kQ8_0: return run_packed<PQ8_0>(p, r0, r1, a, y, ldy, n);
         case GgmlType::kQ4_0: return run_packed<PQ4_0>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ4_1: return run_packed<PQ4_1>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ5_0: return run_packed<PQ5_0>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ5_1: return run_packed<PQ5_1>(p, r0, r1, a, y, ldy, n);
         case GgmlType::kIQ4_NL: return run_packed<PIQ4_NL>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ4_K: return run_packed<PQ4_K>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ5_K: return run_packed<PQ5_K>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ6_K: return run_packed<PQ6_K>(p, r0, r1, a, y, ldy, n);
         case GgmlType::kIQ4_XS: return run_packed<PIQ4_XS>(p, r0, r1, a, y, ldy, n);
         default: PIPELM_THROW(ErrorCode::kInternal, "matmul_q8_packed_avx2: ", ggml_type_name(p.type), " is not packed");
     }

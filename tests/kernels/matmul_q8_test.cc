@@ -190,7 +190,7 @@ TEST(MatmulQ8, ScalarAndAvx2BitIdentical) {
     }
 }
 
-// Weights repacked at load (Matrix::Options::repack_q8: Q8_0, Q4_0, IQ4_NL, IQ4_XS) give the
+// Weights repacked at load (Matrix::Options::repack_q8: every type with an integer kernel) give the
 // same bits as the file layout, for every token count (GEMV tiles for 1-2 tokens, 4-token tiles,
 // token blocks), partial groups of 8 blocks, odd row counts, thread counts and row splits, on
 // realistic and on arbitrary block bytes; kNone ignores the repacked copy.
@@ -199,7 +199,8 @@ TEST(MatmulQ8, RepackedWeightsBitIdentical) {
     force_cpu_isa("auto");
     std::mt19937_64 rng(17);
     ThreadPool pool1(1), pool2(2), pool3(3);
-    for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS}) {
+    for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
+                          GgmlType::kIQ4_NL, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kIQ4_XS}) {
         const bool big = ggml_type_info(type).block == 256;
         for (bool random_bytes : {false, true}) {
             for (int64_t cols : big ? std::vector<int64_t>{256, 1280, 4352} : std::vector<int64_t>{32, 96, 288, 1024, 4128}) {
@@ -238,11 +239,11 @@ TEST(MatmulQ8, RepackedWeightsBitIdentical) {
             }
         }
     }
-    // Types without a packed form are left as they are.
-    Weight k4 = make_weight(GgmlType::kQ4_K, 4, 256, rng);
+    // Types without an integer kernel are left as they are.
+    Weight h = make_weight(GgmlType::kF16, 4, 256, rng);
     Matrix::Options opt;
     opt.repack_q8 = true;
-    EXPECT_EQ(Matrix::prepare(k4.m.view(), opt).packed(), nullptr);
+    EXPECT_EQ(Matrix::prepare(h.m.view(), opt).packed(), nullptr);
 }
 
 // matmul_group (Q, K and V in one parallel region, mixed types) equals one matmul per weight,
