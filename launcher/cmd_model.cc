@@ -126,13 +126,17 @@ int cmd_mkmodel(int argc, char** argv) {
         {"--ctx", "", true, "N", "context_length", "preset"},
         {"--bias", "", false, "", "with q/k/v biases (as GLM-4-9B)", ""},
         {"--no-bias", "", false, "", "without q/k/v biases (as GLM-4-32B)", ""},
-        {"--dtype", "", true, "TYPE", "type of the 2-D weights: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q4_k q5_k q6_k iq4_xs", "preset"},
+        {"--dtype", "", true, "TYPE", "one type for every 2-D weight: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl q4_k q5_k q6_k iq4_xs", "preset"},
+        {"--ftype", "", true, "NAME", "llama-quantize file type, its per-tensor mix of types (instead of --dtype): " + model::ftype_names(), ""},
         {"--seed", "", true, "N", "random seed", "42"},
         {"--threads", "-t", true, "N", "threads", "all cores"},
     });
     if (!a.parse(argc, argv, 2,
                  "Writes a GLM-4-architecture GGUF with RANDOM weights (for tests and benchmarks: its text is noise)\n"
-                 "and a byte-level tokenizer. Quantized types use pipelm's own round-to-nearest quantizers."))
+                 "and a byte-level tokenizer. Quantized types use pipelm's own round-to-nearest quantizers.\n"
+                 "--ftype q4_k_m (etc.) gives each tensor the type llama.cpp's llama-quantize would (no imatrix):\n"
+                 "output.weight q6_K, more bits for attn_v/ffn_down in some layers, 32-block types for rows\n"
+                 "the 256-blocks cannot hold."))
         return 0;
     if (!a.has("--out")) PIPELM_THROW(ErrorCode::kInvalidArgument, "mkmodel: pass -o FILE.gguf");
     model::MkModelSpec s = model::mkmodel_preset(a.str("--preset"));
@@ -150,12 +154,18 @@ int cmd_mkmodel(int argc, char** argv) {
     set("--ctx", s.n_ctx);
     if (a.flag("--bias")) s.qkv_bias = true;
     if (a.flag("--no-bias")) s.qkv_bias = false;
+    if (a.has("--ftype") && a.has("--dtype"))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "mkmodel: pass either --ftype ", a.str("--ftype"), " or --dtype ",
+                     a.str("--dtype"), ", not both (--dtype: one type for every weight; --ftype: llama-quantize's mix)");
     if (a.has("--dtype")) s.dtype = parse_ggml_type(a.str("--dtype"));
+    if (a.has("--ftype")) s.ftype = model::parse_ftype(a.str("--ftype"));
     s.seed = static_cast<uint64_t>(a.integer("--seed"));
     const int threads = a.has("--threads") ? static_cast<int>(a.integer("--threads")) : default_threads(1);
     model::mkmodel_write(s, a.str("--out"), threads);
+    const std::string types = s.ftype ? std::string("ftype ") + model::ftype_name(*s.ftype)
+                                      : std::string(ggml_type_name(s.dtype));
     PIPELM_INFO("wrote ", a.str("--out"), ": ", model::mkmodel_params(s) / 1e6, " M parameters, ", s.n_layer,
-                " layers, ", ggml_type_name(s.dtype), " (random weights)");
+                " layers, ", types, " (random weights)");
     return 0;
 }
 

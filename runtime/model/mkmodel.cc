@@ -1,6 +1,7 @@
 #include "runtime/model/mkmodel.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <cmath>
 #include <thread>
@@ -32,6 +33,31 @@ uint32_t llama_ftype(GgmlType t) {
         case GgmlType::kBF16: return 32;
         default: return 0;
     }
+}
+
+struct FtypeInfo {
+    Ftype ftype;
+    const char* name;
+    GgmlType base;
+    uint32_t llama_code;  // LLAMA_FTYPE_MOSTLY_* (llama.h)
+};
+
+// Listed in this order by --help and by errors.
+constexpr FtypeInfo kFtypes[] = {
+    {Ftype::kF32, "f32", GgmlType::kF32, 0},           {Ftype::kF16, "f16", GgmlType::kF16, 1},
+    {Ftype::kBF16, "bf16", GgmlType::kBF16, 32},       {Ftype::kQ8_0, "q8_0", GgmlType::kQ8_0, 7},
+    {Ftype::kQ4_0, "q4_0", GgmlType::kQ4_0, 2},        {Ftype::kQ4_1, "q4_1", GgmlType::kQ4_1, 3},
+    {Ftype::kQ5_0, "q5_0", GgmlType::kQ5_0, 8},        {Ftype::kQ5_1, "q5_1", GgmlType::kQ5_1, 9},
+    {Ftype::kIQ4_NL, "iq4_nl", GgmlType::kIQ4_NL, 25}, {Ftype::kIQ4_XS, "iq4_xs", GgmlType::kIQ4_XS, 30},
+    {Ftype::kQ4_K_S, "q4_k_s", GgmlType::kQ4_K, 14},   {Ftype::kQ4_K_M, "q4_k_m", GgmlType::kQ4_K, 15},
+    {Ftype::kQ5_K_S, "q5_k_s", GgmlType::kQ5_K, 16},   {Ftype::kQ5_K_M, "q5_k_m", GgmlType::kQ5_K, 17},
+    {Ftype::kQ6_K, "q6_k", GgmlType::kQ6_K, 18},
+};
+
+const FtypeInfo& ftype_info(Ftype f) {
+    for (const auto& e : kFtypes)
+        if (e.ftype == f) return e;
+    PIPELM_THROW(ErrorCode::kInternal, "ftype ", static_cast<int>(f), " has no table entry");
 }
 
 uint64_t mix(uint64_t x) {
@@ -130,6 +156,69 @@ MkModelSpec mkmodel_preset(const std::string& name) {
 
 std::string mkmodel_presets() { return "tiny, small, bench, glm4-9b, glm4-32b"; }
 
+Ftype parse_ftype(const std::string& name) {
+    std::string lower = name;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    for (const auto& e : kFtypes)
+        if (lower == e.name) return e.ftype;
+    PIPELM_THROW(ErrorCode::kInvalidArgument, "--ftype ", name, ": unknown file type (use ", ftype_names(), ")");
+}
+
+const char* ftype_name(Ftype f) { return ftype_info(f).name; }
+
+std::string ftype_names() {
+    std::string s;
+    for (const auto& e : kFtypes) s += std::string(s.empty() ? "" : ", ") + e.name;
+    return s;
+}
+
+GgmlType ftype_base_type(Ftype f) { return ftype_info(f).base; }
+
+uint32_t ftype_llama_code(Ftype f) { return ftype_info(f).llama_code; }
+
+// llama_tensor_get_type (llama.cpp src/llama-quant.cpp) for the rules that reach these file
+// types on a dense GLM-4 without an importance matrix; attn_v and ffn_down count layers, as
+// llama.cpp's i_attention_wv / i_ffn_down do when tensors are in block order.
+GgmlType ftype_tensor_type(Ftype f, const std::string& name, int64_t ne0, int layer, const MkModelSpec& s) {
+    const GgmlType base = ftype_base_type(f);
+    // llama-quantize applies its rules only when the file type is a quantized one.
+    if (base == GgmlType::kF32 || base == GgmlType::kF16 || base == GgmlType::kBF16) return base;
+    auto fits = [ne0](GgmlType t) { return ne0 % ggml_type_info(t).block == 0; };
+    const int n = s.n_layer;
+    auto use_more_bits = [n](int i) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; };
+    const bool k_m = f == Ftype::kQ4_K_M || f == Ftype::kQ5_K_M;
+    const bool iq4 = f == Ftype::kIQ4_NL || f == Ftype::kIQ4_XS;
+    GgmlType t = base;
+    if (name == "output.weight") {
+        if (!fits(base)) t = GgmlType::kQ8_0;
+        else if (base != GgmlType::kQ8_0) t = GgmlType::kQ6_K;
+    } else if (name == "token_embd.weight") {
+        // the base type
+    } else if (name.find("attn_v.weight") != std::string::npos) {
+        const int n_gqa = s.n_head / s.n_head_kv;
+        if (iq4 && n_gqa >= 4) t = GgmlType::kQ5_K;
+        else if (k_m && use_more_bits(layer)) t = GgmlType::kQ6_K;
+        else if (f == Ftype::kQ4_K_S && layer < 4) t = GgmlType::kQ5_K;
+    } else if (name.find("ffn_down") != std::string::npos) {
+        if (k_m && use_more_bits(layer)) t = GgmlType::kQ6_K;
+        else if (iq4 && layer < n / 8) t = GgmlType::kQ5_K;  // llama.cpp: only without an imatrix
+        else if (f == Ftype::kQ4_K_S && layer < n / 8) t = GgmlType::kQ5_K;
+    }
+    if (fits(t)) return t;
+    // tensor_type_fallback: a row the 256-blocks cannot hold takes a 32-block type, then F16.
+    switch (t) {
+        case GgmlType::kIQ4_XS: t = GgmlType::kIQ4_NL; break;
+        case GgmlType::kQ4_K: t = GgmlType::kQ5_0; break;
+        case GgmlType::kQ5_K: t = GgmlType::kQ5_1; break;
+        case GgmlType::kQ6_K: t = GgmlType::kQ8_0; break;
+        default:
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "mkmodel: --ftype ", ftype_name(f), ": ", name, " has rows of ",
+                         ne0, " values, not a multiple of ", ggml_type_name(t), "'s block of ",
+                         ggml_type_info(t).block);
+    }
+    return fits(t) ? t : GgmlType::kF16;
+}
+
 uint64_t mkmodel_params(const MkModelSpec& s) {
     const uint64_t E = s.n_embd, Q = uint64_t(s.n_head) * s.head_dim, KV = uint64_t(s.n_head_kv) * s.head_dim;
     uint64_t per_layer = E * Q + 2 * E * KV + Q * E + E * 2 * s.n_ff + uint64_t(s.n_ff) * E + 4 * E;
@@ -144,16 +233,18 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
                  s.n_head_kv);
     PIPELM_CHECK(s.n_rot % 2 == 0 && s.n_rot <= s.head_dim, "mkmodel: --rope-dim must be even and <= --head-dim");
     PIPELM_CHECK(s.n_vocab >= 266, "mkmodel: --vocab must be at least 266 (256 bytes + 10 special tokens)");
-    const int64_t blk = ggml_type_info(s.dtype).block;
     const int64_t E = s.n_embd, Q = int64_t(s.n_head) * s.head_dim, KV = int64_t(s.n_head_kv) * s.head_dim;
-    for (int64_t cols : {E, Q, int64_t(s.n_ff)})
-        PIPELM_CHECK(cols % blk == 0, "mkmodel: --dtype ", ggml_type_name(s.dtype), " needs every row length (",
-                     E, ", ", Q, ", ", s.n_ff, ") to be a multiple of ", blk);
+    if (!s.ftype) {
+        const int64_t blk = ggml_type_info(s.dtype).block;
+        for (int64_t cols : {E, Q, int64_t(s.n_ff)})
+            PIPELM_CHECK(cols % blk == 0, "mkmodel: --dtype ", ggml_type_name(s.dtype), " needs every row length (",
+                         E, ", ", Q, ", ", s.n_ff, ") to be a multiple of ", blk);
+    }
 
     gguf::GgufWriter w;
     w.set_string("general.architecture", "glm4");
     w.set_string("general.name", "pipelm random GLM-4 (mkmodel)");
-    w.set_u32("general.file_type", llama_ftype(s.dtype));
+    w.set_u32("general.file_type", s.ftype ? ftype_llama_code(*s.ftype) : llama_ftype(s.dtype));
     w.set_u32("glm4.context_length", s.n_ctx);
     w.set_u32("glm4.embedding_length", s.n_embd);
     w.set_u32("glm4.feed_forward_length", s.n_ff);
@@ -190,8 +281,10 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
     w.set_string("tokenizer.chat_template", kChatTemplate);
 
     uint64_t tensor_id = 0;
-    auto matrix = [&](const std::string& name, int64_t cols, int64_t rows, GgmlType t, float std) {
+    // A 2-D weight of block `layer` (-1: embedding, output): --dtype's type or --ftype's choice.
+    auto matrix = [&](const std::string& name, int64_t cols, int64_t rows, int layer, float std) {
         const uint64_t id = tensor_id++;
+        const GgmlType t = s.ftype ? ftype_tensor_type(*s.ftype, name, cols, layer, s) : s.dtype;
         const size_t rb = ggml_row_bytes(t, cols);
         w.add_tensor(name, t, {cols, rows}, [=](uint8_t* dst) {
             const int nt = std::max<int>(1, std::min<int64_t>(n_threads, rows));
@@ -216,27 +309,27 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
             std::memcpy(dst, v.data(), n * 4);
         });
     };
-    matrix("token_embd.weight", E, s.n_vocab, s.dtype, 1.0f);
+    matrix("token_embd.weight", E, s.n_vocab, -1, 1.0f);
     for (int l = 0; l < s.n_layer; ++l) {
         const std::string b = "blk." + std::to_string(l) + ".";
         vec(b + "attn_norm.weight", E, 1.f, 0.1f);
-        matrix(b + "attn_q.weight", E, Q, s.dtype, s.weight_std);
-        matrix(b + "attn_k.weight", E, KV, s.dtype, s.weight_std);
-        matrix(b + "attn_v.weight", E, KV, s.dtype, s.weight_std);
+        matrix(b + "attn_q.weight", E, Q, l, s.weight_std);
+        matrix(b + "attn_k.weight", E, KV, l, s.weight_std);
+        matrix(b + "attn_v.weight", E, KV, l, s.weight_std);
         if (s.qkv_bias) {
             vec(b + "attn_q.bias", Q, 0.f, 0.1f);
             vec(b + "attn_k.bias", KV, 0.f, 0.1f);
             vec(b + "attn_v.bias", KV, 0.f, 0.1f);
         }
-        matrix(b + "attn_output.weight", Q, E, s.dtype, s.weight_std);
+        matrix(b + "attn_output.weight", Q, E, l, s.weight_std);
         vec(b + "post_attention_norm.weight", E, 1.f, 0.1f);
         vec(b + "ffn_norm.weight", E, 1.f, 0.1f);
-        matrix(b + "ffn_up.weight", E, 2 * int64_t(s.n_ff), s.dtype, s.weight_std);
-        matrix(b + "ffn_down.weight", s.n_ff, E, s.dtype, s.weight_std);
+        matrix(b + "ffn_up.weight", E, 2 * int64_t(s.n_ff), l, s.weight_std);
+        matrix(b + "ffn_down.weight", s.n_ff, E, l, s.weight_std);
         vec(b + "post_ffw_norm.weight", E, 1.f, 0.1f);
     }
     vec("output_norm.weight", E, 1.f, 0.1f);
-    matrix("output.weight", E, s.n_vocab, s.dtype, s.weight_std);
+    matrix("output.weight", E, s.n_vocab, -1, s.weight_std);
     w.write(path);
 }
 

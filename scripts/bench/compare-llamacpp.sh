@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # pipelm vs llama.cpp (CPU build, through node-llama-cpp 3.22.1) on the same GGUF files.
 #
-#   scripts/bench/compare-llamacpp.sh            # F16, Q8_0 (+ Q4_K, IQ4_XS if mkmodel makes them)
+#   scripts/bench/compare-llamacpp.sh            # F16, Q8_0, Q4_K_M, IQ4_XS
 #
-# 1. Makes the benchmark model (`pipelm mkmodel --preset bench`: 61 layers, hidden 1024, vocab
-#    151552, random weights) per type, cached under $BUILD/models, and marks its byte tokens NORMAL
-#    so that llama.cpp loads it (see gguf-byte-tokens-normal.py; pipelm reads it the same way).
+# 1. Makes the benchmark model (`pipelm mkmodel --preset bench --ftype TYPE`: 61 layers, hidden 1024,
+#    vocab 151552, random weights) per llama.cpp file type, with the per-tensor mix of types that
+#    llama-quantize gives that file type (q4_k_m: q4_K with q6_K output and q6_K attn_v/ffn_down in
+#    half the layers; iq4_xs: q5_K attn_v, q6_K output), as the files people download. Cached under
+#    $BUILD/models as bench-ftype-TYPE.gguf (older bench-TYPE.gguf files were one type throughout,
+#    made with --dtype, and are not reused). Marks the byte tokens NORMAL so that llama.cpp loads it
+#    (see gguf-byte-tokens-normal.py; pipelm reads it the same way).
 # 2. Installs node-llama-cpp into scripts/bench/node_modules if missing (npm registry).
 # 3. Runs `pipelm bench` (exact, and with --act-quant q8 on quantized types) and llamacpp-bench.mjs ALTERNATELY, $REPS times each, same file, same
 #    thread count, pp$N_PROMPT and tg$N_GEN (each invocation does its own warm-up run first).
 # 4. Prints a markdown table: t/s of both and the ratio pipelm / llama.cpp per test and type.
 #
-# Environment: AUTOGROUP_NICE (unset), THREADS (2), REPS (3), TYPES ("f16 q8_0 q4_k iq4_xs"), N_PROMPT (512), N_GEN (128),
-# CTX (1024), UBATCH (512: pipelm --ubatch = llama.cpp's batch), BUILD (build-bench), PIPELM.
+# Environment: AUTOGROUP_NICE (unset), THREADS (2), REPS (3), TYPES ("f16 q8_0 q4_k_m iq4_xs": names of
+# `pipelm mkmodel --ftype`, see its --help), N_PROMPT (512), N_GEN (128), CTX (1024), UBATCH (512:
+# pipelm --ubatch = llama.cpp's batch), BUILD (build-bench), PIPELM.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,7 +26,7 @@ BUILD=${BUILD:-$ROOT/build-bench}
 PIPELM=${PIPELM:-$BUILD/pipelm}
 THREADS=${THREADS:-2}
 REPS=${REPS:-3}
-TYPES=${TYPES:-f16 q8_0 q4_k iq4_xs}
+TYPES=${TYPES:-f16 q8_0 q4_k_m iq4_xs}
 N_PROMPT=${N_PROMPT:-512}
 N_GEN=${N_GEN:-128}
 CTX=${CTX:-1024}
@@ -57,11 +62,11 @@ fi
 mkdir -p "$BUILD/models" "$OUT"
 models=()
 for t in $TYPES; do
-    m=$BUILD/models/bench-$t.gguf
+    m=$BUILD/models/bench-ftype-$t.gguf
     if [[ ! -f $m ]]; then
         log "making $m"
-        if ! "$PIPELM" mkmodel --preset bench --dtype "$t" -o "$m.tmp" >&2; then
-            log "pipelm mkmodel --dtype $t failed: skipping $t"
+        if ! "$PIPELM" mkmodel --preset bench --ftype "$t" -o "$m.tmp" >&2; then
+            log "pipelm mkmodel --ftype $t failed (unknown name, or $PIPELM older than --ftype?): skipping $t"
             rm -f "$m.tmp"
             continue
         fi

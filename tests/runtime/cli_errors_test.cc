@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -238,6 +239,43 @@ TEST_F(CliErrors, UnknownFlag) {
     EXPECT_TRUE(clean_error(run_pipelm({"logits", "-m", good_, "--act-quant", "q4", "--tokens", "1"}, tmp_.dir()),
                             tmp_.dir(), kExitInvalidArgument, {"--act-quant", "q4", "none", "q8"}));
     EXPECT_TRUE(clean_error(run_pipelm({"inspect", "-m"}, tmp_.dir()), tmp_.dir(), kExitInvalidArgument, {"--model"}));
+}
+
+TEST_F(CliErrors, MkmodelFtypeAndDtypeTogether) {
+    const std::string out = tmp_.path("x.gguf");
+    EXPECT_TRUE(clean_error(run_pipelm({"mkmodel", "--ftype", "q4_k_m", "--dtype", "q8_0", "-o", out}, tmp_.dir()),
+                            tmp_.dir(), kExitInvalidArgument, {"--ftype", "--dtype", "not both"}));
+    EXPECT_TRUE(clean_error(run_pipelm({"mkmodel", "--ftype", "q4_k_xl", "-o", out}, tmp_.dir()), tmp_.dir(),
+                            kExitInvalidArgument, {"--ftype", "q4_k_xl", "unknown", "q4_k_m", "iq4_xs", "q6_k"}));
+    // A row the base type's 32-blocks cannot hold: embd 64 is fine for q4_0, attn_output's 2 x 20 is not.
+    EXPECT_TRUE(clean_error(run_pipelm({"mkmodel", "--ftype", "q4_0", "--embd", "64", "--heads", "2", "--kv-heads", "1",
+                                        "--head-dim", "20", "--rope-dim", "8", "-o", out},
+                                       tmp_.dir()),
+                            tmp_.dir(), kExitInvalidArgument, {"--ftype", "q4_0", "attn_output.weight", "40", "32"}));
+    EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+TEST_F(CliErrors, MkmodelFtypeModelRuns) {
+    // The baseline of the two above: a q4_k_m mix (hidden 256, so the K types apply) is written,
+    // names its file type and runs.
+    const std::string model = tmp_.path("q4km.gguf"), out = tmp_.path("logits.bin");
+    RunResult r = run_pipelm({"mkmodel", "--preset", "small", "--layers", "2", "--vocab", "300", "--ffn", "416",
+                              "--ftype", "q4_k_m", "-o", model},
+                             tmp_.dir());
+    ASSERT_TRUE(r.exited && r.exit_code == 0) << r.err;
+    EXPECT_NE(r.err.find("ftype q4_k_m"), std::string::npos) << r.err;
+    auto f = gguf::GgufFile::open(model);
+    EXPECT_EQ(f->get("general.file_type").as_int(), 15);
+    std::map<std::string, GgmlType> types;
+    for (const auto& t : f->tensors()) types[t.name] = t.type;
+    EXPECT_EQ(types["output.weight"], GgmlType::kQ6_K);
+    EXPECT_EQ(types["blk.0.attn_q.weight"], GgmlType::kQ4_K);
+    EXPECT_EQ(types["blk.0.ffn_down.weight"], GgmlType::kQ5_0);  // rows of 416: q4_K falls back
+    EXPECT_EQ(types["blk.1.ffn_down.weight"], GgmlType::kQ8_0);  // q6_K (more bits) falls back
+    r = run_pipelm({"logits", "-m", model, "--tokens", "1,2,3", "--out", out}, tmp_.dir());
+    ASSERT_TRUE(r.exited) << r.err;
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(std::filesystem::file_size(out), 3u * 300u * 4u);
 }
 
 }  // namespace
