@@ -114,11 +114,12 @@ struct Operand {
         const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
         const int64_t nb = K / 32, ldd = (nb + 7) / 8 * 8, ldq = ldd * 32;
         const size_t q_floats = static_cast<size_t>(n * ldq) / 4;
-        float* buf = detail::thread_scratch(3, 2 * q_floats + static_cast<size_t>(2 * n * ldd));
+        float* buf = detail::thread_scratch(3, 2 * q_floats + static_cast<size_t>(3 * n * ldd));
         int8_t* qn = reinterpret_cast<int8_t*>(buf);
         int8_t* qi = reinterpret_cast<int8_t*>(buf + q_floats);
         float* d = buf + 2 * q_floats;
         float* s = d + n * ldd;
+        int32_t* hs = reinterpret_cast<int32_t*>(s + n * ldd);
         for (int64_t t = 0; t < n; ++t) {
             int8_t* qt = qn + t * ldq;
             if (avx2)
@@ -127,7 +128,9 @@ struct Operand {
                 detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
             std::memset(qt + K, 0, static_cast<size_t>(ldq - K));
             detail::interleave_act_q8(qt, K, ldd, qi + t * ldq);
+            detail::half_sums_q8(qt, K, ldd, hs + t * ldd);
         }
+        a.hs = hs;
         a.q = qn;
         a.qi = qi;
         a.d = d;

@@ -314,6 +314,19 @@ void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, in
     }
 }
 
+void half_sums_q8(const int8_t* q, int64_t K, int64_t ldd, int32_t* hs) {
+    const int64_t nb = K / 32;
+    for (int64_t b = 0; b < nb; ++b) {
+        int lo = 0, hi = 0;
+        for (int i = 0; i < 16; ++i) {
+            lo += q[32 * b + i];
+            hi += q[32 * b + 16 + i];
+        }
+        hs[b] = static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xFFFFu));
+    }
+    for (int64_t b = nb; b < ldd; ++b) hs[b] = 0;
+}
+
 void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi) {
     std::memset(qi, 0, static_cast<size_t>(ldd) * 32);
     for (int64_t b = 0; b < K / 32; ++b)

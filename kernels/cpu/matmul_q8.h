@@ -16,7 +16,11 @@ namespace pipelm::kernels::detail {
 //   d[t*ldd + b]  block scales amax/127, b < K/32, then zeros up to ldd = 8 * ng
 //   s[t*ldd + b]  fl(d * Σ q) of the block, zeros past K/32
 //   q[t*ldq + 32*b + e]                 the same values in natural order (zero-padded)
+//   hs[t*ldd + b]  int16 pair (Σ q[0..16), Σ q[16..32)) of block b (low, high half), zeros past
+//                  K/32: the exact bias corrections of the packed kernels that read a biased
+//                  code c = v + B as unsigned (Σ m v q = Σ m c q - B Σ m q)
 struct ActQ8 {
+    const int32_t* hs = nullptr;
     const int8_t* q = nullptr;
     const int8_t* qi = nullptr;
     const float* d = nullptr;
@@ -71,6 +75,9 @@ void matmul_q8_packed_avx2(const PackedWeight& w, int64_t r0, int64_t r1, const 
 
 // Types with an integer kernel (see act_quant_supported).
 bool q8_type_supported(GgmlType t);
+
+// Natural-order int8 values q[0..K) of one token -> its hs row (ldd entries).
+void half_sums_q8(const int8_t* q, int64_t K, int64_t ldd, int32_t* hs);
 
 // Quantizes one token: x[0..K) -> q[0..K), d[0..ldd), s[0..ldd) (zero-padded past K/32).
 // Both give the same bits (IEEE division and round-half-even).

@@ -513,23 +513,34 @@ void run(const WeightView& wv, int64_t r0, int64_t r1, const ActQ8& a, float* y,
 // per-lane float factors f (and min coefficients mn) and the int16 multiplier pairs of the madd
 // for elements 0..15 (Mlo) and 16..31 (Mhi) of each sub-block; load() the 8 value vectors,
 // lane j = sub-block j (signed values for SIGNED types, else unsigned). E is the file-layout
-// decoder of the same type: the same integers, ACC16, SIGNED and MIN.
+// decoder of the same type: the same integers; SIGNED, MIN and ACC16 as E's, except where a
+// record's values are read as unsigned biased codes c = v + BIAS (then the block sums subtract
+// BIAS * Σ m q from ActQ8::hs with the multiplier pairs Mb: the same exact integers).
 struct PGK {
     __m256 f, mn;
     __m256i Mlo, Mhi;
+    __m256i Mb;  // BIAS > 0: lane j = (multiplier of elements 0..15, of 16..31) as int16 pair
+};
+template <class E_>
+struct PFlags {
+    using E = E_;
+    static constexpr bool SIGNED = E::SIGNED, MIN = E::MIN;
+    static constexpr int ACC16 = E::ACC16, BIAS = 0;
 };
 // dword lanes x (|x| < 2^15) -> int16 pairs (x, x): the madd multipliers of one lane.
 PIPELM_AI __m256i pairs16(__m256i x) {
     return _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(x, 16));
 }
 PIPELM_AI __m256 fp16x8(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-PIPELM_AI PGK lanes_d(const uint8_t* rec) { return {fp16x8(rec), _mm256_setzero_ps(), ones16(), ones16()}; }
-PIPELM_AI PGK lanes_dm(const uint8_t* rec) { return {fp16x8(rec), fp16x8(rec + 16), ones16(), ones16()}; }
+PIPELM_AI PGK lanes_d(const uint8_t* rec, bool biased = false) {
+    return {fp16x8(rec), _mm256_setzero_ps(), ones16(), ones16(), biased ? ones16() : _mm256_setzero_si256()};
+}
+PIPELM_AI PGK lanes_dm(const uint8_t* rec) { return {fp16x8(rec), fp16x8(rec + 16), ones16(), ones16(), _mm256_setzero_si256()}; }
 // Q4_K / Q5_K header: f = d, mn_j = -(dmin * m_j) (exact), multipliers sc_j.
 PIPELM_AI PGK kquant_lanes(const uint8_t* rec) {
     const GK g = kquant_group(rec);
     const __m256i sc = pairs16(_mm256_cvtepi16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(g.sc))));
-    return {g.f, g.mn, sc, sc};
+    return {g.f, g.mn, sc, sc, _mm256_setzero_si256()};
 }
 PIPELM_AI void nibble_vectors(const uint8_t* q, __m256i* v) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -554,41 +565,38 @@ PIPELM_AI void add_bit4(const uint8_t* h, __m256i* v) {
         v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b4));
     });
 }
-struct PQ8_0 {
-    using E = EQ8_0;
+struct PQ8_0 : PFlags<EQ8_0> {
     static constexpr int REC = 272;
     static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         for (int k = 0; k < 8; ++k) v[k] = load256(rec + 16 + 32 * k);
     }
 };
-struct PQ4_0 {
-    using E = EQ4_0;
+// Biased codes c = v + 8 (0..15), read unsigned (see PGK); block multipliers 1.
+struct PQ4_0 : PFlags<EQ4_0> {
+    static constexpr bool SIGNED = false;
+    static constexpr int BIAS = 8;  // ACC16 8: 8 pair sums <= 2*15*127 in int16
     static constexpr int REC = 144;
-    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
-    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
-        nibble_vectors(rec + 16, v);
-        for (int k = 0; k < 8; ++k) v[k] = _mm256_sub_epi8(v[k], _mm256_set1_epi8(8));
-    }
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec, true); }
+    static PIPELM_AI void load(const uint8_t* rec, __m256i* v) { nibble_vectors(rec + 16, v); }
 };
-struct PQ4_1 {
-    using E = EQ4_1;
+struct PQ4_1 : PFlags<EQ4_1> {
     static constexpr int REC = 160;
     static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_dm(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) { nibble_vectors(rec + 32, v); }
 };
-struct PQ5_0 {
-    using E = EQ5_0;
+// Biased codes c = v + 16 (0..31), read unsigned (see PGK); block multipliers 1.
+struct PQ5_0 : PFlags<EQ5_0> {
+    static constexpr bool SIGNED = false;
+    static constexpr int ACC16 = 4, BIAS = 16;  // 4 pair sums <= 2*31*127 in int16
     static constexpr int REC = 176;
-    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
+    static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec, true); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         nibble_vectors(rec + 48, v);
         add_bit4(rec + 16, v);
-        for (int k = 0; k < 8; ++k) v[k] = _mm256_sub_epi8(v[k], _mm256_set1_epi8(16));
     }
 };
-struct PQ5_1 {
-    using E = EQ5_1;
+struct PQ5_1 : PFlags<EQ5_1> {
     static constexpr int REC = 192;
     static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_dm(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
@@ -596,8 +604,7 @@ struct PQ5_1 {
         add_bit4(rec + 32, v);
     }
 };
-struct PIQ4_NL {
-    using E = EIQ4_NL;
+struct PIQ4_NL : PFlags<EIQ4_NL> {
     static constexpr int REC = 144;
     static PIPELM_AI PGK prep(const uint8_t* rec) { return lanes_d(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
@@ -605,14 +612,12 @@ struct PIQ4_NL {
         for (int k = 0; k < 8; ++k) v[k] = iq4_lut(v[k]);
     }
 };
-struct PQ4_K {
-    using E = EQ4_K;
+struct PQ4_K : PFlags<EQ4_K> {
     static constexpr int REC = 144;
     static PIPELM_AI PGK prep(const uint8_t* rec) { return kquant_lanes(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) { nibble_vectors(rec + 16, v); }
 };
-struct PQ5_K {
-    using E = EQ5_K;
+struct PQ5_K : PFlags<EQ5_K> {
     static constexpr int REC = 176;
     static PIPELM_AI PGK prep(const uint8_t* rec) { return kquant_lanes(rec); }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
@@ -620,13 +625,19 @@ struct PQ5_K {
         add_bit4(rec + 16, v);
     }
 };
-struct PQ6_K {  // f = d; multipliers: int8 scale of elements 0..15 / 16..31 of sub-block j
+// f = d; multipliers: int8 scale of elements 0..15 / 16..31 of sub-block j. The codes c = v + 32
+// (0..63) are read unsigned: no abs / sign per vector; maddubs pair sums <= 2*63*127, two of
+// them summed in int16.
+struct PQ6_K {
     using E = EQ6_K;
+    static constexpr bool SIGNED = false, MIN = false;
+    static constexpr int ACC16 = 2, BIAS = 32;
     static constexpr int REC = 210;
     static PIPELM_AI PGK prep(const uint8_t* rec) {
         const __m256i lo = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + 2)));
         const __m256i hi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + 10)));
-        return {bcast_fp16(rec), _mm256_setzero_ps(), pairs16(lo), pairs16(hi)};
+        const __m256i mb = _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(hi, 16));
+        return {bcast_fp16(rec), _mm256_setzero_ps(), pairs16(lo), pairs16(hi), mb};
     }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         nibble_vectors(rec + 82, v);
@@ -642,17 +653,16 @@ struct PQ6_K {  // f = d; multipliers: int8 scale of elements 0..15 / 16..31 of 
                 else
                     x = _mm256_srli_epi16(H, 2);
                 constexpr int k = 4 * a + i;
-                v[k] = _mm256_sub_epi8(_mm256_or_si256(v[k], _mm256_and_si256(x, b45)), _mm256_set1_epi8(32));
+                v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b45));  // the code c = v + 32
             });
         });
     }
 };
-struct PIQ4_XS {  // f = d for every sub-block, multipliers ls - 32 of sub-block j in lane j
-    using E = EIQ4_XS;
+struct PIQ4_XS : PFlags<EIQ4_XS> {  // f = d for every sub-block, multipliers ls - 32 of sub-block j in lane j
     static constexpr int REC = 136;
     static PIPELM_AI PGK prep(const uint8_t* rec) {
         const __m256i M = pairs16(iq4xs_scales(rec));
-        return {bcast_fp16(rec), _mm256_setzero_ps(), M, M};
+        return {bcast_fp16(rec), _mm256_setzero_ps(), M, M, _mm256_setzero_si256()};
     }
     static PIPELM_AI void load(const uint8_t* rec, __m256i* v) {
         nibble_vectors(rec + 8, v);
@@ -680,31 +690,38 @@ __attribute__((noinline)) void packed_tile(const uint8_t* w, size_t rs, int64_t 
                 _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kPackedPrefetchBytes + off), _MM_HINT_T0);
         });
         static_for<NR>([&](auto i) AI_LAMBDA {
-            using E = typename P::E;
             const uint8_t* rec = wg + i * rs;
             const PGK G = P::prep(rec);
             __m256i v[8];
             P::load(rec, v);
             __m256i s32[NT];
             static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_setzero_si256(); });
-            static_for<8 / E::ACC16>([&](auto hh) AI_LAMBDA {
-                constexpr int h = hh * E::ACC16;
+            static_for<8 / P::ACC16>([&](auto hh) AI_LAMBDA {
+                constexpr int h = hh * P::ACC16;
                 __m256i s16[NT];
-                static_for<E::ACC16>([&](auto kk) AI_LAMBDA {
+                static_for<P::ACC16>([&](auto kk) AI_LAMBDA {
                     constexpr int k = h + kk;
-                    const __m256i u = E::SIGNED ? _mm256_abs_epi8(v[k]) : v[k];
+                    const __m256i u = P::SIGNED ? _mm256_abs_epi8(v[k]) : v[k];
                     static_for<NT>([&](auto t) AI_LAMBDA {
                         const __m256i xk = load256(xq[t] + 256 * g + 32 * k);
-                        const __m256i p = _mm256_maddubs_epi16(u, E::SIGNED ? _mm256_sign_epi8(xk, v[k]) : xk);
+                        const __m256i p = _mm256_maddubs_epi16(u, P::SIGNED ? _mm256_sign_epi8(xk, v[k]) : xk);
                         s16[t] = kk == 0 ? p : _mm256_add_epi16(s16[t], p);
                     });
                 });
                 const __m256i M = h < 4 ? G.Mlo : G.Mhi;
                 static_for<NT>([&](auto t) AI_LAMBDA { s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], M)); });
             });
+            if constexpr (P::BIAS > 0) {  // Σ m v q = Σ m c q - BIAS Σ m q (BIAS a power of 2)
+                static_assert((P::BIAS & (P::BIAS - 1)) == 0);
+                constexpr int sh = __builtin_ctz(P::BIAS);
+                static_for<NT>([&](auto t) AI_LAMBDA {
+                    const __m256i hs = load256(a.hs + (t0 + t) * a.ldd + 8 * g);
+                    s32[t] = _mm256_sub_epi32(s32[t], _mm256_slli_epi32(_mm256_madd_epi16(hs, G.Mb), sh));
+                });
+            }
             static_for<NT>([&](auto t) AI_LAMBDA {
                 const int64_t o = (t0 + t) * a.ldd + 8 * g;
-                if constexpr (E::MIN) acc[i][t] = _mm256_fmadd_ps(G.mn, _mm256_loadu_ps(a.s + o), acc[i][t]);
+                if constexpr (P::MIN) acc[i][t] = _mm256_fmadd_ps(G.mn, _mm256_loadu_ps(a.s + o), acc[i][t]);
                 acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(G.f, _mm256_loadu_ps(a.d + o)),
                                             acc[i][t]);
             });
@@ -760,9 +777,10 @@ void run_packed(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, f
                 __m256i v[8];
                 P::load(rec, v);
                 PG& out = panel[g];
-                for (int k = 0; k < 8; ++k) {
-                    out.w[k] = P::E::SIGNED ? _mm256_abs_epi8(v[k]) : v[k];
-                    out.ws[k] = v[k];
+                for (int k = 0; k < 8; ++k) {  // the values in E's form (signed: v, not c = v + BIAS)
+                    const __m256i vk = P::BIAS > 0 ? _mm256_sub_epi8(v[k], _mm256_set1_epi8(P::BIAS)) : v[k];
+                    out.w[k] = P::E::SIGNED ? _mm256_abs_epi8(vk) : vk;
+                    out.ws[k] = vk;
                 }
                 out.f = G.f;
                 out.mn = G.mn;
