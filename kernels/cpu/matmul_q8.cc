@@ -193,7 +193,7 @@ RecordLayout record_layout(GgmlType t) {
 
 // The stored (unsigned) codes of the 32 values of sub-block j of block b: the nibble index for
 // IQ4_*, the biased value for Q4_0 / Q5_0 / Q6_K (v + 8, v + 16, v + 32), the int8 byte for Q8_0.
-void raw_codes(GgmlType type, const uint8_t* b, int j, uint8_t c[32]) {
+inline __attribute__((always_inline)) void raw_codes(GgmlType type, const uint8_t* b, int j, uint8_t c[32]) {
     auto qh_bit = [&](int off, int i) {
         uint32_t qh;
         std::memcpy(&qh, b + off, 4);
@@ -232,7 +232,7 @@ void raw_codes(GgmlType type, const uint8_t* b, int j, uint8_t c[32]) {
 // The factor header of one record: per-block fp16 fields of the 32-value types in lanes, the
 // 256-value types' block header (Q6_K: d, then its 16 int8 scales split into the multipliers
 // of elements 0..15 and 16..31 of each sub-block).
-void pack_header(GgmlType type, const uint8_t* blk, int j, uint8_t* rec) {
+inline __attribute__((always_inline)) void pack_header(GgmlType type, const uint8_t* blk, int j, uint8_t* rec) {
     switch (type) {
         case GgmlType::kQ4_1:
         case GgmlType::kQ5_1:
@@ -274,9 +274,13 @@ PackedWeight packed_layout(GgmlType type, int64_t rows, int64_t cols) {
     return p;
 }
 
-void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, int64_t r0, int64_t r1) {
-    const RecordLayout L = record_layout(layout.type);
-    const auto& ti = ggml_type_info(layout.type);
+namespace {
+
+// pack_rows for one type (a constant: the per-value switches of raw_codes fold away).
+template <GgmlType kType>
+void pack_rows_t(const WeightView& w, const PackedWeight& layout, uint8_t* out, int64_t r0, int64_t r1) {
+    const RecordLayout L = record_layout(kType);
+    const auto& ti = ggml_type_info(kType);
     const int per = static_cast<int>(ti.block / 32);  // sub-blocks per GGUF block
     const uint8_t* base = static_cast<const uint8_t*>(w.data);
     uint8_t c[32];
@@ -288,17 +292,17 @@ void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, in
             const uint8_t* blk = src + (b / per) * ti.block_bytes;
             const int j = static_cast<int>(b % 8);
             uint8_t* rec = dst + layout.rec_bytes * (b / 8);
-            pack_header(layout.type, blk, j, rec);  // (for 256-value blocks, j is the sub-block too)
-            raw_codes(layout.type, blk, j, c);
+            pack_header(kType, blk, j, rec);  // (for 256-value blocks, j is the sub-block too)
+            raw_codes(kType, blk, j, c);
             for (int e = 0; e < 4; ++e) {  // byte e of lane j: values 4k + e
                 uint8_t* lane = rec + 4 * j + e;
-                if (layout.type == GgmlType::kQ8_0) {
+                if (kType == GgmlType::kQ8_0) {
                     for (int k = 0; k < 8; ++k) lane[L.lo + 32 * k] = c[4 * k + e];
                     continue;
                 }
                 for (int k = 0; k < 4; ++k)
                     lane[L.lo + 32 * k] = static_cast<uint8_t>((c[4 * k + e] & 15) | (c[16 + 4 * k + e] & 15) << 4);
-                if (layout.type == GgmlType::kQ6_K) {  // H_a: bits 2i, 2i+1 = bits 4, 5 of value 4(4a + i) + e
+                if (kType == GgmlType::kQ6_K) {  // H_a: bits 2i, 2i+1 = bits 4, 5 of value 4(4a + i) + e
                     for (int a = 0; a < 2; ++a) {
                         int h = 0;
                         for (int i = 0; i < 4; ++i) h |= ((c[4 * (4 * a + i) + e] >> 4) & 3) << (2 * i);
@@ -311,6 +315,24 @@ void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, in
                 }
             }
         }
+    }
+}
+
+}  // namespace
+
+void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, int64_t r0, int64_t r1) {
+    switch (layout.type) {
+        case GgmlType::kQ8_0: return pack_rows_t<GgmlType::kQ8_0>(w, layout, out, r0, r1);
+        case GgmlType::kQ4_0: return pack_rows_t<GgmlType::kQ4_0>(w, layout, out, r0, r1);
+        case GgmlType::kQ4_1: return pack_rows_t<GgmlType::kQ4_1>(w, layout, out, r0, r1);
+        case GgmlType::kQ5_0: return pack_rows_t<GgmlType::kQ5_0>(w, layout, out, r0, r1);
+        case GgmlType::kQ5_1: return pack_rows_t<GgmlType::kQ5_1>(w, layout, out, r0, r1);
+        case GgmlType::kIQ4_NL: return pack_rows_t<GgmlType::kIQ4_NL>(w, layout, out, r0, r1);
+        case GgmlType::kQ4_K: return pack_rows_t<GgmlType::kQ4_K>(w, layout, out, r0, r1);
+        case GgmlType::kQ5_K: return pack_rows_t<GgmlType::kQ5_K>(w, layout, out, r0, r1);
+        case GgmlType::kQ6_K: return pack_rows_t<GgmlType::kQ6_K>(w, layout, out, r0, r1);
+        case GgmlType::kIQ4_XS: return pack_rows_t<GgmlType::kIQ4_XS>(w, layout, out, r0, r1);
+        default: PIPELM_THROW(ErrorCode::kUnsupported, "pack_rows: ", ggml_type_name(layout.type), " is not packable");
     }
 }
 
