@@ -1,5 +1,5 @@
 // Device-side helpers shared by the .cu files: warp/block reductions, element loads of the
-// weight types the CUDA backend keeps on the device (f32, f16, bf16, q8_0), grid sizing.
+// float weight types (f32, f16, bf16; the block types are decoded by quant.cuh), grid sizing.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -12,8 +12,6 @@
 namespace pipelm::kernels::cuda::detail {
 
 constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kQ8Block = 32;       // values per q8_0 block
-constexpr int kQ8BlockBytes = 34;  // fp16 scale + 32 int8
 
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535) {
     int64_t b = (n + threads - 1) / threads;
@@ -69,18 +67,13 @@ __device__ inline float block_max(float v) {
 __device__ __forceinline__ float bf16_bits_to_f32(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
 __device__ __forceinline__ float f16_bits_to_f32(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 
-// Element c of a row of `type` (f32, f16, bf16, q8_0), exactly as kernels::dequantize_row.
+// Element c of a row of `type` (f32, f16, bf16), exactly as kernels::dequantize_row.
 __device__ __forceinline__ float load_element(GgmlType type, const uint8_t* row, int64_t c) {
     switch (type) {
         case GgmlType::kF32: return reinterpret_cast<const float*>(row)[c];
         case GgmlType::kF16: return f16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
         case GgmlType::kBF16: return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
-        case GgmlType::kQ8_0: {
-            const uint8_t* b = row + (c / kQ8Block) * kQ8BlockBytes;
-            const float d = f16_bits_to_f32(*reinterpret_cast<const uint16_t*>(b));
-            return static_cast<float>(static_cast<int8_t>(b[2 + c % kQ8Block])) * d;
-        }
-        default: return __int_as_float(0x7fc00000);  // not a device type: NaN, caught by the checks
+        default: return __int_as_float(0x7fc00000);  // a block type: NaN (callers route those to quant.cuh)
     }
 }
 

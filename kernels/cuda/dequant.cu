@@ -1,6 +1,7 @@
 // Weight and activation conversions around the GEMMs:
-//  - dequantize_rows: f32/f16/bf16/q8_0 rows -> F32, bit-exact with kernels::dequantize_row
-//    (q8_0 prefill: the exact F32 weights of a row chunk, then an FP32 GEMM);
+//  - dequantize_rows: rows of any weight type (f32, f16, bf16 and the block types of quant.cuh)
+//    -> F32, bit-exact with kernels::dequantize_row (block-type prefill: the exact F32 weights of
+//    a row chunk, then an FP32 GEMM);
 //  - split_16: F32 activations -> hi (+ lo) 16-bit halves for cuBLAS 16-bit GEMMs. hi + lo keeps
 //    >= 16 significant bits (bf16) / >= 21 (f16), so a bf16/f16-weight GEMM with FP32 accumulation
 //    matches the F32 forward of the same weights (single rounding to bf16 costs ~2e-2 on the
@@ -9,6 +10,7 @@
 //  - scale_rows / f16_to_f32: the epilogues of those GEMMs.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/quant.cuh"
 
 namespace pipelm::kernels::cuda {
 namespace {
@@ -21,6 +23,21 @@ dequantize_kernel(GgmlType type, const uint8_t* __restrict__ src, size_t row_byt
     const uint8_t* row = src + blockIdx.x * row_bytes;
     float* d = dst + blockIdx.x * ldd;
     for (int64_t c = threadIdx.x; c < n_cols; c += blockDim.x) d[c] = detail::load_element(type, row, c);
+}
+
+// Block types: one block per row, each thread decodes 8 consecutive values (one scale) and
+// stores them with two 16-byte stores when `vec` (dst 16-byte aligned, ldd % 4 == 0).
+template <GgmlType T>
+__global__ void __launch_bounds__(kThreads)
+dequantize_block_kernel(const uint8_t* __restrict__ src, size_t row_bytes, int64_t n_cols, float* __restrict__ dst,
+                        int64_t ldd, bool vec) {
+    const uint8_t* row = src + blockIdx.x * row_bytes;
+    float* d = dst + blockIdx.x * ldd;
+    for (int64_t c = 8 * threadIdx.x; c < n_cols; c += 8 * blockDim.x) {
+        float v[8];
+        detail::decode8_at<T>(row, c, v);
+        detail::store8(d + c, v, vec);
+    }
 }
 
 __device__ __forceinline__ void store16(__nv_bfloat16* p, float v, float* rounded) {
@@ -82,14 +99,26 @@ void check_rows(int64_t n_rows, const char* op) {
 
 }  // namespace
 
+bool weight_type_supported(GgmlType type) {
+    return type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16 ||
+           detail::block_values(type) > 0;
+}
+
 void dequantize_rows(GgmlType type, const void* src, size_t row_bytes, int64_t n_rows, int64_t n_cols, float* dst,
                      int64_t ldd, cudaStream_t stream) {
     if (n_rows <= 0 || n_cols <= 0) return;
-    PIPELM_CHECK(type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16 || type == GgmlType::kQ8_0,
-                 "CUDA dequantize: type ", ggml_type_name(type), " is not a device type (f32, f16, bf16, q8_0)");
+    PIPELM_CHECK(weight_type_supported(type), "CUDA dequantize: type ", ggml_type_name(type),
+                 " is not a device weight type (", supported_ggml_types(), ")");
     check_rows(n_rows, "dequantize_rows");
-    dequantize_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(
-        type, static_cast<const uint8_t*>(src), row_bytes, n_cols, dst, ldd);
+    const unsigned grid = static_cast<unsigned>(n_rows);
+    const auto* s = static_cast<const uint8_t*>(src);
+    const bool block = detail::visit_block_type(type, [&](auto tag) {
+        constexpr GgmlType T = decltype(tag)::value;
+        detail::check_block_rows(T, src, row_bytes, n_cols, "dequantize_rows");
+        const bool vec = reinterpret_cast<uintptr_t>(dst) % 16 == 0 && ldd % 4 == 0;
+        dequantize_block_kernel<T><<<grid, kThreads, 0, stream>>>(s, row_bytes, n_cols, dst, ldd, vec);
+    });
+    if (!block) dequantize_kernel<<<grid, kThreads, 0, stream>>>(type, s, row_bytes, n_cols, dst, ldd);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 

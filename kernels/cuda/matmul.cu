@@ -1,13 +1,16 @@
 // y = x · Wᵀ on the device: a GEMV kernel for decode-sized batches and cuBLAS for the rest.
 // Precision contract (ops_cuda.h): with Accum::kF32 every path accumulates in FP32 and uses the
-// exact stored weights; the activations stay F32 (GEMV, f32/q8_0 weights) or are carried as
-// hi + lo 16-bit halves (bf16/f16 weights), so results match the CPU's FP32 forward to ~1e-6.
+// exact stored weights (block types decoded bit-exactly by quant.cuh, in registers for the GEMV,
+// into an F32 row chunk for cuBLAS); the activations stay F32 (GEMV, f32 and block-type weights)
+// or are carried as hi + lo 16-bit halves (bf16/f16 weights), so results match the CPU's FP32
+// forward to ~1e-6.
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/quant.cuh"
 
 namespace pipelm::kernels::cuda {
 namespace {
@@ -15,10 +18,10 @@ namespace {
 constexpr int kGemvWarps = 4;  // one warp per weight row
 constexpr int kGemvThreads = kGemvWarps * 32;
 constexpr int kMaxT = static_cast<int>(kGemvMaxTokens);
-constexpr size_t kQ8ChunkBytes = size_t(256) << 20;  // F32 copy of a q8_0 row chunk
+constexpr size_t kChunkBytes = size_t(256) << 20;  // F32 copy of a row chunk of a block-type weight
 constexpr size_t kAlign = 256;
 
-enum Kind { kKindF32 = 0, kKindF16 = 1, kKindBF16 = 2, kKindQ8 = 3 };
+enum Kind { kKindF32 = 0, kKindF16 = 1, kKindBF16 = 2 };  // the float weight types of gemv_kernel
 
 size_t align_up(size_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -48,8 +51,9 @@ __device__ __forceinline__ float load_scalar(const uint8_t* row, int64_t c) {
     else return detail::bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
 }
 
-// y[t][r] = Σ_c W[r][c] x[t][c] for t < n <= kMaxT. One warp per row r: lanes stride over the
-// row (16-byte loads when `vec`), FP32 FMA per token, then a butterfly sum over the warp.
+// y[t][r] = Σ_c W[r][c] x[t][c] for t < n <= kMaxT, float weight types (f32, f16, bf16). One
+// warp per row r: lanes stride over the row (16-byte loads when `vec`), FP32 FMA per token, then
+// a butterfly sum over the warp.
 template <int kKind>
 __global__ void __launch_bounds__(kGemvThreads)
 gemv_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t rows, int64_t cols, const float* __restrict__ x,
@@ -62,60 +66,80 @@ gemv_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t rows, int64
 #pragma unroll
     for (int t = 0; t < kMaxT; ++t) acc[t] = 0.f;
 
-    if constexpr (kKind == kKindQ8) {
-        // 8 lanes per block of 32 values, 4 values per lane, 4 blocks per warp step.
-        const int64_t nb = cols / detail::kQ8Block;
-        const int j0 = (lane & 7) * 4;
-        for (int64_t b = lane >> 3; b < nb; b += 4) {
-            const uint8_t* blk = wr + b * detail::kQ8BlockBytes;
-            const float d = detail::f16_bits_to_f32(*reinterpret_cast<const uint16_t*>(blk));
-            const uint32_t q01 = *reinterpret_cast<const uint16_t*>(blk + 2 + j0);
-            const uint32_t q23 = *reinterpret_cast<const uint16_t*>(blk + 4 + j0);
-            float wf[4];
-            wf[0] = static_cast<float>(static_cast<int8_t>(q01 & 0xffu)) * d;  // exact, as dequantize_row
-            wf[1] = static_cast<float>(static_cast<int8_t>(q01 >> 8)) * d;
-            wf[2] = static_cast<float>(static_cast<int8_t>(q23 & 0xffu)) * d;
-            wf[3] = static_cast<float>(static_cast<int8_t>(q23 >> 8)) * d;
-            const int64_t c = b * detail::kQ8Block + j0;
+    constexpr int V = kKind == kKindF32 ? 4 : 8;  // elements per 16-byte load
+    if (vec) {
+        const int64_t nv = cols / V;
+        const uint4* w4 = reinterpret_cast<const uint4*>(wr);
+        for (int64_t i = lane; i < nv; i += 32) {
+            float wf[V];
+            unpack16<kKind>(__ldg(w4 + i), wf);
+            const int64_t c = i * V;
 #pragma unroll
             for (int t = 0; t < kMaxT; ++t) {
                 if (t < n) {
-                    const float* xt = x + t * ldx + c;
+                    const float4* xt = reinterpret_cast<const float4*>(x + t * ldx + c);
 #pragma unroll
-                    for (int k = 0; k < 4; ++k) acc[t] = fmaf(wf[k], __ldg(xt + k), acc[t]);
+                    for (int k = 0; k < V / 4; ++k) {
+                        const float4 xv = __ldg(xt + k);
+                        acc[t] = fmaf(wf[4 * k], xv.x, acc[t]);
+                        acc[t] = fmaf(wf[4 * k + 1], xv.y, acc[t]);
+                        acc[t] = fmaf(wf[4 * k + 2], xv.z, acc[t]);
+                        acc[t] = fmaf(wf[4 * k + 3], xv.w, acc[t]);
+                    }
                 }
             }
         }
     } else {
-        constexpr int V = kKind == kKindF32 ? 4 : 8;  // elements per 16-byte load
-        if (vec) {
-            const int64_t nv = cols / V;
-            const uint4* w4 = reinterpret_cast<const uint4*>(wr);
-            for (int64_t i = lane; i < nv; i += 32) {
-                float wf[V];
-                unpack16<kKind>(__ldg(w4 + i), wf);
-                const int64_t c = i * V;
+        for (int64_t c = lane; c < cols; c += 32) {
+            const float wf = load_scalar<kKind>(wr, c);
 #pragma unroll
-                for (int t = 0; t < kMaxT; ++t) {
-                    if (t < n) {
-                        const float4* xt = reinterpret_cast<const float4*>(x + t * ldx + c);
+            for (int t = 0; t < kMaxT; ++t)
+                if (t < n) acc[t] = fmaf(wf, __ldg(x + t * ldx + c), acc[t]);
+        }
+    }
 #pragma unroll
-                        for (int k = 0; k < V / 4; ++k) {
-                            const float4 xv = __ldg(xt + k);
-                            acc[t] = fmaf(wf[4 * k], xv.x, acc[t]);
-                            acc[t] = fmaf(wf[4 * k + 1], xv.y, acc[t]);
-                            acc[t] = fmaf(wf[4 * k + 2], xv.z, acc[t]);
-                            acc[t] = fmaf(wf[4 * k + 3], xv.w, acc[t]);
-                        }
-                    }
+    for (int t = 0; t < kMaxT; ++t) {
+        if (t < n) {
+            const float s = detail::warp_sum(acc[t]);
+            if (lane == 0) y[t * ldy + r] = s;
+        }
+    }
+}
+
+// The same product for a block-type weight T (quant.cuh): one warp per row r, each lane decodes
+// 8 consecutive weights (one scale) in registers per step, the warp covers 256 values per step
+// (one K-quant super-block, eight 32-value blocks); FP32 FMA per token over the exact decoded
+// weights, then a butterfly sum over the warp. x: two 16-byte loads per token when `vec`.
+template <GgmlType T>
+__global__ void __launch_bounds__(kGemvThreads)
+gemv_block_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t rows, int64_t cols,
+                  const float* __restrict__ x, int64_t ldx, float* __restrict__ y, int64_t ldy, int n, bool vec) {
+    const int lane = threadIdx.x & 31;
+    const int64_t r = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+    if (r >= rows) return;  // warp-uniform; no block barrier below
+    const uint8_t* wr = w + r * row_bytes;
+    float acc[kMaxT];
+#pragma unroll
+    for (int t = 0; t < kMaxT; ++t) acc[t] = 0.f;
+    for (int64_t c = 8 * lane; c < cols; c += 8 * 32) {
+        float wf[8];
+        detail::decode8_at<T>(wr, c, wf);
+#pragma unroll
+        for (int t = 0; t < kMaxT; ++t) {
+            if (t < n) {
+                const float* xt = x + t * ldx + c;
+                float xv[8];
+                if (vec) {
+                    const float4 a = __ldg(reinterpret_cast<const float4*>(xt));
+                    const float4 b = __ldg(reinterpret_cast<const float4*>(xt) + 1);
+                    xv[0] = a.x, xv[1] = a.y, xv[2] = a.z, xv[3] = a.w;
+                    xv[4] = b.x, xv[5] = b.y, xv[6] = b.z, xv[7] = b.w;
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; ++k) xv[k] = __ldg(xt + k);
                 }
-            }
-        } else {
-            for (int64_t c = lane; c < cols; c += 32) {
-                const float wf = load_scalar<kKind>(wr, c);
 #pragma unroll
-                for (int t = 0; t < kMaxT; ++t)
-                    if (t < n) acc[t] = fmaf(wf, __ldg(x + t * ldx + c), acc[t]);
+                for (int k = 0; k < 8; ++k) acc[t] = fmaf(wf[k], xv[k], acc[t]);
             }
         }
     }
@@ -152,8 +176,11 @@ Split16Layout split16_layout(const DeviceWeight& w, int64_t n, Accum acc) {
     return L;
 }
 
-int64_t q8_chunk_rows(const DeviceWeight& w) {
-    const int64_t by_bytes = static_cast<int64_t>(kQ8ChunkBytes / (static_cast<size_t>(w.cols) * sizeof(float)));
+bool is_block_type(GgmlType t) { return detail::block_values(t) > 0; }
+
+// Rows of a block-type weight dequantized to F32 at a time on the cuBLAS path.
+int64_t chunk_rows(const DeviceWeight& w) {
+    const int64_t by_bytes = static_cast<int64_t>(kChunkBytes / (static_cast<size_t>(w.cols) * sizeof(float)));
     return std::max<int64_t>(1, std::min<int64_t>(w.rows, by_bytes));
 }
 
@@ -192,14 +219,14 @@ void check_weight(const DeviceWeight& w) {
         case GgmlType::kF32: elt = 4; break;
         case GgmlType::kF16:
         case GgmlType::kBF16: elt = 2; break;
-        case GgmlType::kQ8_0:
-            PIPELM_CHECK(w.cols % detail::kQ8Block == 0, "matmul: q8_0 weight with ", w.cols, " columns");
-            PIPELM_CHECK(w.row_bytes == static_cast<size_t>(w.cols / detail::kQ8Block) * detail::kQ8BlockBytes,
-                         "matmul: q8_0 rows must be contiguous");
-            return;
         default:
-            PIPELM_THROW(ErrorCode::kUnsupported, "CUDA matmul: weight type ", ggml_type_name(w.type),
-                         " is not kept on the device (f32, f16, bf16, q8_0)");
+            if (!is_block_type(w.type))
+                PIPELM_THROW(ErrorCode::kUnsupported, "CUDA matmul: weight type ", ggml_type_name(w.type),
+                             " is not a device weight type (", supported_ggml_types(), ")");
+            detail::check_block_rows(w.type, w.data, w.row_bytes, w.cols, "CUDA matmul");
+            PIPELM_CHECK(w.row_bytes == ggml_row_bytes(w.type, w.cols), "matmul: ", ggml_type_name(w.type),
+                         " rows must be contiguous");
+            return;
     }
     PIPELM_CHECK(w.row_bytes == elt * static_cast<size_t>(w.cols), "matmul: weight rows must be contiguous");
 }
@@ -211,8 +238,8 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, float* y, int64_t 
     if (n_tokens <= 0 || w.rows <= 0) return;
     check_weight(w);
     const int64_t V = w.type == GgmlType::kF32 ? 4 : 8;
-    const bool vec = w.type != GgmlType::kQ8_0 && w.cols % V == 0 && w.row_bytes % 16 == 0 && aligned16(w.data) &&
-                     aligned16(x) && ldx % 4 == 0;
+    const bool x_vec = aligned16(x) && ldx % 4 == 0;  // block types: 8 values per lane at multiples of 8
+    const bool vec = x_vec && w.cols % V == 0 && w.row_bytes % 16 == 0 && aligned16(w.data);
     const int64_t blocks = (w.rows + kGemvWarps - 1) / kGemvWarps;
     PIPELM_CHECK(blocks <= INT_MAX, "gemv: ", w.rows, " rows is too many for one launch");
     const auto* wp = static_cast<const uint8_t*>(w.data);
@@ -234,10 +261,14 @@ void gemv(const DeviceWeight& w, const float* x, int64_t ldx, float* y, int64_t 
                 gemv_kernel<kKindBF16><<<grid, kGemvThreads, 0, stream>>>(wp, w.row_bytes, w.rows, w.cols, xt, ldx, yt,
                                                                           ldy, nt, vec);
                 break;
-            default:
-                gemv_kernel<kKindQ8><<<grid, kGemvThreads, 0, stream>>>(wp, w.row_bytes, w.rows, w.cols, xt, ldx, yt,
-                                                                        ldy, nt, false);
+            default: {
+                const bool launched = detail::visit_block_type(w.type, [&](auto tag) {
+                    gemv_block_kernel<decltype(tag)::value><<<grid, kGemvThreads, 0, stream>>>(
+                        wp, w.row_bytes, w.rows, w.cols, xt, ldx, yt, ldy, nt, x_vec);
+                });
+                if (!launched) PIPELM_THROW(ErrorCode::kInternal, "gemv: unreachable weight type");
                 break;
+            }
         }
         PIPELM_CUDA_CHECK_LAUNCH();
     }
@@ -247,10 +278,12 @@ size_t matmul_workspace_bytes(const DeviceWeight& w, int64_t n_tokens, Accum acc
     if (n_tokens <= 0 || w.rows <= 0) return 0;
     if (acc == Accum::kF32 && n_tokens <= kGemvMaxTokens) return 0;
     switch (w.type) {
-        case GgmlType::kQ8_0: return align_up(static_cast<size_t>(q8_chunk_rows(w)) * w.cols * sizeof(float));
+        case GgmlType::kF32: return 0;
         case GgmlType::kF16:
         case GgmlType::kBF16: return split16_layout(w, n_tokens, acc).total;
-        default: return 0;
+        default:
+            if (!is_block_type(w.type)) return 0;
+            return align_up(static_cast<size_t>(chunk_rows(w)) * w.cols * sizeof(float));
     }
 }
 
@@ -271,18 +304,6 @@ void matmul(cublasHandle_t handle, const DeviceWeight& w, const float* x, int64_
             gemm_ex(handle, M, N, K, w.data, CUDA_R_32F, K, x, CUDA_R_32F, ldx, false, y, CUDA_R_32F, ldy,
                     compute_type_f32_inputs(acc));
             return;
-        case GgmlType::kQ8_0: {
-            const int64_t chunk = q8_chunk_rows(w);
-            auto* tmp = reinterpret_cast<float*>(ws);
-            for (int64_t r0 = 0; r0 < M; r0 += chunk) {
-                const int64_t m = std::min(chunk, M - r0);
-                dequantize_rows(w.type, static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes, w.row_bytes, m, K, tmp,
-                                K, stream);
-                gemm_ex(handle, m, N, K, tmp, CUDA_R_32F, K, x, CUDA_R_32F, ldx, false, y + r0, CUDA_R_32F, ldy,
-                        compute_type_f32_inputs(acc));
-            }
-            return;
-        }
         case GgmlType::kF16:
         case GgmlType::kBF16: {
             const Split16Layout L = split16_layout(w, N, acc);
@@ -303,7 +324,18 @@ void matmul(cublasHandle_t handle, const DeviceWeight& w, const float* x, int64_
             if (scale) scale_rows(y, ldy, N, M, scale, stream);
             return;
         }
-        default: PIPELM_THROW(ErrorCode::kInternal, "matmul: unreachable weight type");
+        default: {  // block types: exact F32 weights of a row chunk, then an FP32 GEMM (check_weight)
+            const int64_t chunk = chunk_rows(w);
+            auto* tmp = reinterpret_cast<float*>(ws);
+            for (int64_t r0 = 0; r0 < M; r0 += chunk) {
+                const int64_t m = std::min(chunk, M - r0);
+                dequantize_rows(w.type, static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes, w.row_bytes, m, K, tmp,
+                                K, stream);
+                gemm_ex(handle, m, N, K, tmp, CUDA_R_32F, K, x, CUDA_R_32F, ldx, false, y + r0, CUDA_R_32F, ldy,
+                        compute_type_f32_inputs(acc));
+            }
+            return;
+        }
     }
 }
 

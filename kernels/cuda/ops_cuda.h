@@ -23,9 +23,15 @@ const char* accum_name(Accum a);
 // build cannot run on the current device (no machine code or PTX for its compute capability).
 void check_device_supported();
 
+// The weight types the kernels below read as stored (embedding tables, matmul weights): f32,
+// f16, bf16 and the block types q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q4_K, q5_K, q6_K, iq4_xs
+// (the CPU's kernels::quant_type_supported). Block-type rows must be whole blocks, 8-byte (at
+// least block-size) aligned as cudaMalloc gives them.
+bool weight_type_supported(GgmlType type);
+
 // ---- embedding.cu ---------------------------------------------------------------------------
 // out[t][:] = row ids[t] of `table` (rows of n_embd elements of `type`, row_bytes apart),
-// converted to F32 exactly. type: f32, f16, bf16 or q8_0. ids must be in range (checked by caller).
+// converted to F32 exactly. type: any weight_type_supported. ids must be in range (checked by caller).
 void embedding(GgmlType type, const void* table, size_t row_bytes, const int32_t* ids, int64_t n_tokens,
                int64_t n_embd, float* out, cudaStream_t stream);
 
@@ -59,8 +65,8 @@ void check_finite(const float* x, int64_t n, int* flag, cudaStream_t stream);
 void argmax_rows(const float* x, int64_t ld, int64_t n_rows, int64_t n, int32_t* out, cudaStream_t stream);
 
 // ---- dequant.cu -----------------------------------------------------------------------------
-// dst[r][c] (row stride ldd) = element c of row r of src (f32, f16, bf16 or q8_0; rows row_bytes
-// apart), bit-exact with kernels::dequantize_row.
+// dst[r][c] (row stride ldd) = element c of row r of src (any weight_type_supported; rows row_bytes
+// apart), bit-exact with kernels::dequantize_row. Block types: one thread per 8 values (quant.cuh).
 void dequantize_rows(GgmlType type, const void* src, size_t row_bytes, int64_t n_rows, int64_t n_cols, float* dst,
                      int64_t ldd, cudaStream_t stream);
 // Activations for a 16-bit GEMM: hi[r][c] = round16(x[r][c] / s_r) and, when lo != nullptr,
@@ -77,7 +83,7 @@ void f16_to_f32(const void* src, int64_t lds, float* dst, int64_t ldd, int64_t n
 
 // ---- matmul.cu ------------------------------------------------------------------------------
 // A weight on the device as kernels::WeightView describes one on the host: `rows` rows of `cols`
-// elements of `type` (f32, f16, bf16 or q8_0), row_bytes apart.
+// elements of `type` (any weight_type_supported), row_bytes apart (contiguous: ggml_row_bytes).
 struct DeviceWeight {
     GgmlType type = GgmlType::kF32;
     const void* data = nullptr;
@@ -94,12 +100,14 @@ size_t matmul_workspace_bytes(const DeviceWeight& w, int64_t n_tokens, Accum acc
 
 // y[t * ldy + r] = Σ_c W[r][c] · x[t * ldx + c]  for t < n_tokens, r < w.rows.
 // acc == kF32 (GLM-4): FP32 accumulation and no rounding of the F32 activations beyond ~2^-17:
-//   n_tokens <= kGemvMaxTokens: the GEMV kernel (exact weights, FP32 FMA);
+//   n_tokens <= kGemvMaxTokens: the GEMV kernel (exact weights, FP32 FMA; block types decoded in
+//     registers, 8 values per lane);
 //   f32 weights: cublasGemmEx FP32 (CUBLAS_COMPUTE_32F, default math mode: no TF32);
 //   bf16 / f16 weights: activations split into hi + lo 16-bit halves (f16: per-row power-of-two
 //     scaled), two cublasGemmEx with FP32 accumulation into the same F32 output;
-//   q8_0 weights: dequantized exactly to F32 in row chunks of the workspace, then FP32 GEMM.
-// acc == kBF16 / kF16 (demonstration only): always cuBLAS; f32 weights with
+//   block-type weights (q8_0, q4_K, ...): dequantized exactly to F32 in row chunks of the
+//     workspace (up to 256 MiB), then FP32 GEMM per chunk.
+// acc == kBF16 / kF16 (demonstration only): always cuBLAS; f32 (and dequantized block) weights with
 //   CUBLAS_COMPUTE_32F_FAST_16BF / _16F; 16-bit weights with single-rounded activations, and for
 //   f16 weights with kF16 a true FP16 accumulation (CUBLAS_COMPUTE_16F, FP16 output converted).
 // `handle` is used on `stream` (set here). workspace: matmul_workspace_bytes(w, n_tokens, acc).

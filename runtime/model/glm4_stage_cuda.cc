@@ -18,14 +18,9 @@ namespace kc = kernels::cuda;
 
 namespace {
 
-// Types the device keeps as stored; everything else is dequantized to F32 at load.
-bool kept_as_stored(GgmlType t) {
-    return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16 || t == GgmlType::kQ8_0;
-}
-
-uint64_t device_bytes_of(const gguf::TensorInfo& t) {
-    return kept_as_stored(t.type) ? t.bytes : static_cast<uint64_t>(t.n_elements()) * sizeof(float);
-}
+// Every weight type pipelm computes with stays on the device as stored (quantized blocks are
+// decoded inside the kernels), so a matrix takes its file bytes there, as the planner counts.
+uint64_t device_bytes_of(const gguf::TensorInfo& t) { return t.bytes; }
 
 kc::Accum accum_of(Precision p) {
     switch (p) {
@@ -37,8 +32,6 @@ kc::Accum accum_of(Precision p) {
 }
 
 std::string device_name(int d) { return "cuda:" + std::to_string(d); }
-
-constexpr size_t kHostChunkBytes = size_t(64) << 20;  // host dequantization chunk
 
 }  // namespace
 
@@ -118,29 +111,16 @@ struct CudaGlm4Stage::Impl {
         Matrix mat;
         mat.w.cols = t.ne[0];
         mat.w.rows = t.ne[0] > 0 ? t.n_elements() / t.ne[0] : 0;
-        if (kept_as_stored(t.type)) {
-            mat.w.type = t.type;
-            mat.w.row_bytes = ggml_row_bytes(t.type, mat.w.cols);
-            const size_t bytes = mat.w.row_bytes * static_cast<size_t>(mat.w.rows);
-            PIPELM_CHECK(bytes == t.bytes, file->path(), ": tensor '", name, "' has ", t.bytes, " bytes, expected ", bytes);
-            mat.buf = alloc(bytes, "weight " + name);
-            upload(mat.buf.get(), t.data, bytes);
-        } else {
-            kernels::check_row_length(t.type, mat.w.cols);
-            mat.w.type = GgmlType::kF32;
-            mat.w.row_bytes = static_cast<size_t>(mat.w.cols) * sizeof(float);
-            mat.buf = alloc(mat.w.row_bytes * mat.w.rows, "weight " + name + " (dequantized to f32)");
-            const size_t src_row = ggml_row_bytes(t.type, mat.w.cols);
-            const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(kHostChunkBytes / mat.w.row_bytes));
-            std::vector<float> tmp(static_cast<size_t>(std::min(chunk, mat.w.rows) * mat.w.cols));
-            for (int64_t r0 = 0; r0 < mat.w.rows; r0 += chunk) {
-                const int64_t nr = std::min(chunk, mat.w.rows - r0);
-                for (int64_t r = 0; r < nr; ++r)
-                    kernels::dequantize_row(t.type, t.data + (r0 + r) * src_row, tmp.data() + r * mat.w.cols, mat.w.cols);
-                upload(mat.buf.as<uint8_t>() + r0 * mat.w.row_bytes, tmp.data(), nr * mat.w.row_bytes);
-                stream.synchronize();  // tmp is reused
-            }
-        }
+        kernels::check_row_length(t.type, mat.w.cols);  // a type pipelm computes with, whole blocks
+        if (!kc::weight_type_supported(t.type))
+            PIPELM_THROW(ErrorCode::kUnsupported, file->path(), ": tensor '", name, "' of type ",
+                         ggml_type_name(t.type), " has no CUDA kernels (use --devices cpu for this stage)");
+        mat.w.type = t.type;
+        mat.w.row_bytes = ggml_row_bytes(t.type, mat.w.cols);
+        const size_t bytes = mat.w.row_bytes * static_cast<size_t>(mat.w.rows);
+        PIPELM_CHECK(bytes == t.bytes, file->path(), ": tensor '", name, "' has ", t.bytes, " bytes, expected ", bytes);
+        mat.buf = alloc(bytes, "weight " + name);
+        upload(mat.buf.get(), t.data, bytes);
         mat.w.data = mat.buf.get();
         weight_bytes += mat.buf.bytes();
         return mat;

@@ -3,11 +3,13 @@
 // Buffers in the Stage interface are host memory; each call stages them with cudaMemcpyAsync on
 // the stage's own stream and synchronizes before returning.
 //
-// Weights: f32, f16, bf16 and q8_0 tensors are uploaded as stored (q8_0 is read by a
-// dequantizing GEMV in decode and dequantized exactly to F32 per row chunk for prefill GEMMs);
-// every other quantization type is dequantized on the host at load (kernels::dequantize_row) and
-// kept as F32. KV cache: f32 (default) or f16. Precision: every matmul and the attention read
-// StageOptions::precision (FP32 accumulation by default; nothing here tests the architecture).
+// Weights: every type pipelm computes with (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl,
+// q4_K, q5_K, q6_K, iq4_xs, mixed freely) is uploaded as stored, so a stage takes its file bytes
+// on the device, as the planner counts them. The block types are decoded bit-exactly in
+// registers by the decode GEMV and dequantized exactly to F32 per row chunk for prefill GEMMs
+// (kernels/cuda/quant.cuh). KV cache: f32 (default) or f16. Precision: every matmul and the
+// attention read StageOptions::precision (FP32 accumulation by default; nothing here tests the
+// architecture).
 //
 // Errors: no such device -> Error{kCuda} "no CUDA device cuda:N: ..."; not enough device memory
 // -> Error{kOutOfMemory} naming the device, the bytes and the fixes; NaN/Inf after a layer ->

@@ -1,7 +1,8 @@
 // CudaGlm4Stage on whole models: glm4-tiny logits vs transformers float64 and vs the exact
-// forward of the f16/bf16/q8_0 files, 1-4 stages chained by hand on one GPU, decode vs prefill,
-// the CPU stage, glm4-range with the default and the FP16 attention policy, error paths, and
-// the `pipelm logits --devices cuda:0` command line.
+// forward of the f16/bf16/q8_0 files, the llama.cpp-quantized glm4-quant files (every block
+// type) vs their exact forward and the CPU stage, 1-4 stages chained by hand on one GPU, decode
+// vs prefill, the CPU stage, glm4-range with the default and the FP16 attention policy, error
+// paths, and the `pipelm logits --devices cuda:0` command line.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -163,6 +164,45 @@ TEST_F(CudaModel, ReducedPrecisionFilesMatchTheirExactForward) {
             for (size_t i = 0; i < e.size(); ++i) EXPECT_LE(e[i], 1e-3) << v << " " << p << " row " << i;
             std::printf("glm4-tiny %s %s: max rel L2 vs exact %.3e\n", v, p, max_of(e));
         }
+    }
+}
+
+// Every llama.cpp-quantized file (ten types; the ffn-416 files mix in the fallback types), its
+// weights kept quantized on the device: p1 / p7 (the GEMV path, weights decoded in registers) vs
+// the F32 forward of exactly the stored weights (the CPU stage reaches <= 7.3e-7 there), and p64
+// in one batch (dequantized row chunks + FP32 SGEMM) and token by token vs the CPU stage. The
+// budget is that of the F32 file vs float64 (1e-4): both sides are FP32 over the same exact
+// weights, only the order of the additions differs.
+TEST_F(CudaModel, QuantizedFilesMatchTheirExactForward) {
+    ThreadPool pool(2);
+    const char* files[][2] = {{"glm4-quant", "q8_0"},         {"glm4-quant", "q4_0"},
+                              {"glm4-quant", "q4_1"},         {"glm4-quant", "q5_0"},
+                              {"glm4-quant", "q5_1"},         {"glm4-quant", "iq4_nl"},
+                              {"glm4-quant", "q4_k_m"},       {"glm4-quant", "q5_k_m"},
+                              {"glm4-quant", "q6_k"},         {"glm4-quant", "iq4_xs"},
+                              {"glm4-quant-ff416", "q4_k_m"}, {"glm4-quant-ff416", "q5_k_m"},
+                              {"glm4-quant-ff416", "iq4_xs"}};
+    for (const auto& f : files) {
+        const std::string dir = f[0], type = f[1], what = dir + " " + type;
+        const Model m = open_model("models/" + dir + "/model-" + type + ".gguf");
+        const int V = m.cfg.n_vocab, L = m.cfg.n_layer;
+        for (const char* p : {"p1", "p7"}) {
+            const auto x = logits(m, {L}, prompt(dir, p));
+            const auto r = ref(dir, "logits-exact-" + type + "-" + p + ".f32");
+            const double e = max_of(row_errors(x, r, V));
+            EXPECT_LE(e, 1e-4) << what << " " << p;
+            std::printf("%s %s: max rel L2 vs exact %.3e\n", what.c_str(), p, e);
+        }
+        const auto ids = prompt(dir, "p64");
+        StageOptions oc = cuda_options();
+        oc.device = "cpu";
+        std::vector<std::unique_ptr<model::Stage>> cpu;
+        cpu.push_back(std::make_unique<model::Glm4Stage>(m.file, m.cfg, StageSpec{0, 0, L, true, true}, oc, pool));
+        const auto c = logits(cpu, ids);
+        const auto batch = logits(m, {L}, ids);
+        const auto single = logits(m, {L}, ids, cuda_options(), 1);
+        EXPECT_LE(max_of(row_errors(batch, c, V)), 1e-4) << what << " p64 batch vs cpu";
+        EXPECT_LE(max_of(row_errors(single, c, V)), 1e-4) << what << " p64 token by token vs cpu";
     }
 }
 
