@@ -253,13 +253,19 @@ struct KScales {
     alignas(32) float nm1[8];
 };
 
-PIPELM_AI KScales kquant_scales(const uint8_t* blk, bool times_2m24) {
+// The 6-bit scales (sc) and mins (m) of a Q4_K/Q5_K block's 8 sub-blocks, bytes 0..7 of each.
+PIPELM_AI void kquant_sc_m(const uint8_t* blk, __m128i& sc, __m128i& m) {
     const uint32_t a0 = load_u32(blk + 4), a1 = load_u32(blk + 8), a2 = load_u32(blk + 12);
     const uint32_t sc_lo = a0 & 0x3f3f3f3fu, m_lo = a1 & 0x3f3f3f3fu;
     const uint32_t sc_hi = (a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u);
     const uint32_t m_hi = ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u);
-    const __m128i sc = _mm_cvtsi64_si128(static_cast<long long>(sc_lo | (uint64_t)sc_hi << 32));
-    const __m128i m = _mm_cvtsi64_si128(static_cast<long long>(m_lo | (uint64_t)m_hi << 32));
+    sc = _mm_cvtsi64_si128(static_cast<long long>(sc_lo | (uint64_t)sc_hi << 32));
+    m = _mm_cvtsi64_si128(static_cast<long long>(m_lo | (uint64_t)m_hi << 32));
+}
+
+PIPELM_AI KScales kquant_scales(const uint8_t* blk, bool times_2m24) {
+    __m128i sc, m;
+    kquant_sc_m(blk, sc, m);
     KScales k;
     const __m256 d1 = _mm256_mul_ps(cvt(_mm256_cvtepu8_epi32(sc)), bcast_fp16(blk));
     _mm256_store_ps(k.d1, times_2m24 ? scale_2m24(d1) : d1);

@@ -149,21 +149,8 @@ void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, f
     for (int64_t b = nb; b < ldd; ++b) d[b] = s[b] = 0.f;
 }
 
-bool packable_type(GgmlType t) {
-    switch (t) {
-        case GgmlType::kQ8_0:
-        case GgmlType::kQ4_0:
-        case GgmlType::kQ4_1:
-        case GgmlType::kQ5_0:
-        case GgmlType::kQ5_1:
-        case GgmlType::kIQ4_NL:
-        case GgmlType::kQ4_K:
-        case GgmlType::kQ5_K:
-        case GgmlType::kQ6_K:
-        case GgmlType::kIQ4_XS: return true;
-        default: return false;
-    }
-}
+// Every type with an integer kernel has a packed record form.
+bool packable_type(GgmlType t) { return q8_type_supported(t); }
 
 namespace {
 

@@ -175,12 +175,8 @@ struct GK {
     alignas(16) int16_t sc[8];
 };
 PIPELM_AI GK kquant_group(const uint8_t* b) {
-    const uint32_t a0 = load_u32(b + 4), a1 = load_u32(b + 8), a2 = load_u32(b + 12);
-    const uint32_t sc_lo = a0 & 0x3f3f3f3fu, m_lo = a1 & 0x3f3f3f3fu;
-    const uint32_t sc_hi = (a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u);
-    const uint32_t m_hi = ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u);
-    const __m128i sc = _mm_cvtsi64_si128(static_cast<long long>(sc_lo | (uint64_t)sc_hi << 32));
-    const __m128i m = _mm_cvtsi64_si128(static_cast<long long>(m_lo | (uint64_t)m_hi << 32));
+    __m128i sc, m;
+    kquant_sc_m(b, sc, m);
     GK g;
     g.f = bcast_fp16(b);
     const __m256 ndmin = _mm256_xor_ps(bcast_fp16(b + 2), _mm256_set1_ps(-0.0f));  // exact negation
