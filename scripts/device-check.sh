@@ -16,9 +16,10 @@
 #                                      cereal, Asio and the GoogleTest sources into .device-deps/
 #                                      (git-ignored), for a bare GPU image that cannot download.
 # With the device tool: run --prepare here once, then run the check with carry [".device-deps"].
-# The tree that travels is limited to 64 MiB: the checkout is ~59 MB and .device-deps ~12 MB, so
-# exclude what this check does not read (it needs only tests/data/models/glm4-tiny and glm4-range;
-# e.g. add /tests/data/models/glm4-quant/ to .git/info/exclude for that call).
+# The tree that travels is limited to 64 MiB: the tracked files are ~46 MB and .device-deps ~12 MB,
+# so it fits as long as no untracked build output travels (build* is git-ignored). The CUDA tests
+# read tests/data/models/glm4-tiny, glm4-range, glm4-quant and glm4-quant-ff416
+# (CudaQuant.*, CudaModel.QuantizedFilesMatchTheirExactForward: every weight type on the device).
 #
 # Environment: CUDA_ARCH (e.g. 90) overrides the detected architecture; JOBS (default 16);
 # BUILD_DIR (default build-device).
