@@ -2,10 +2,31 @@
 
 #include <algorithm>
 #include <chrono>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "runtime/base/error.h"
 
 namespace pipelm {
+namespace {
+
+// A spin-wait step: the CPU's pause hint (no system call), else a yield.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#else
+    std::this_thread::yield();
+#endif
+}
+
+// Spin steps with pause (~30 ns each on the AMD EPYC VM: ~30 us in all) before a waiter falls
+// back to yielding, then to sleeping: the regions of one decode step follow each other within
+// microseconds, and a sched_yield costs more than that wait. Measured, 2 threads, empty
+// regions: 2.1-2.7 us per region with yield-spinning only, 0.45 us with this.
+constexpr int kPauseSpins = 1024;
+
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)), cursors_(std::max(1, n_threads)) {
     for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
@@ -25,6 +46,7 @@ void ThreadPool::worker_loop(int index) {
     uint64_t seen = 0;
     for (;;) {
         // Spin a little (cheap wake-up for back-to-back regions), then sleep.
+        for (int i = 0; i < kPauseSpins && generation_.load(std::memory_order_acquire) == seen; ++i) cpu_relax();
         auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
         while (generation_.load(std::memory_order_acquire) == seen && !stop_.load()) {
             if (std::chrono::steady_clock::now() > spin_until) {
@@ -66,6 +88,7 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     } catch (...) {
         mine = std::current_exception();
     }
+    for (int i = 0; i < kPauseSpins && pending_.load(std::memory_order_acquire) != 0; ++i) cpu_relax();
     while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     if (mine) std::rethrow_exception(mine);
     if (error_) std::rethrow_exception(error_);

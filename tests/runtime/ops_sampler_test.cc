@@ -62,8 +62,9 @@ TEST(ThreadPool, BalancedCoversEachIndexOnceAndStealsFromSlowThreads) {
                     grain);
                 for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "index " << i;
                 // The slow caller thread (0) hands most of its share to the others.
-                if (threads > 1 && n / grain >= 64)
+                if (threads > 1 && n / grain >= 64) {
                     EXPECT_LT(by_thread[0].load(), n / threads) << "n " << n << " grain " << grain;
+                }
             }
         }
         EXPECT_THROW(pool.parallel_for_balanced(64, [](int64_t b, int64_t, int) {
