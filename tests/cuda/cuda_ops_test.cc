@@ -19,15 +19,7 @@ namespace {
 
 using kernels::cuda::Accum;
 
-class CudaOps : public ::testing::Test {
-protected:
-    void SetUp() override {
-        PIPELM_REQUIRE_CUDA();
-        PIPELM_CUDA_CHECK(cudaSetDevice(0));
-    }
-    cudaStream_t stream = nullptr;  // the legacy default stream
-    ThreadPool pool{2};
-};
+class CudaOps : public DeviceTest {};
 
 // Rows of `type` holding random values in [-1, 1] (quantized as the file would hold them).
 std::vector<uint8_t> random_rows(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {

@@ -23,15 +23,7 @@ namespace {
 using kernels::cuda::Accum;
 namespace kt = kernels::testing;
 
-class CudaQuant : public ::testing::Test {
-protected:
-    void SetUp() override {
-        PIPELM_REQUIRE_CUDA();
-        PIPELM_CUDA_CHECK(cudaSetDevice(0));
-    }
-    cudaStream_t stream = nullptr;  // the legacy default stream
-    ThreadPool pool{2};
-};
+class CudaQuant : public DeviceTest {};
 
 // The nine block types beyond q8_0 that the device reads since issue 6, and q8_0.
 const std::vector<GgmlType>& block_types() {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cuda/device_buffer.h"
+#include "runtime/base/thread_pool.h"
 
 namespace pipelm::cudatest {
 
@@ -49,6 +50,18 @@ inline bool cuda_device_present(std::string* why) {
 namespace pipelm::cudatest {
 
 namespace kc = pipelm::kernels::cuda;
+
+// Fixture of the per-op tests: skips without a device, else device 0, the legacy default
+// stream and a 2-thread pool for the CPU references.
+class DeviceTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        PIPELM_REQUIRE_CUDA();
+        PIPELM_CUDA_CHECK(cudaSetDevice(0));
+    }
+    cudaStream_t stream = nullptr;  // the legacy default stream
+    ThreadPool pool{2};
+};
 
 // A device copy of a host vector.
 template <typename T>
