@@ -123,12 +123,11 @@ struct Operand {
         for (int64_t t = 0; t < n; ++t) {
             int8_t* qt = qn + t * ldq;
             if (avx2)
-                detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
+                detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd, hs + t * ldd);
             else
-                detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd);
+                detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd, hs + t * ldd);
             std::memset(qt + K, 0, static_cast<size_t>(ldq - K));
             detail::interleave_act_q8(qt, K, ldd, qi + t * ldq);
-            detail::half_sums_q8(qt, K, ldd, hs + t * ldd);
         }
         a.hs = hs;
         a.q = qn;

@@ -122,7 +122,12 @@ bool q8_type_supported(GgmlType t) {
     }
 }
 
-void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s) {
+// int16 pair (lo, hi) of ActQ8::hs.
+static int32_t half_pair(int lo, int hi) {
+    return static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xFFFFu));
+}
+
+void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s, int32_t* hs) {
     const int64_t nb = K / 32;
     for (int64_t b = 0; b < nb; ++b) {
         const float* xb = x + 32 * b;
@@ -132,7 +137,7 @@ void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, f
             amax = amax > a ? amax : a;
         }
         const float db = amax / 127.f;
-        int sum = 0;
+        int half[2] = {0, 0};
         for (int i = 0; i < 32; ++i) {
             int v = 0;
             if (db != 0.f) {
@@ -141,12 +146,16 @@ void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, f
                 v = static_cast<int>(r);
             }
             q[32 * b + i] = static_cast<int8_t>(v);
-            sum += v;
+            half[i / 16] += v;
         }
         d[b] = db;
-        s[b] = db * static_cast<float>(sum);
+        s[b] = db * static_cast<float>(half[0] + half[1]);
+        hs[b] = half_pair(half[0], half[1]);
     }
-    for (int64_t b = nb; b < ldd; ++b) d[b] = s[b] = 0.f;
+    for (int64_t b = nb; b < ldd; ++b) {
+        d[b] = s[b] = 0.f;
+        hs[b] = 0;
+    }
 }
 
 // Every type with an integer kernel has a packed record form.
@@ -321,19 +330,6 @@ void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, in
         case GgmlType::kIQ4_XS: return pack_rows_t<GgmlType::kIQ4_XS>(w, layout, out, r0, r1);
         default: PIPELM_THROW(ErrorCode::kUnsupported, "pack_rows: ", ggml_type_name(layout.type), " is not packable");
     }
-}
-
-void half_sums_q8(const int8_t* q, int64_t K, int64_t ldd, int32_t* hs) {
-    const int64_t nb = K / 32;
-    for (int64_t b = 0; b < nb; ++b) {
-        int lo = 0, hi = 0;
-        for (int i = 0; i < 16; ++i) {
-            lo += q[32 * b + i];
-            hi += q[32 * b + 16 + i];
-        }
-        hs[b] = static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xFFFFu));
-    }
-    for (int64_t b = nb; b < ldd; ++b) hs[b] = 0;
 }
 
 void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi) {

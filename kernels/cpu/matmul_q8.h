@@ -76,13 +76,11 @@ void matmul_q8_packed_avx2(const PackedWeight& w, int64_t r0, int64_t r1, const 
 // Types with an integer kernel (see act_quant_supported).
 bool q8_type_supported(GgmlType t);
 
-// Natural-order int8 values q[0..K) of one token -> its hs row (ldd entries).
-void half_sums_q8(const int8_t* q, int64_t K, int64_t ldd, int32_t* hs);
-
-// Quantizes one token: x[0..K) -> q[0..K), d[0..ldd), s[0..ldd) (zero-padded past K/32).
-// Both give the same bits (IEEE division and round-half-even).
-void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s);
-void quantize_act_q8_avx2(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s);
+// Quantizes one token: x[0..K) -> q[0..K), d, s and hs [0..ldd) (zero-padded past K/32; the
+// block sums of s and the half sums of hs come from the same pass). Both give the same bits
+// (IEEE division and round-half-even).
+void quantize_act_q8_scalar(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s, int32_t* hs);
+void quantize_act_q8_avx2(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s, int32_t* hs);
 
 // One thread's share: rows [r0, r1) of w, all n tokens of `a` (y[t*ldy + r]). Same bits.
 void matmul_q8_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,

@@ -807,7 +807,7 @@ void matmul_q8_packed_avx2(const PackedWeight& p, int64_t r0, int64_t r1, const 
     }
 }
 
-void quantize_act_q8_avx2(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s) {
+void quantize_act_q8_avx2(const float* x, int64_t K, int64_t ldd, int8_t* q, float* d, float* s, int32_t* hs) {
     const int64_t nb = K / 32;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t b = 0; b < nb; ++b) {
@@ -825,6 +825,7 @@ void quantize_act_q8_avx2(const float* x, int64_t K, int64_t ldd, int8_t* q, flo
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm256_setzero_si256());
             d[b] = 0.f;
             s[b] = 0.f;
+            hs[b] = 0;
             continue;
         }
         const __m256 dv = _mm256_set1_ps(db), lo = _mm256_set1_ps(-127.f), hi = _mm256_set1_ps(127.f);
@@ -833,17 +834,23 @@ void quantize_act_q8_avx2(const float* x, int64_t K, int64_t ldd, int8_t* q, flo
             const __m256 r = _mm256_round_ps(_mm256_div_ps(v[i], dv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             iv[i] = _mm256_cvtps_epi32(_mm256_min_ps(hi, _mm256_max_ps(lo, r)));
         }
-        const __m256i sum4 = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum4), _mm256_extracti128_si256(sum4, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        // Half sums (elements 0..15: iv[0], iv[1]; 16..31: iv[2], iv[3]) in lanes 0 and 1.
+        const __m256i lo8 = _mm256_add_epi32(iv[0], iv[1]), hi8 = _mm256_add_epi32(iv[2], iv[3]);
+        __m256i hh = _mm256_hadd_epi32(lo8, hi8);  // [lo01 lo23 hi01 hi23 | lo45 lo67 hi45 hi67]
+        hh = _mm256_hadd_epi32(hh, hh);             // [lo0-3 hi0-3 . . | lo4-7 hi4-7 . .]
+        const __m128i h2 = _mm_add_epi32(_mm256_castsi256_si128(hh), _mm256_extracti128_si256(hh, 1));
+        const int sum_lo = _mm_cvtsi128_si32(h2), sum_hi = _mm_extract_epi32(h2, 1);
         const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb),
                             _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
         d[b] = db;
-        s[b] = db * static_cast<float>(_mm_cvtsi128_si32(s4));
+        s[b] = db * static_cast<float>(sum_lo + sum_hi);
+        hs[b] = static_cast<int32_t>((static_cast<uint32_t>(sum_hi) << 16) | (static_cast<uint32_t>(sum_lo) & 0xFFFFu));
     }
-    for (int64_t b = nb; b < ldd; ++b) d[b] = s[b] = 0.f;
+    for (int64_t b = nb; b < ldd; ++b) {
+        d[b] = s[b] = 0.f;
+        hs[b] = 0;
+    }
 }
 
 void matmul_q8_block_avx2(const WeightView& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,

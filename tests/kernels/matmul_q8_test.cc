@@ -289,7 +289,7 @@ TEST(MatmulQ8, GroupEqualsSeparateMatmuls) {
 }
 
 // Activation quantization: AVX2 == scalar == the contract, including round-half-even ties,
-// zero blocks and the zero padding of d and s.
+// zero blocks, the half sums of hs and the zero padding of d, s and hs.
 TEST(MatmulQ8, ActivationQuantization) {
     const int64_t K = 96, ldd = 8;
     std::vector<float> x(K);
@@ -301,7 +301,8 @@ TEST(MatmulQ8, ActivationQuantization) {
     for (int i = 64; i < 96; ++i) x[i] = nd(rng);
     std::vector<int8_t> q1(K), q2(K);
     std::vector<float> d1(ldd, -1), s1(ldd, -1), d2(ldd, -1), s2(ldd, -1);
-    detail::quantize_act_q8_scalar(x.data(), K, ldd, q1.data(), d1.data(), s1.data());
+    std::vector<int32_t> hs1(ldd, -1), hs2(ldd, -1);
+    detail::quantize_act_q8_scalar(x.data(), K, ldd, q1.data(), d1.data(), s1.data(), hs1.data());
     EXPECT_EQ(d1[0], 1.f);
     for (int i = 1; i < 32; ++i) {
         const float v = static_cast<float>(i % 2 ? -i : i) * 0.5f;
@@ -314,9 +315,19 @@ TEST(MatmulQ8, ActivationQuantization) {
     int sum = 0;
     for (int i = 64; i < 96; ++i) sum += q1[i];
     EXPECT_EQ(s1[2], d1[2] * static_cast<float>(sum));
+    for (int64_t b = 0; b < ldd; ++b) {  // int16 pair (Σ q[0..16), Σ q[16..32)), zero past K/32
+        int lo = 0, hi = 0;
+        for (int i = 0; i < 16 && b < K / 32; ++i) {
+            lo += q1[32 * b + i];
+            hi += q1[32 * b + 16 + i];
+        }
+        EXPECT_EQ(static_cast<int16_t>(hs1[b] & 0xFFFF), lo) << "block " << b;
+        EXPECT_EQ(hs1[b] >> 16, hi) << "block " << b;
+    }
     if (force_cpu_isa("avx2")) {
         force_cpu_isa("auto");
-        detail::quantize_act_q8_avx2(x.data(), K, ldd, q2.data(), d2.data(), s2.data());
+        detail::quantize_act_q8_avx2(x.data(), K, ldd, q2.data(), d2.data(), s2.data(), hs2.data());
+        EXPECT_EQ(hs1, hs2);
         EXPECT_EQ(q1, q2);
         EXPECT_EQ(first_bit_diff(d1.data(), d2.data(), ldd), -1);
         EXPECT_EQ(first_bit_diff(s1.data(), s2.data(), ldd), -1);
