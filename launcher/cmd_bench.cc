@@ -26,6 +26,7 @@
 #include "launcher/session.h"
 #include "runtime/base/log.h"
 #include "runtime/base/thread_pool.h"
+#include "runtime/model/tensors.h"
 
 namespace pipelm::launcher {
 namespace {
@@ -444,7 +445,7 @@ ModelInfo model_info(const gguf::GgufFile& f, const model::Glm4Config& cfg) {
         const bool matrix = t.ne.size() >= 2 && t.ne[1] > 1;
         if (!matrix) continue;
         by_type[ggml_type_name(t.type)] += t.bytes;
-        if (t.name != "token_embd.weight" || cfg.tied_output) m.weight_bytes_per_pass += t.bytes;
+        if (t.name != model::tensor_name(model::TensorId::kTokenEmbd) || cfg.tied_output) m.weight_bytes_per_pass += t.bytes;
     }
     uint64_t best = 0;
     for (const auto& kv : by_type)

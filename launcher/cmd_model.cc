@@ -182,7 +182,7 @@ int cmd_plan(int argc, char** argv) {
     int S = o.n_stages;
     if (!o.workers.empty()) S = 1 + static_cast<int>(std::count(o.workers.begin(), o.workers.end(), ',')) + 1;
     const pipeline::PlanRequest r = plan_request(o, cfg, S, n_ctx);
-    auto plan = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*f, cfg.n_layer), r);
+    auto plan = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*f, cfg), r);
     std::printf("%s\n%s, context %d x %d sequence(s), KV %s/%s\n%s", f->path().c_str(), cfg.summary().c_str(), n_ctx,
                 o.n_seq, ggml_type_name(o.cache_k), ggml_type_name(o.cache_v), pipeline::format_plan(plan).c_str());
     return 0;

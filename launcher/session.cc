@@ -168,7 +168,7 @@ std::unique_ptr<Session> Session::open(const SessionOptions& opt) {
 
 void Session::start_in_process(const SessionOptions& opt) {
     const int S = opt.n_stages;
-    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
+    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_), plan_request(opt, cfg_, S, n_ctx_));
     if (!opt.quiet_plan && S > 1)
         PIPELM_INFO("plan: ", S, " stages, in-process links\n", pipeline::format_plan(plan_));
     const int threads = opt.threads > 0 ? opt.threads : default_threads(S);

@@ -12,7 +12,6 @@ add_library(pipelm_kernels_cuda STATIC
   ${CMAKE_CURRENT_LIST_DIR}/rms_norm.cu
   ${CMAKE_CURRENT_LIST_DIR}/rope.cu
   ${CMAKE_CURRENT_LIST_DIR}/swiglu.cu
-  ${PROJECT_SOURCE_DIR}/runtime/model/glm4_stage_cuda.cc
 )
 set_target_properties(pipelm_kernels_cuda PROPERTIES
   CUDA_SEPARABLE_COMPILATION OFF
@@ -26,6 +25,3 @@ target_compile_options(pipelm_kernels_cuda PRIVATE
 string(REPLACE ";" "," PIPELM_CUDA_ARCHS_STR "${CMAKE_CUDA_ARCHITECTURES}")
 target_compile_definitions(pipelm_kernels_cuda PRIVATE PIPELM_CUDA_ARCHS="${PIPELM_CUDA_ARCHS_STR}")
 target_link_libraries(pipelm_kernels_cuda PUBLIC pipelm_base pipelm_kernels CUDA::cudart CUDA::cublas)
-# glm4_stage_cuda.cc uses the GGUF reader of pipelm_runtime, which links this library back: a
-# cycle between static libraries, which CMake resolves by repeating them on the link line.
-target_link_libraries(pipelm_kernels_cuda PRIVATE pipelm_runtime)

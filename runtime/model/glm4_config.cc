@@ -3,17 +3,14 @@
 #include <sstream>
 
 #include "runtime/base/error.h"
+#include "runtime/model/tensors.h"
 
 namespace pipelm::model {
 namespace {
 
-void expect_shape(const gguf::GgufFile& f, const std::string& name, std::vector<int64_t> ne, bool required = true) {
+void expect_shape(const gguf::GgufFile& f, const std::string& name, const std::vector<int64_t>& ne) {
     const gguf::TensorInfo* t = f.find_tensor(name);
-    if (!t) {
-        if (required)
-            PIPELM_THROW(ErrorCode::kFormat, f.path(), ": missing tensor '", name, "' (required by glm4)");
-        return;
-    }
+    if (!t) PIPELM_THROW(ErrorCode::kFormat, f.path(), ": missing tensor '", name, "' (required by glm4)");
     if (t->ne != ne) {
         std::ostringstream got, want;
         for (size_t i = 0; i < t->ne.size(); ++i) got << (i ? ", " : "") << t->ne[i];
@@ -34,10 +31,6 @@ int positive(const gguf::GgufFile& f, const std::string& key, int64_t v, int64_t
 }
 
 }  // namespace
-
-std::string layer_tensor(int layer, const char* name) {
-    return "blk." + std::to_string(layer) + "." + name + ".weight";
-}
 
 Glm4Config Glm4Config::from_gguf(const gguf::GgufFile& f) {
     Glm4Config c;
@@ -77,39 +70,23 @@ Glm4Config Glm4Config::from_gguf(const gguf::GgufFile& f) {
             PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": multi-section RoPE (GLM-4.1V/GLM-OCR) is not supported");
     }
 
-    const gguf::TensorInfo& emb = f.tensor("token_embd.weight");
+    const std::string embd = tensor_name(TensorId::kTokenEmbd);
+    const gguf::TensorInfo& emb = f.tensor(embd);
     if (emb.ne.size() != 2)
-        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": token_embd.weight must be 2-D");
-    c.n_vocab = positive(f, "token_embd.weight rows", emb.ne[1], (int64_t)1 << 26);
-    const int64_t E = c.n_embd, Q = c.q_dim(), KV = c.kv_dim();
-    expect_shape(f, "token_embd.weight", {E, c.n_vocab});
-    expect_shape(f, "output_norm.weight", {E});
-    c.tied_output = f.find_tensor("output.weight") == nullptr;
-    if (!c.tied_output) expect_shape(f, "output.weight", {E, c.n_vocab});
-    if (f.find_tensor("blk.0.attn_qkv.weight"))
+        PIPELM_THROW(ErrorCode::kFormat, f.path(), ": ", embd, " must be 2-D");
+    c.n_vocab = positive(f, embd + " rows", emb.ne[1], (int64_t)1 << 26);
+    if (has_fused_qkv(f))
         PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": fused attn_qkv tensors are not supported; convert with separate attn_q/k/v");
-    c.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
-    for (int l = 0; l < c.n_layer; ++l) {
-        const std::string b = "blk." + std::to_string(l) + ".";
-        expect_shape(f, b + "attn_norm.weight", {E});
-        expect_shape(f, b + "attn_q.weight", {E, Q});
-        expect_shape(f, b + "attn_k.weight", {E, KV});
-        expect_shape(f, b + "attn_v.weight", {E, KV});
-        if (c.qkv_bias) {
-            expect_shape(f, b + "attn_q.bias", {Q});
-            expect_shape(f, b + "attn_k.bias", {KV});
-            expect_shape(f, b + "attn_v.bias", {KV});
-        }
-        expect_shape(f, b + "attn_output.weight", {Q, E});
-        expect_shape(f, b + "post_attention_norm.weight", {E});
-        expect_shape(f, b + "ffn_norm.weight", {E});
-        expect_shape(f, b + "ffn_up.weight", {E, 2 * (int64_t)c.n_ff});
-        expect_shape(f, b + "ffn_down.weight", {c.n_ff, E});
-        expect_shape(f, b + "post_ffw_norm.weight", {E});
-        for (const char* n : {"attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"})
-            if (f.tensor(b + n + ".weight").type != GgmlType::kF32)
-                PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": norm tensor '", b, n, ".weight' must be F32");
-    }
+    c.tied_output = f.find_tensor(tensor_name(TensorId::kOutput)) == nullptr;
+    c.qkv_bias = f.find_tensor(tensor_name(TensorId::kAttnQBias, 0)) != nullptr;
+    // Every tensor of the weight table: present, with the shape the hyperparameters give, of a
+    // type pipelm computes with (norms: F32).
+    for_each_tensor(c, c.n_layer, [&](TensorId id, int layer) {
+        const std::string name = tensor_name(id, layer);
+        expect_shape(f, name, tensor_shape(id, c));
+        if (tensor_def(id).kind == TensorKind::kNorm && f.tensor(name).type != GgmlType::kF32)
+            PIPELM_THROW(ErrorCode::kUnsupported, f.path(), ": norm tensor '", name, "' must be F32");
+    });
     return c;
 }
 
@@ -119,21 +96,6 @@ std::string Glm4Config::summary() const {
        << " (head_dim " << head_dim << ", rope " << n_rot << "), ffn " << n_ff << ", vocab " << n_vocab
        << (qkv_bias ? ", qkv bias" : "");
     return os.str();
-}
-
-uint64_t layer_weight_bytes(const gguf::GgufFile& f, int layer) {
-    const std::string prefix = "blk." + std::to_string(layer) + ".";
-    uint64_t b = 0;
-    for (const auto& t : f.tensors())
-        if (t.name.compare(0, prefix.size(), prefix) == 0) b += t.bytes;
-    return b;
-}
-
-uint64_t embedding_bytes(const gguf::GgufFile& f) { return f.tensor("token_embd.weight").bytes; }
-
-uint64_t head_bytes(const gguf::GgufFile& f) {
-    const gguf::TensorInfo* o = f.find_tensor("output.weight");
-    return f.tensor("output_norm.weight").bytes + (o ? o->bytes : f.tensor("token_embd.weight").bytes);
 }
 
 }  // namespace pipelm::model

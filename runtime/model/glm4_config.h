@@ -33,12 +33,4 @@ struct Glm4Config {
     std::string summary() const;
 };
 
-// Tensor names (GGUF, verbatim).
-std::string layer_tensor(int layer, const char* name);  // "blk.<layer>.<name>.weight"
-
-// Bytes of the weights of layer l (all its tensors), of the embedding, and of norm + lm_head.
-uint64_t layer_weight_bytes(const gguf::GgufFile& f, int layer);
-uint64_t embedding_bytes(const gguf::GgufFile& f);
-uint64_t head_bytes(const gguf::GgufFile& f);
-
 }  // namespace pipelm::model

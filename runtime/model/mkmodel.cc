@@ -11,6 +11,8 @@
 #include "runtime/base/error.h"
 #include "runtime/base/fp16.h"
 #include "runtime/gguf/gguf_writer.h"
+#include "runtime/model/glm4_config.h"
+#include "runtime/model/tensors.h"
 
 namespace pipelm::model {
 namespace {
@@ -179,7 +181,7 @@ uint32_t ftype_llama_code(Ftype f) { return ftype_info(f).llama_code; }
 // llama_tensor_get_type (llama.cpp src/llama-quant.cpp) for the rules that reach these file
 // types on a dense GLM-4 without an importance matrix; attn_v and ffn_down count layers, as
 // llama.cpp's i_attention_wv / i_ffn_down do when tensors are in block order.
-GgmlType ftype_tensor_type(Ftype f, const std::string& name, int64_t ne0, int layer, const MkModelSpec& s) {
+GgmlType ftype_tensor_type(Ftype f, TensorId id, int64_t ne0, int layer, const MkModelSpec& s) {
     const GgmlType base = ftype_base_type(f);
     // llama-quantize applies its rules only when the file type is a quantized one.
     if (base == GgmlType::kF32 || base == GgmlType::kF16 || base == GgmlType::kBF16) return base;
@@ -189,17 +191,17 @@ GgmlType ftype_tensor_type(Ftype f, const std::string& name, int64_t ne0, int la
     const bool k_m = f == Ftype::kQ4_K_M || f == Ftype::kQ5_K_M;
     const bool iq4 = f == Ftype::kIQ4_NL || f == Ftype::kIQ4_XS;
     GgmlType t = base;
-    if (name == "output.weight") {
+    if (id == TensorId::kOutput) {
         if (!fits(base)) t = GgmlType::kQ8_0;
         else if (base != GgmlType::kQ8_0) t = GgmlType::kQ6_K;
-    } else if (name == "token_embd.weight") {
+    } else if (id == TensorId::kTokenEmbd) {
         // the base type
-    } else if (name.find("attn_v.weight") != std::string::npos) {
+    } else if (id == TensorId::kAttnV) {
         const int n_gqa = s.n_head / s.n_head_kv;
         if (iq4 && n_gqa >= 4) t = GgmlType::kQ5_K;
         else if (k_m && use_more_bits(layer)) t = GgmlType::kQ6_K;
         else if (f == Ftype::kQ4_K_S && layer < 4) t = GgmlType::kQ5_K;
-    } else if (name.find("ffn_down") != std::string::npos) {
+    } else if (id == TensorId::kFfnDown) {
         if (k_m && use_more_bits(layer)) t = GgmlType::kQ6_K;
         else if (iq4 && layer < n / 8) t = GgmlType::kQ5_K;  // llama.cpp: only without an imatrix
         else if (f == Ftype::kQ4_K_S && layer < n / 8) t = GgmlType::kQ5_K;
@@ -212,7 +214,7 @@ GgmlType ftype_tensor_type(Ftype f, const std::string& name, int64_t ne0, int la
         case GgmlType::kQ5_K: t = GgmlType::kQ5_1; break;
         case GgmlType::kQ6_K: t = GgmlType::kQ8_0; break;
         default:
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "mkmodel: --ftype ", ftype_name(f), ": ", name, " has rows of ",
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "mkmodel: --ftype ", ftype_name(f), ": ", tensor_name(id, layer), " has rows of ",
                          ne0, " values, not a multiple of ", ggml_type_name(t), "'s block of ",
                          ggml_type_info(t).block);
     }
@@ -233,7 +235,7 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
                  s.n_head_kv);
     PIPELM_CHECK(s.n_rot % 2 == 0 && s.n_rot <= s.head_dim, "mkmodel: --rope-dim must be even and <= --head-dim");
     PIPELM_CHECK(s.n_vocab >= 266, "mkmodel: --vocab must be at least 266 (256 bytes + 10 special tokens)");
-    const int64_t E = s.n_embd, Q = int64_t(s.n_head) * s.head_dim, KV = int64_t(s.n_head_kv) * s.head_dim;
+    const int64_t E = s.n_embd, Q = int64_t(s.n_head) * s.head_dim;
     if (!s.ftype) {
         const int64_t blk = ggml_type_info(s.dtype).block;
         for (int64_t cols : {E, Q, int64_t(s.n_ff)})
@@ -282,9 +284,9 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
 
     uint64_t tensor_id = 0;
     // A 2-D weight of block `layer` (-1: embedding, output): --dtype's type or --ftype's choice.
-    auto matrix = [&](const std::string& name, int64_t cols, int64_t rows, int layer, float std) {
+    auto matrix = [&](TensorId tid, const std::string& name, int64_t cols, int64_t rows, int layer, float std) {
         const uint64_t id = tensor_id++;
-        const GgmlType t = s.ftype ? ftype_tensor_type(*s.ftype, name, cols, layer, s) : s.dtype;
+        const GgmlType t = s.ftype ? ftype_tensor_type(*s.ftype, tid, cols, layer, s) : s.dtype;
         const size_t rb = ggml_row_bytes(t, cols);
         w.add_tensor(name, t, {cols, rows}, [=](uint8_t* dst) {
             const int nt = std::max<int>(1, std::min<int64_t>(n_threads, rows));
@@ -309,27 +311,28 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
             std::memcpy(dst, v.data(), n * 4);
         });
     };
-    matrix("token_embd.weight", E, s.n_vocab, -1, 1.0f);
-    for (int l = 0; l < s.n_layer; ++l) {
-        const std::string b = "blk." + std::to_string(l) + ".";
-        vec(b + "attn_norm.weight", E, 1.f, 0.1f);
-        matrix(b + "attn_q.weight", E, Q, l, s.weight_std);
-        matrix(b + "attn_k.weight", E, KV, l, s.weight_std);
-        matrix(b + "attn_v.weight", E, KV, l, s.weight_std);
-        if (s.qkv_bias) {
-            vec(b + "attn_q.bias", Q, 0.f, 0.1f);
-            vec(b + "attn_k.bias", KV, 0.f, 0.1f);
-            vec(b + "attn_v.bias", KV, 0.f, 0.1f);
+    // The weight table gives names, shapes and order; mkmodel adds only the random init.
+    Glm4Config cfg;
+    cfg.n_layer = s.n_layer;
+    cfg.n_embd = s.n_embd;
+    cfg.n_head = s.n_head;
+    cfg.n_head_kv = s.n_head_kv;
+    cfg.head_dim = s.head_dim;
+    cfg.n_ff = s.n_ff;
+    cfg.n_vocab = s.n_vocab;
+    cfg.qkv_bias = s.qkv_bias;
+    cfg.tied_output = false;
+    for_each_tensor(cfg, s.n_layer, [&](TensorId id, int layer) {
+        const std::string name = tensor_name(id, layer);
+        const std::vector<int64_t> ne = tensor_shape(id, cfg);
+        switch (tensor_def(id).kind) {
+            case TensorKind::kMatrix:
+                matrix(id, name, ne[0], ne[1], layer, id == TensorId::kTokenEmbd ? 1.0f : s.weight_std);
+                break;
+            case TensorKind::kNorm: vec(name, ne[0], 1.f, 0.1f); break;
+            case TensorKind::kBias: vec(name, ne[0], 0.f, 0.1f); break;
         }
-        matrix(b + "attn_output.weight", Q, E, l, s.weight_std);
-        vec(b + "post_attention_norm.weight", E, 1.f, 0.1f);
-        vec(b + "ffn_norm.weight", E, 1.f, 0.1f);
-        matrix(b + "ffn_up.weight", E, 2 * int64_t(s.n_ff), l, s.weight_std);
-        matrix(b + "ffn_down.weight", s.n_ff, E, l, s.weight_std);
-        vec(b + "post_ffw_norm.weight", E, 1.f, 0.1f);
-    }
-    vec("output_norm.weight", E, 1.f, 0.1f);
-    matrix("output.weight", E, s.n_vocab, -1, s.weight_std);
+    });
     w.write(path);
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/base/ggml_types.h"
+#include "runtime/model/tensors.h"
 
 namespace pipelm::model {
 
@@ -39,11 +40,11 @@ const char* ftype_name(Ftype f);  // lower case, as parse_ftype takes it
 std::string ftype_names();        // "f32, f16, ..." for help texts and errors
 GgmlType ftype_base_type(Ftype f);    // q4_k_s/q4_k_m -> q4_K, q5_k_* -> q5_K, q6_k -> q6_K, others their type
 uint32_t ftype_llama_code(Ftype f);   // llama.cpp's LLAMA_FTYPE_MOSTLY_* number (general.file_type)
-// The type llama-quantize gives the 2-D weight `tensor_name` (GGUF name, "blk.3.attn_v.weight")
+// The type llama-quantize gives the 2-D weight `id` (runtime/model/tensors.h)
 // of row length `ne0` in block `layer` (-1 outside the blocks) of a model shaped as `spec`
 // (n_layer, n_head / n_head_kv are read), without an importance matrix. Rows that the chosen
 // K/IQ4_XS type cannot hold fall back as llama.cpp does (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0,
 // iq4_xs -> iq4_nl, then f16); rows a 32-block base type cannot hold throw kInvalidArgument.
-GgmlType ftype_tensor_type(Ftype f, const std::string& tensor_name, int64_t ne0, int layer, const MkModelSpec& spec);
+GgmlType ftype_tensor_type(Ftype f, TensorId id, int64_t ne0, int layer, const MkModelSpec& spec);
 
 }  // namespace pipelm::model

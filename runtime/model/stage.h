@@ -1,5 +1,6 @@
-// The interface the pipeline drives: one stage of a model on one device. Implementations:
-// Glm4Stage (CPU, glm4_stage.h) and, when built with CUDA, CudaGlm4Stage (glm4_stage_cuda.h).
+// The interface the pipeline drives: one stage of a model on one device. The implementation is
+// Glm4Stage (glm4_stage.h), the one GLM-4 definition, over a device backend (backend.h): CPU
+// always, CUDA from the run-time module libpipelm_cuda.so when this pipelm was built with CUDA.
 // All buffers in this interface are host memory; a device stage stages them itself.
 #pragma once
 #include <cstdint>
@@ -36,6 +37,9 @@ struct StageOptions {
     // rounded to int8 per 32 values for integer dot products (llama.cpp's scheme: faster, not
     // exact); "" = the default ("none").
     std::string act_quant;
+    // Tokens per forward the memory plan of a device stage reserves scratch for (--ubatch);
+    // larger batches still run (the scratch grows).
+    int n_ubatch = 512;
     // Called after each layer's weights are prepared (layers done, layers of this stage).
     std::function<void(int, int)> on_layer_loaded;
 };
@@ -53,6 +57,7 @@ public:
     virtual ~Stage() = default;
     virtual const StageSpec& spec() const = 0;
     virtual const Glm4Config& config() const = 0;
+    virtual std::string device() const = 0;  // "cpu", "cuda:0"
     int n_embd() const { return config().n_embd; }
     // x[t][:] = embedding of tokens[t] (first stage only). Throws on an out-of-range id.
     virtual void embed(const int32_t* tokens, int64_t n, float* x) = 0;
@@ -64,8 +69,9 @@ public:
     virtual uint64_t kv_bytes() const = 0;
 };
 
-// Creates the stage for opt.device ("cpu" or "cuda:N"); throws Error{kUnsupported} for a CUDA
-// device in a build without CUDA.
+// Creates the stage for opt.device ("cpu" or "cuda:N"). A CUDA device loads the CUDA backend
+// module on first use; throws Error{kUnsupported} when this pipelm has no CUDA module (built
+// without CUDA, or the module is missing) and Error{kCuda} when the device cannot be used.
 std::unique_ptr<Stage> make_stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Config& cfg,
                                   const StageSpec& spec, const StageOptions& opt, ThreadPool& pool);
 

@@ -7,16 +7,23 @@
 
 #include "runtime/base/error.h"
 #include "runtime/model/glm4_config.h"
+#include "runtime/model/tensors.h"
 
 namespace pipelm::pipeline {
 
-ModelCosts ModelCosts::from_gguf(const gguf::GgufFile& f, int n_layer) {
+ModelCosts ModelCosts::from_gguf(const gguf::GgufFile& f, const model::Glm4Config& cfg) {
     ModelCosts c;
-    for (int l = 0; l < n_layer; ++l) c.layer_bytes.push_back(model::layer_weight_bytes(f, l));
+    for (int l = 0; l < cfg.n_layer; ++l) c.layer_bytes.push_back(model::layer_weight_bytes(f, cfg, l));
     c.embedding_bytes = model::embedding_bytes(f);
-    c.head_bytes = model::head_bytes(f);
-    c.head_compute = c.head_bytes - f.tensor("output_norm.weight").bytes;
+    c.head_bytes = model::head_bytes(f, cfg);
+    c.head_compute = c.head_bytes - model::head_norm_bytes(f);
     return c;
+}
+
+ModelCosts ModelCosts::from_gguf(const gguf::GgufFile& f, int n_layer) {
+    model::Glm4Config cfg = model::Glm4Config::from_gguf(f);
+    PIPELM_CHECK(cfg.n_layer == n_layer, f.path(), ": ", n_layer, " layers asked for, the file has ", cfg.n_layer);
+    return from_gguf(f, cfg);
 }
 
 std::vector<int> parse_split(const std::string& s) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/gguf/gguf.h"
+#include "runtime/model/glm4_config.h"
 
 namespace pipelm::pipeline {
 
@@ -36,7 +37,9 @@ struct ModelCosts {
     uint64_t embedding_bytes = 0;
     uint64_t head_bytes = 0;      // output_norm + lm_head
     uint64_t head_compute = 0;    // lm_head matmul bytes (compute proxy)
-    static ModelCosts from_gguf(const gguf::GgufFile& f, int n_layer);
+    // From the weight table (runtime/model/tensors.h): what each stage would read.
+    static ModelCosts from_gguf(const gguf::GgufFile& f, const model::Glm4Config& cfg);
+    static ModelCosts from_gguf(const gguf::GgufFile& f, int n_layer);  // reads the config itself
 };
 
 // Prompt chunks the auto split assumes for prefill (a 512-token prompt in --ubatch 64).

@@ -11,6 +11,7 @@ namespace pipelm {
 namespace {
 
 using model::Ftype;
+using model::TensorId;
 
 // The type of every 2-D weight in the files llama.cpp's llama-quantize (commit 34af94cd, no
 // imatrix) made from the F32 glm4-quant models: shared/testdata/models/<file> (copies in
@@ -175,27 +176,26 @@ TEST(MkModelFtype, MoreBitsLayersOf61) {
     const int64_t E = s.n_embd;
     for (int i = 0; i < s.n_layer; ++i) {
         SCOPED_TRACE("layer " + std::to_string(i));
-        const std::string b = "blk." + std::to_string(i) + ".";
         const bool m = more.count(i) > 0;
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_M, b + "attn_v.weight", E, i, s),
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_M, TensorId::kAttnV, E, i, s),
                   m ? GgmlType::kQ6_K : GgmlType::kQ4_K);
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_M, b + "ffn_down.weight", s.n_ff, i, s),
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_M, TensorId::kFfnDown, s.n_ff, i, s),
                   m ? GgmlType::kQ6_K : GgmlType::kQ4_K);
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ5_K_M, b + "ffn_down.weight", s.n_ff, i, s),
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ5_K_M, TensorId::kFfnDown, s.n_ff, i, s),
                   m ? GgmlType::kQ6_K : GgmlType::kQ5_K);
-        for (const char* n : {"attn_q", "attn_k", "attn_output", "ffn_up"})
-            EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_M, b + n + ".weight", E, i, s), GgmlType::kQ4_K) << n;
+        for (TensorId n : {TensorId::kAttnQ, TensorId::kAttnK, TensorId::kAttnOutput, TensorId::kFfnUp})
+            EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_M, n, E, i, s), GgmlType::kQ4_K) << model::tensor_name(n, i);
         // q4_k_s: attn_v of the first 4 layers and ffn_down of the first n/8 get q5_K.
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_S, b + "attn_v.weight", E, i, s),
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_S, TensorId::kAttnV, E, i, s),
                   i < 4 ? GgmlType::kQ5_K : GgmlType::kQ4_K);
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_S, b + "ffn_down.weight", s.n_ff, i, s),
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ4_K_S, TensorId::kFfnDown, s.n_ff, i, s),
                   i < 7 ? GgmlType::kQ5_K : GgmlType::kQ4_K);
         // iq4_xs without an imatrix: ffn_down of the first n/8 layers q5_K; GQA 24 -> attn_v q5_K.
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kIQ4_XS, b + "ffn_down.weight", s.n_ff, i, s),
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kIQ4_XS, TensorId::kFfnDown, s.n_ff, i, s),
                   i < 7 ? GgmlType::kQ5_K : GgmlType::kIQ4_XS);
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kIQ4_XS, b + "attn_v.weight", E, i, s), GgmlType::kQ5_K);
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ5_K_S, b + "attn_v.weight", E, i, s), GgmlType::kQ5_K);
-        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ6_K, b + "ffn_down.weight", s.n_ff, i, s), GgmlType::kQ6_K);
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kIQ4_XS, TensorId::kAttnV, E, i, s), GgmlType::kQ5_K);
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ5_K_S, TensorId::kAttnV, E, i, s), GgmlType::kQ5_K);
+        EXPECT_EQ(model::ftype_tensor_type(Ftype::kQ6_K, TensorId::kFfnDown, s.n_ff, i, s), GgmlType::kQ6_K);
     }
 }
 
@@ -206,30 +206,30 @@ TEST(MkModelFtype, OutputEmbeddingAndFallbacks) {
     // output.weight: q6_K unless the base type is q8_0 or a float; token_embd: the base type.
     for (Ftype f : {Ftype::kQ4_0, Ftype::kQ4_1, Ftype::kQ5_0, Ftype::kQ5_1, Ftype::kIQ4_NL, Ftype::kIQ4_XS,
                     Ftype::kQ4_K_S, Ftype::kQ4_K_M, Ftype::kQ5_K_S, Ftype::kQ5_K_M, Ftype::kQ6_K}) {
-        EXPECT_EQ(ftype_tensor_type(f, "output.weight", E, -1, s), GgmlType::kQ6_K) << model::ftype_name(f);
-        EXPECT_EQ(ftype_tensor_type(f, "token_embd.weight", E, -1, s), model::ftype_base_type(f));
+        EXPECT_EQ(ftype_tensor_type(f, TensorId::kOutput, E, -1, s), GgmlType::kQ6_K) << model::ftype_name(f);
+        EXPECT_EQ(ftype_tensor_type(f, TensorId::kTokenEmbd, E, -1, s), model::ftype_base_type(f));
     }
     for (Ftype f : {Ftype::kQ8_0, Ftype::kF16, Ftype::kBF16, Ftype::kF32}) {
-        EXPECT_EQ(ftype_tensor_type(f, "output.weight", E, -1, s), model::ftype_base_type(f)) << model::ftype_name(f);
-        EXPECT_EQ(ftype_tensor_type(f, "blk.0.ffn_down.weight", F, 0, s), model::ftype_base_type(f));
-        EXPECT_EQ(ftype_tensor_type(f, "blk.0.attn_v.weight", E, 0, s), model::ftype_base_type(f));
+        EXPECT_EQ(ftype_tensor_type(f, TensorId::kOutput, E, -1, s), model::ftype_base_type(f)) << model::ftype_name(f);
+        EXPECT_EQ(ftype_tensor_type(f, TensorId::kFfnDown, F, 0, s), model::ftype_base_type(f));
+        EXPECT_EQ(ftype_tensor_type(f, TensorId::kAttnV, E, 0, s), model::ftype_base_type(f));
     }
     // Rows of 13696: q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq4_xs -> iq4_nl.
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, "blk.6.ffn_down.weight", F, 6, s), GgmlType::kQ5_0);   // not more bits
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, "blk.0.ffn_down.weight", F, 0, s), GgmlType::kQ8_0);   // q6_K
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ5_K_S, "blk.9.ffn_down.weight", F, 9, s), GgmlType::kQ5_1);
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ6_K, "blk.9.ffn_down.weight", F, 9, s), GgmlType::kQ8_0);
-    EXPECT_EQ(ftype_tensor_type(Ftype::kIQ4_XS, "blk.9.ffn_down.weight", F, 9, s), GgmlType::kIQ4_NL);
-    EXPECT_EQ(ftype_tensor_type(Ftype::kIQ4_XS, "blk.0.ffn_down.weight", F, 0, s), GgmlType::kQ5_1);  // q5_K
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_0, "blk.9.ffn_down.weight", F, 9, s), GgmlType::kQ4_0);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, TensorId::kFfnDown, F, 6, s), GgmlType::kQ5_0);   // not more bits
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, TensorId::kFfnDown, F, 0, s), GgmlType::kQ8_0);   // q6_K
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ5_K_S, TensorId::kFfnDown, F, 9, s), GgmlType::kQ5_1);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ6_K, TensorId::kFfnDown, F, 9, s), GgmlType::kQ8_0);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kIQ4_XS, TensorId::kFfnDown, F, 9, s), GgmlType::kIQ4_NL);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kIQ4_XS, TensorId::kFfnDown, F, 0, s), GgmlType::kQ5_1);  // q5_K
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_0, TensorId::kFfnDown, F, 9, s), GgmlType::kQ4_0);
     // output.weight with rows that are no multiple of 256 (or of the base type's block): q8_0.
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, "output.weight", 96, -1, s), GgmlType::kQ8_0);
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_0, "output.weight", 96, -1, s), GgmlType::kQ8_0);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, TensorId::kOutput, 96, -1, s), GgmlType::kQ8_0);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_0, TensorId::kOutput, 96, -1, s), GgmlType::kQ8_0);
     // A row no 32-block holds: a K type ends in f16 as in llama.cpp, a 32-block base type is an error.
-    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, "blk.9.attn_q.weight", 100, 9, s), GgmlType::kF16);
-    EXPECT_EQ(ftype_tensor_type(Ftype::kF16, "blk.9.attn_q.weight", 100, 9, s), GgmlType::kF16);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kQ4_K_M, TensorId::kAttnQ, 100, 9, s), GgmlType::kF16);
+    EXPECT_EQ(ftype_tensor_type(Ftype::kF16, TensorId::kAttnQ, 100, 9, s), GgmlType::kF16);
     try {
-        ftype_tensor_type(Ftype::kQ4_0, "blk.9.attn_q.weight", 100, 9, s);
+        ftype_tensor_type(Ftype::kQ4_0, TensorId::kAttnQ, 100, 9, s);
         ADD_FAILURE() << "q4_0 accepted rows of 100";
     } catch (const Error& e) {
         EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
