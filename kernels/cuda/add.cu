@@ -17,13 +17,13 @@ constexpr int kThreads = 256;
 __global__ void __launch_bounds__(kThreads) add_kernel(float* x, const float* y, int64_t n) {
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        x[i] = __fadd_rn(x[i], y[i]);
+        x[i] = hd::add(x[i], y[i]);
 }
 
 __global__ void __launch_bounds__(kThreads)
 add_bias_kernel(float* x, int64_t ld, const float* __restrict__ bias, int64_t n) {
     float* xr = x + blockIdx.x * ld;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) xr[i] = __fadd_rn(xr[i], bias[i]);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) xr[i] = hd::add(xr[i], bias[i]);
 }
 
 __global__ void __launch_bounds__(kThreads) check_finite_kernel(const float* __restrict__ x, int64_t n, int* flag) {
@@ -35,15 +35,6 @@ __global__ void __launch_bounds__(kThreads) check_finite_kernel(const float* __r
 }
 
 }  // namespace
-
-const char* accum_name(Accum a) {
-    switch (a) {
-        case Accum::kF32: return "f32";
-        case Accum::kBF16: return "bf16";
-        case Accum::kF16: return "f16";
-    }
-    return "?";
-}
 
 void check_device_supported() {
     int dev = 0;
@@ -63,20 +54,22 @@ void check_device_supported() {
 
 void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
-    add_kernel<<<detail::grid_for(n, kThreads), kThreads, 0, stream>>>(x, y, n);
+    const LaunchConfig& lc = detail::checked(grid_stride_launch("add", n, kThreads));
+    add_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(x, y, n);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 
 void add_bias_rows(float* x, int64_t ld, const float* bias, int64_t n_rows, int64_t n, cudaStream_t stream) {
     if (n_rows <= 0 || n <= 0) return;
-    PIPELM_CHECK(n_rows <= 0x7fffffff, "add_bias_rows: too many rows for one launch");
-    add_bias_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(x, ld, bias, n);
+    const LaunchConfig& lc = detail::checked(row_launch("add_bias_rows", n_rows, kThreads));
+    add_bias_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(x, ld, bias, n);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 
 void check_finite(const float* x, int64_t n, int* flag, cudaStream_t stream) {
     if (n <= 0) return;
-    check_finite_kernel<<<detail::grid_for(n, kThreads, 1024), kThreads, 0, stream>>>(x, n, flag);
+    const LaunchConfig& lc = detail::checked(grid_stride_launch("check_finite", n, kThreads, 1024));
+    check_finite_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(x, n, flag);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 

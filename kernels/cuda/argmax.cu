@@ -50,8 +50,8 @@ argmax_kernel(const float* __restrict__ x, int64_t ld, int64_t n, int32_t* __res
 
 void argmax_rows(const float* x, int64_t ld, int64_t n_rows, int64_t n, int32_t* out, cudaStream_t stream) {
     if (n_rows <= 0 || n <= 0) return;
-    PIPELM_CHECK(n_rows <= 0x7fffffff, "argmax: too many rows for one launch");
-    argmax_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(x, ld, n, out);
+    const LaunchConfig& lc = detail::checked(row_launch("argmax", n_rows, kThreads));
+    argmax_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(x, ld, n, out);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 

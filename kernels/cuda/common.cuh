@@ -1,5 +1,6 @@
-// Device-side helpers shared by the .cu files: warp/block reductions, element loads of the
-// float weight types (f32, f16, bf16; the block types are decoded by quant.cuh), grid sizing.
+// Device-side helpers shared by the .cu files: warp/block reductions, vector stores, and the
+// launch helpers that turn a launch.h plan into <<<>>> arguments after checking it. The
+// per-element math lives in host/device headers (hd.h, hd_math.h, quant.cuh).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -7,17 +8,24 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/hd.h"
+#include "kernels/cuda/launch.h"
 #include "runtime/base/ggml_types.h"
 
 namespace pipelm::kernels::cuda::detail {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
-inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535) {
-    int64_t b = (n + threads - 1) / threads;
-    if (b < 1) b = 1;
-    if (b > max_blocks) b = max_blocks;
-    return static_cast<unsigned>(b);
+// dim3 of a launch.h plan that launch_problem() accepted for the current device. The simple
+// kernels (one block per row, grid-stride loops, no dynamic shared memory) check against the
+// limits every CUDA device of this build shares (sm_80: the smaller one).
+inline dim3 to_dim3(const Dim3& d) {
+    return dim3(static_cast<unsigned>(d.x), static_cast<unsigned>(d.y), static_cast<unsigned>(d.z));
+}
+inline LaunchConfig checked(const LaunchConfig& c) {
+    static const DeviceLimits limits = sm80_limits();
+    check_launch(c, limits);
+    return c;
 }
 
 template <typename T>
@@ -64,16 +72,14 @@ __device__ inline float block_max(float v) {
     return warp_max(lane < n_warps ? part[lane] : -INFINITY);
 }
 
-__device__ __forceinline__ float bf16_bits_to_f32(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
-__device__ __forceinline__ float f16_bits_to_f32(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
-
-// Element c of a row of `type` (f32, f16, bf16), exactly as kernels::dequantize_row.
-__device__ __forceinline__ float load_element(GgmlType type, const uint8_t* row, int64_t c) {
-    switch (type) {
-        case GgmlType::kF32: return reinterpret_cast<const float*>(row)[c];
-        case GgmlType::kF16: return f16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
-        case GgmlType::kBF16: return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
-        default: return __int_as_float(0x7fc00000);  // a block type: NaN (callers route those to quant.cuh)
+// dst[0..8) = v[0..8): two 16-byte stores when `vec` (dst 16-byte aligned), else scalar ones.
+__device__ __forceinline__ void store8(float* dst, const float (&v)[8], bool vec) {
+    if (vec) {
+        reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) dst[k] = v[k];
     }
 }
 

@@ -1,12 +1,10 @@
 // Weight and activation conversions around the GEMMs:
 //  - dequantize_rows: rows of any weight type (f32, f16, bf16 and the block types of quant.cuh)
-//    -> F32, bit-exact with kernels::dequantize_row (block-type prefill: the exact F32 weights of
-//    a row chunk, then an FP32 GEMM);
-//  - split_16: F32 activations -> hi (+ lo) 16-bit halves for cuBLAS 16-bit GEMMs. hi + lo keeps
-//    >= 16 significant bits (bf16) / >= 21 (f16), so a bf16/f16-weight GEMM with FP32 accumulation
-//    matches the F32 forward of the same weights (single rounding to bf16 costs ~2e-2 on the
-//    61-layer test model, to f16 ~2e-3: llama.cpp's numbers in tests/data). FP16 rows are
-//    scaled by a power of two (exact) so that |x| <= 1: GLM-4 activations exceed 65504;
+//    -> F32, bit-exact with kernels::dequantize_row (prefill with any non-f32 weight: the exact
+//    F32 weights of a row chunk, then an FP32 GEMM);
+//  - split_16: F32 activations rounded once to bf16 / f16 for the 16-bit cuBLAS GEMMs of the
+//    reduced-precision demonstrations (Accum::kBF16 / kF16). FP16 rows are scaled by a power of
+//    two (exact) so that |x| <= 1: GLM-4 activations exceed 65504;
 //  - scale_rows / f16_to_f32: the epilogues of those GEMMs.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
@@ -25,6 +23,24 @@ dequantize_kernel(GgmlType type, const uint8_t* __restrict__ src, size_t row_byt
     for (int64_t c = threadIdx.x; c < n_cols; c += blockDim.x) d[c] = detail::load_element(type, row, c);
 }
 
+// f16 / bf16 rows whose source and destination allow 16-byte accesses (row_bytes and the
+// pointers 16-byte aligned, n_cols a multiple of 8, ldd of 4): each thread widens 8 values (one
+// 16-byte load, quant.cuh unpack16) and stores them with two 16-byte stores.
+template <detail::FloatKind K>
+__global__ void __launch_bounds__(kThreads)
+dequantize16_kernel(const uint8_t* __restrict__ src, size_t row_bytes, int64_t n_cols, float* __restrict__ dst,
+                    int64_t ldd) {
+    const uint4* row = reinterpret_cast<const uint4*>(src + blockIdx.x * row_bytes);
+    float* d = dst + blockIdx.x * ldd;
+    for (int64_t i = threadIdx.x; 8 * i < n_cols; i += blockDim.x) {
+        const uint4 u = __ldg(row + i);
+        const uint32_t words[4] = {u.x, u.y, u.z, u.w};
+        float v[8];
+        detail::unpack16<K>(words, v);
+        detail::store8(d + 8 * i, v, true);
+    }
+}
+
 // Block types: one block per row, each thread decodes 8 consecutive values (one scale) and
 // stores them with two 16-byte stores when `vec` (dst 16-byte aligned, ldd % 4 == 0).
 template <GgmlType T>
@@ -40,20 +56,12 @@ dequantize_block_kernel(const uint8_t* __restrict__ src, size_t row_bytes, int64
     }
 }
 
-__device__ __forceinline__ void store16(__nv_bfloat16* p, float v, float* rounded) {
-    const __nv_bfloat16 h = __float2bfloat16_rn(v);
-    *p = h;
-    *rounded = __bfloat162float(h);
-}
-__device__ __forceinline__ void store16(__half* p, float v, float* rounded) {
-    const __half h = __float2half_rn(v);
-    *p = h;
-    *rounded = __half2float(h);
+__device__ __forceinline__ uint16_t round16(GgmlType type16, float v) {
+    return type16 == GgmlType::kBF16 ? hd::f32_to_bf16(v) : hd::f32_to_f16(v);
 }
 
-template <typename T16>
 __global__ void __launch_bounds__(kThreads)
-split_kernel(const float* __restrict__ x, int64_t ldx, int64_t n, T16* __restrict__ hi, T16* __restrict__ lo,
+split_kernel(GgmlType type16, const float* __restrict__ x, int64_t ldx, int64_t n, uint16_t* __restrict__ out,
              float* __restrict__ scale) {
     const int64_t r = blockIdx.x;
     const float* xr = x + r * ldx;
@@ -68,34 +76,24 @@ split_kernel(const float* __restrict__ x, int64_t ldx, int64_t n, T16* __restric
         if (threadIdx.x == 0) scale[r] = ldexpf(1.f, e);
         inv = ldexpf(1.f, -e);
     }
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = __fmul_rn(xr[i], inv);  // exact: a power of two
-        float h;
-        store16(hi + r * n + i, v, &h);
-        if (lo) {
-            float unused;
-            store16(lo + r * n + i, __fsub_rn(v, h), &unused);  // v - h is exact in FP32
-        }
-    }
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) out[r * n + i] = round16(type16, hd::mul(xr[i], inv));
 }
 
 __global__ void __launch_bounds__(kThreads)
 scale_rows_kernel(float* y, int64_t ld, int64_t n, const float* __restrict__ scale) {
     float* yr = y + blockIdx.x * ld;
     const float s = scale[blockIdx.x];
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = __fmul_rn(yr[i], s);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = hd::mul(yr[i], s);
 }
 
 __global__ void __launch_bounds__(kThreads)
-f16_to_f32_kernel(const __half* __restrict__ src, int64_t lds, float* __restrict__ dst, int64_t ldd, int64_t n) {
-    const __half* s = src + blockIdx.x * lds;
+f16_to_f32_kernel(const uint16_t* __restrict__ src, int64_t lds, float* __restrict__ dst, int64_t ldd, int64_t n) {
+    const uint16_t* s = src + blockIdx.x * lds;
     float* d = dst + blockIdx.x * ldd;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) d[i] = __half2float(s[i]);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) d[i] = hd::f16_to_f32(s[i]);
 }
 
-void check_rows(int64_t n_rows, const char* op) {
-    PIPELM_CHECK(n_rows <= 0x7fffffff, op, ": ", n_rows, " rows is too many for one launch");
-}
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
@@ -109,47 +107,49 @@ void dequantize_rows(GgmlType type, const void* src, size_t row_bytes, int64_t n
     if (n_rows <= 0 || n_cols <= 0) return;
     PIPELM_CHECK(weight_type_supported(type), "CUDA dequantize: type ", ggml_type_name(type),
                  " is not a device weight type (", supported_ggml_types(), ")");
-    check_rows(n_rows, "dequantize_rows");
-    const unsigned grid = static_cast<unsigned>(n_rows);
+    const LaunchConfig& lc = detail::checked(row_launch("dequantize", n_rows, kThreads));
+    const dim3 grid = detail::to_dim3(lc.grid), block = detail::to_dim3(lc.block);
     const auto* s = static_cast<const uint8_t*>(src);
-    const bool block = detail::visit_block_type(type, [&](auto tag) {
+    const bool is_block = detail::visit_block_type(type, [&](auto tag) {
         constexpr GgmlType T = decltype(tag)::value;
         detail::check_block_rows(T, src, row_bytes, n_cols, "dequantize_rows");
-        const bool vec = reinterpret_cast<uintptr_t>(dst) % 16 == 0 && ldd % 4 == 0;
-        dequantize_block_kernel<T><<<grid, kThreads, 0, stream>>>(s, row_bytes, n_cols, dst, ldd, vec);
+        const bool vec = aligned16(dst) && ldd % 4 == 0;
+        dequantize_block_kernel<T><<<grid, block, 0, stream>>>(s, row_bytes, n_cols, dst, ldd, vec);
     });
-    if (!block) dequantize_kernel<<<grid, kThreads, 0, stream>>>(type, s, row_bytes, n_cols, dst, ldd);
+    const bool vec16 = (type == GgmlType::kF16 || type == GgmlType::kBF16) && aligned16(src) && row_bytes % 16 == 0 &&
+                       n_cols % 8 == 0 && aligned16(dst) && ldd % 4 == 0;
+    if (!is_block && vec16 && type == GgmlType::kF16)
+        dequantize16_kernel<detail::FloatKind::kF16><<<grid, block, 0, stream>>>(s, row_bytes, n_cols, dst, ldd);
+    else if (!is_block && vec16)
+        dequantize16_kernel<detail::FloatKind::kBF16><<<grid, block, 0, stream>>>(s, row_bytes, n_cols, dst, ldd);
+    else if (!is_block)
+        dequantize_kernel<<<grid, block, 0, stream>>>(type, s, row_bytes, n_cols, dst, ldd);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 
-void split_16(GgmlType type16, const float* x, int64_t ldx, int64_t n_rows, int64_t n, void* hi, void* lo,
-              float* scale, cudaStream_t stream) {
+void split_16(GgmlType type16, const float* x, int64_t ldx, int64_t n_rows, int64_t n, void* out, float* scale,
+              cudaStream_t stream) {
     if (n_rows <= 0 || n <= 0) return;
-    check_rows(n_rows, "split_16");
-    const unsigned grid = static_cast<unsigned>(n_rows);
-    if (type16 == GgmlType::kBF16)
-        split_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(x, ldx, n, static_cast<__nv_bfloat16*>(hi),
-                                                                    static_cast<__nv_bfloat16*>(lo), scale);
-    else if (type16 == GgmlType::kF16)
-        split_kernel<__half><<<grid, kThreads, 0, stream>>>(x, ldx, n, static_cast<__half*>(hi), static_cast<__half*>(lo),
-                                                            scale);
-    else
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "split_16: type ", ggml_type_name(type16), " is not bf16 or f16");
+    PIPELM_CHECK(type16 == GgmlType::kBF16 || type16 == GgmlType::kF16, "split_16: type ", ggml_type_name(type16),
+                 " is not bf16 or f16");
+    const LaunchConfig& lc = detail::checked(row_launch("split_16", n_rows, kThreads));
+    split_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(
+        type16, x, ldx, n, static_cast<uint16_t*>(out), scale);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 
 void scale_rows(float* y, int64_t ld, int64_t n_rows, int64_t n, const float* scale, cudaStream_t stream) {
     if (n_rows <= 0 || n <= 0) return;
-    check_rows(n_rows, "scale_rows");
-    scale_rows_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(y, ld, n, scale);
+    const LaunchConfig& lc = detail::checked(row_launch("scale_rows", n_rows, kThreads));
+    scale_rows_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(y, ld, n, scale);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 
 void f16_to_f32(const void* src, int64_t lds, float* dst, int64_t ldd, int64_t n_rows, int64_t n, cudaStream_t stream) {
     if (n_rows <= 0 || n <= 0) return;
-    check_rows(n_rows, "f16_to_f32");
-    f16_to_f32_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(static_cast<const __half*>(src), lds, dst,
-                                                                              ldd, n);
+    const LaunchConfig& lc = detail::checked(row_launch("f16_to_f32", n_rows, kThreads));
+    f16_to_f32_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(
+        static_cast<const uint16_t*>(src), lds, dst, ldd, n);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 

@@ -39,16 +39,16 @@ void embedding(GgmlType type, const void* table, size_t row_bytes, const int32_t
     if (n_tokens <= 0 || n_embd <= 0) return;
     PIPELM_CHECK(weight_type_supported(type), "CUDA embedding: table type ", ggml_type_name(type),
                  " is not a device weight type (", supported_ggml_types(), ")");
-    PIPELM_CHECK(n_tokens <= 0x7fffffff, "CUDA embedding: too many tokens for one launch");
-    const unsigned grid = static_cast<unsigned>(n_tokens);
+    const LaunchConfig& lc = detail::checked(row_launch("embedding", n_tokens, kThreads));
+    const dim3 grid = detail::to_dim3(lc.grid), block = detail::to_dim3(lc.block);
     const auto* tp = static_cast<const uint8_t*>(table);
-    const bool block = detail::visit_block_type(type, [&](auto tag) {
+    const bool is_block = detail::visit_block_type(type, [&](auto tag) {
         constexpr GgmlType T = decltype(tag)::value;
         detail::check_block_rows(T, table, row_bytes, n_embd, "CUDA embedding");
         const bool vec = reinterpret_cast<uintptr_t>(out) % 16 == 0 && n_embd % 4 == 0;
-        embedding_block_kernel<T><<<grid, kThreads, 0, stream>>>(tp, row_bytes, ids, n_embd, out, vec);
+        embedding_block_kernel<T><<<grid, block, 0, stream>>>(tp, row_bytes, ids, n_embd, out, vec);
     });
-    if (!block) embedding_kernel<<<grid, kThreads, 0, stream>>>(type, tp, row_bytes, ids, n_embd, out);
+    if (!is_block) embedding_kernel<<<grid, block, 0, stream>>>(type, tp, row_bytes, ids, n_embd, out);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 

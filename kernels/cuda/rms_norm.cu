@@ -27,8 +27,8 @@ rms_norm_kernel(const float* x, int64_t ldx, const float* __restrict__ w, float*
     const float mean = static_cast<float>(sum / static_cast<double>(n));
     const float scale = 1.0f / sqrtf(mean + eps);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
-        yr[i] = accumulate ? __fadd_rn(yr[i], v) : v;
+        const float v = hd::mul(hd::mul(xr[i], scale), w[i]);
+        yr[i] = accumulate ? hd::add(yr[i], v) : v;
     }
 }
 
@@ -37,8 +37,9 @@ rms_norm_kernel(const float* x, int64_t ldx, const float* __restrict__ w, float*
 void rms_norm(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n_rows, int64_t n,
               float eps, bool accumulate, cudaStream_t stream) {
     if (n_rows <= 0 || n <= 0) return;
-    PIPELM_CHECK(n_rows <= 0x7fffffff, "rms_norm: ", n_rows, " rows is too many for one launch");
-    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(x, ldx, w, y, ldy, n, eps, accumulate);
+    const LaunchConfig& lc = detail::checked(row_launch("rms_norm", n_rows, kThreads));
+    rms_norm_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(x, ldx, w, y, ldy, n, eps,
+                                                                                        accumulate);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 

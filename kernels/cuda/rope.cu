@@ -1,8 +1,9 @@
 // NORM (adjacent-pair) rotary embedding, as kernels::rope_norm: for each head and 2i < n_rot,
-// (x0, x1) -> (x0 c - x1 s, x0 s + x1 c) with the cos/sin of the token's position from the
-// table built on the host by kernels::rope_table (double precision). Explicit _rn arithmetic:
-// no FMA contraction, the same bits as the CPU. One block per token.
+// (x0, x1) -> (x0 c - x1 s, x0 s + x1 c) (hd::rope_rotate: explicit _rn arithmetic, no FMA
+// contraction, the same bits as the CPU) with the cos/sin of the token's position from the table
+// built on the host by kernels::rope_table (double precision). One block per token.
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/hd_math.h"
 #include "kernels/cuda/ops_cuda.h"
 
 namespace pipelm::kernels::cuda {
@@ -20,9 +21,7 @@ rope_norm_kernel(float* x, int64_t ld, int n_heads, int head_dim, int n_rot, con
         const int h = k / half, i = k % half;
         float* v = x + t * ld + static_cast<int64_t>(h) * head_dim + 2 * i;
         const float c = cs[2 * i], s = cs[2 * i + 1];
-        const float x0 = v[0], x1 = v[1];
-        v[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-        v[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+        hd::rope_rotate(v[0], v[1], c, s, &v[0], &v[1]);
     }
 }
 
@@ -32,9 +31,9 @@ void rope_norm(float* x, int64_t ld, int64_t n_tokens, int n_heads, int head_dim
                const float* cos_sin, cudaStream_t stream) {
     if (n_tokens <= 0 || n_heads <= 0 || n_rot < 2) return;
     PIPELM_CHECK(n_rot % 2 == 0 && n_rot <= head_dim, "rope: n_rot ", n_rot, " must be even and <= head_dim ", head_dim);
-    PIPELM_CHECK(n_tokens <= 0x7fffffff, "rope: too many tokens for one launch");
-    rope_norm_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream>>>(x, ld, n_heads, head_dim, n_rot, pos,
-                                                                               cos_sin);
+    const LaunchConfig& lc = detail::checked(row_launch("rope_norm", n_tokens, kThreads));
+    rope_norm_kernel<<<detail::to_dim3(lc.grid), detail::to_dim3(lc.block), 0, stream>>>(x, ld, n_heads, head_dim,
+                                                                                         n_rot, pos, cos_sin);
     PIPELM_CUDA_CHECK_LAUNCH();
 }
 
