@@ -55,11 +55,11 @@ std::string value_to_string(const gguf::Value& v, size_t max_items = 8) {
         case ValueType::kF32: case ValueType::kF64: os << v.f; break;
         case ValueType::kBool: os << (v.u ? "true" : "false"); break;
         case ValueType::kArray: {
-            os << "[" << gguf::value_type_name(v.elem_type) << " x " << v.arr.size() << "]";
-            if (!v.arr.empty()) {
+            os << "[" << gguf::value_type_name(v.elem_type) << " x " << v.size() << "]";
+            if (v.size() > 0) {
                 os << " ";
-                for (size_t i = 0; i < v.arr.size() && i < max_items; ++i) os << (i ? ", " : "") << value_to_string(v.arr[i], 3);
-                if (v.arr.size() > max_items) os << ", ...";
+                for (size_t i = 0; i < v.size() && i < max_items; ++i) os << (i ? ", " : "") << value_to_string(v.at(i), 3);
+                if (v.size() > max_items) os << ", ...";
             }
             break;
         }

@@ -59,6 +59,86 @@ double Value::as_float() const {
     return static_cast<double>(as_int());
 }
 
+size_t value_size(ValueType t) {
+    switch (t) {
+        case ValueType::kU8: case ValueType::kI8: case ValueType::kBool: return 1;
+        case ValueType::kU16: case ValueType::kI16: return 2;
+        case ValueType::kU32: case ValueType::kI32: case ValueType::kF32: return 4;
+        case ValueType::kU64: case ValueType::kI64: case ValueType::kF64: return 8;
+        case ValueType::kString: case ValueType::kArray: return 0;
+    }
+    return 0;
+}
+
+size_t Value::size() const {
+    if (elem_type == ValueType::kString) return strs.size();
+    if (elem_type == ValueType::kArray) return nested.size();
+    return raw.size() / value_size(elem_type);
+}
+
+Value Value::at(size_t k) const {
+    PIPELM_CHECK(type == ValueType::kArray && k < size(), "array element ", k, " of ", size());
+    if (elem_type == ValueType::kString) {
+        Value v;
+        v.type = ValueType::kString;
+        v.s = strs[k];
+        return v;
+    }
+    if (elem_type == ValueType::kArray) return nested[k];
+    Value v;
+    v.type = elem_type;
+    const uint8_t* p = raw.data() + k * value_size(elem_type);
+    auto get = [p](auto x) {
+        std::memcpy(&x, p, sizeof(x));
+        return x;
+    };
+    switch (elem_type) {
+        case ValueType::kU8: case ValueType::kBool: v.u = get(uint8_t{}); break;
+        case ValueType::kI8: v.i = get(int8_t{}); break;
+        case ValueType::kU16: v.u = get(uint16_t{}); break;
+        case ValueType::kI16: v.i = get(int16_t{}); break;
+        case ValueType::kU32: v.u = get(uint32_t{}); break;
+        case ValueType::kI32: v.i = get(int32_t{}); break;
+        case ValueType::kU64: v.u = get(uint64_t{}); break;
+        case ValueType::kI64: v.i = get(int64_t{}); break;
+        case ValueType::kF32: v.f = get(float{}); break;
+        case ValueType::kF64: v.f = get(double{}); break;
+        case ValueType::kString: case ValueType::kArray: break;
+    }
+    return v;
+}
+
+void Value::push_back(const Value& e) {
+    PIPELM_CHECK(type == ValueType::kArray && e.type == elem_type, "array of ", value_type_name(elem_type),
+                 ": cannot append a ", value_type_name(e.type));
+    if (elem_type == ValueType::kString) {
+        strs.push_back(e.s);
+        return;
+    }
+    if (elem_type == ValueType::kArray) {
+        nested.push_back(e);
+        return;
+    }
+    auto put = [this](auto x) {
+        const size_t at = raw.size();
+        raw.resize(at + sizeof(x));
+        std::memcpy(raw.data() + at, &x, sizeof(x));
+    };
+    switch (elem_type) {
+        case ValueType::kU8: case ValueType::kBool: put(static_cast<uint8_t>(e.u)); break;
+        case ValueType::kI8: put(static_cast<int8_t>(e.i)); break;
+        case ValueType::kU16: put(static_cast<uint16_t>(e.u)); break;
+        case ValueType::kI16: put(static_cast<int16_t>(e.i)); break;
+        case ValueType::kU32: put(static_cast<uint32_t>(e.u)); break;
+        case ValueType::kI32: put(static_cast<int32_t>(e.i)); break;
+        case ValueType::kU64: put(e.u); break;
+        case ValueType::kI64: put(e.i); break;
+        case ValueType::kF32: put(static_cast<float>(e.f)); break;
+        case ValueType::kF64: put(e.f); break;
+        case ValueType::kString: case ValueType::kArray: break;
+    }
+}
+
 int64_t TensorInfo::n_elements() const {
     int64_t n = 1;
     for (int64_t d : ne) n *= d;
@@ -71,10 +151,13 @@ constexpr int kMaxArrayDepth = 8;
 // Counts come from the file: reserve at most this many elements up front (the vectors grow as the
 // elements are actually read, so a count that lies fails at the truncation, not in the allocator).
 constexpr uint64_t kMaxReserve = 4096;
-// Every array element becomes a Value (~100 bytes): a corrupt count that the file's bytes happen to
-// cover must not turn a multi-GB model into hundreds of GB of metadata. Real GGUFs hold a few
-// hundred thousand elements (vocabulary, merges, token types).
+// Numeric array elements are kept as their file bytes (1x); a string element costs a std::string
+// (32 bytes, its file minimum is 8) and a nested array a Value (~150 bytes, file minimum 12). This
+// budget bounds those: string elements count 1, nested arrays kNestedCost, so that a corrupt
+// count the file's bytes happen to cover cannot turn metadata into gigabytes. Real GGUFs hold a
+// few hundred thousand strings (vocabulary, merges).
 constexpr uint64_t kMaxMetadataElements = uint64_t(1) << 24;
+constexpr uint64_t kNestedCost = 16;
 constexpr size_t kMaxNameBytes = 64;  // GGML_MAX_NAME, including the terminating NUL
 constexpr uint32_t kMaxDims = 4;
 
@@ -145,6 +228,8 @@ public:
         pos_ += static_cast<size_t>(len);
         return s;
     }
+    const uint8_t* here() const { return data_ + pos_; }
+    void skip(size_t n) { pos_ += n; }
     [[noreturn]] void fail(size_t at, const std::string& msg) const {
         PIPELM_THROW(ErrorCode::kFormat, path_, ": offset ", at, ": ", msg);
     }
@@ -196,15 +281,36 @@ Value read_value(Cursor& c, ValueType type, const std::string& key, int depth, u
                 c.fail(at, "array of key '" + printable(key) + "' claims " + std::to_string(n) + " elements of " +
                                value_type_name(static_cast<ValueType>(et)) + ", more than the " +
                                std::to_string(c.left()) + " bytes left can hold");
-            if (n > elements_left)
+            v.elem_type = static_cast<ValueType>(et);
+            if (const size_t es = value_size(v.elem_type)) {
+                // Numbers and bools: the file's bytes as they are (bounded by the file above).
+                const size_t bytes = static_cast<size_t>(n) * es;
+                c.need(bytes, "array elements", &key);
+                v.raw.assign(c.here(), c.here() + bytes);
+                if (v.elem_type == ValueType::kBool)
+                    for (size_t k = 0; k < bytes; ++k)
+                        if (v.raw[k] > 1)
+                            c.fail(c.pos() + k, "bool value of key '" + printable(key) + "' is " +
+                                                    std::to_string(v.raw[k]) + " (element " + std::to_string(k) +
+                                                    "), expected 0 or 1");
+                c.skip(bytes);
+                break;
+            }
+            const uint64_t cost = v.elem_type == ValueType::kArray ? kNestedCost : 1;
+            if (n > elements_left / cost)
                 c.fail(at, "array of key '" + printable(key) + "' claims " + std::to_string(n) +
                                " elements, more than the metadata limit of " + std::to_string(kMaxMetadataElements) +
-                               " array elements in all: the file is corrupt");
-            elements_left -= n;
-            v.elem_type = static_cast<ValueType>(et);
-            v.arr.reserve(static_cast<size_t>(std::min(n, kMaxReserve)));
-            for (uint64_t k = 0; k < n; ++k)
-                v.arr.push_back(read_value(c, v.elem_type, key, depth + 1, elements_left));
+                               " string elements (or " + std::to_string(kMaxMetadataElements / kNestedCost) +
+                               " nested arrays) in all: the file is corrupt");
+            elements_left -= n * cost;
+            if (v.elem_type == ValueType::kString) {
+                v.strs.reserve(static_cast<size_t>(std::min(n, kMaxReserve)));
+                for (uint64_t k = 0; k < n; ++k) v.strs.push_back(c.read_string("string value", &key));
+            } else {
+                v.nested.reserve(static_cast<size_t>(std::min(n, kMaxReserve)));
+                for (uint64_t k = 0; k < n; ++k)
+                    v.nested.push_back(read_value(c, v.elem_type, key, depth + 1, elements_left));
+            }
             break;
         }
     }
@@ -405,23 +511,19 @@ std::vector<std::string> GgufFile::get_string_array(const std::string& key) cons
     const Value& v = get(key);
     if (v.type != ValueType::kArray || v.elem_type != ValueType::kString)
         PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' is not an array of strings");
-    std::vector<std::string> out;
-    out.reserve(v.arr.size());
-    for (const auto& e : v.arr) out.push_back(e.s);
-    return out;
+    return v.strs;
 }
 
 std::vector<int64_t> GgufFile::get_int_array(const std::string& key) const {
     const Value& v = get(key);
     if (v.type != ValueType::kArray)
         PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' is not an array");
-    std::vector<int64_t> out;
-    out.reserve(v.arr.size());
-    for (const auto& e : v.arr) {
-        if (!e.is_integer())
-            PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' is not an array of integers");
-        out.push_back(e.as_int());
-    }
+    Value probe;
+    probe.type = v.elem_type;
+    if (!probe.is_integer())
+        PIPELM_THROW(ErrorCode::kFormat, path_, ": key '", key, "' is not an array of integers");
+    std::vector<int64_t> out(v.size());
+    for (size_t k = 0; k < out.size(); ++k) out[k] = v.at(k).as_int();
     return out;
 }
 

@@ -18,7 +18,9 @@ enum class ValueType : uint32_t {
 };
 const char* value_type_name(ValueType t);
 
-// A metadata value. Scalars are widened: integers to int64/uint64, floats to double.
+// A metadata value. Scalars are widened: integers to int64/uint64, floats to double. Arrays keep
+// their elements compactly, so that metadata costs at most a few times its bytes in the file:
+// numbers and bools as the file's little-endian bytes, strings as strings, nested arrays as Values.
 struct Value {
     ValueType type = ValueType::kU8;
     uint64_t u = 0;       // unsigned integers and bool
@@ -26,12 +28,25 @@ struct Value {
     double f = 0;         // floats
     std::string s;        // strings
     ValueType elem_type = ValueType::kU8;  // arrays
-    std::vector<Value> arr;                // arrays (nested allowed)
 
     bool is_integer() const;
     int64_t as_int() const;      // any integer type (throws otherwise)
     double as_float() const;     // any numeric type
+
+    // Arrays (type == kArray): element count, element k (widened like a scalar value), appending
+    // an element of elem_type (throws Error{kInvalidArgument} for another type).
+    size_t size() const;
+    Value at(size_t k) const;
+    void push_back(const Value& e);
+    const std::vector<std::string>& strings() const { return strs; }  // a string array's elements
+
+    // Storage of the elements (the reader fills it directly).
+    std::vector<uint8_t> raw;        // numeric / bool elements, value_size(elem_type) bytes each
+    std::vector<std::string> strs;   // string elements
+    std::vector<Value> nested;       // array elements
 };
+// Bytes of one element of a numeric or bool type in a GGUF file (0 for strings and arrays).
+size_t value_size(ValueType t);
 
 struct TensorInfo {
     std::string name;

@@ -63,8 +63,11 @@ void write_value(Out& o, const Value& v) {
         case ValueType::kString: o.str(v.s); break;
         case ValueType::kArray:
             o.pod<uint32_t>(static_cast<uint32_t>(v.elem_type));
-            o.pod<uint64_t>(v.arr.size());
-            for (const auto& e : v.arr) write_value(o, e);
+            o.pod<uint64_t>(v.size());
+            if (v.elem_type == ValueType::kString)
+                for (const std::string& e : v.strs) o.str(e);
+            else
+                for (size_t k = 0; k < v.size(); ++k) write_value(o, v.at(k));
             break;
     }
 }
@@ -124,7 +127,7 @@ void GgufWriter::set_string_array(const std::string& key, const std::vector<std:
     Value v;
     v.type = ValueType::kArray;
     v.elem_type = ValueType::kString;
-    for (const auto& x : xs) v.arr.push_back(make_string(x));
+    v.strs = xs;
     set(key, std::move(v));
 }
 void GgufWriter::set_i32_array(const std::string& key, const std::vector<int32_t>& xs) {
@@ -135,7 +138,7 @@ void GgufWriter::set_i32_array(const std::string& key, const std::vector<int32_t
         Value e;
         e.type = ValueType::kI32;
         e.i = x;
-        v.arr.push_back(e);
+        v.push_back(e);
     }
     set(key, std::move(v));
 }

@@ -370,7 +370,7 @@ std::string model_identity(const gguf::GgufFile& f) {
         mix(&v.i, sizeof(v.i));
         mix(&v.f, sizeof(v.f));
         mix(v.s.data(), v.s.size());
-        const uint64_t n = v.arr.size();
+        const uint64_t n = v.size();
         mix(&n, sizeof(n));
     }
     for (const auto& t : f.tensors()) {

@@ -117,7 +117,7 @@ inline Value varr(ValueType elem, std::vector<Value> xs) {
     Value v;
     v.type = ValueType::kArray;
     v.elem_type = elem;
-    v.arr = std::move(xs);
+    for (const Value& x : xs) v.push_back(x);
     return v;
 }
 inline Value nested(int levels, Value leaf) {  // `levels` arrays around an array of one leaf
@@ -156,11 +156,11 @@ inline ::testing::AssertionResult same_value(const Value& want, const Value& got
         if (want.elem_type != got.elem_type)
             return ::testing::AssertionFailure() << where << ": element type " << gguf::value_type_name(got.elem_type)
                                                  << ", want " << gguf::value_type_name(want.elem_type);
-        if (want.arr.size() != got.arr.size())
-            return ::testing::AssertionFailure() << where << ": " << got.arr.size() << " elements, want "
-                                                 << want.arr.size();
-        for (size_t k = 0; k < want.arr.size(); ++k) {
-            auto r = same_value(want.arr[k], got.arr[k], where + "[" + std::to_string(k) + "]");
+        if (want.size() != got.size())
+            return ::testing::AssertionFailure() << where << ": " << got.size() << " elements, want "
+                                                 << want.size();
+        for (size_t k = 0; k < want.size(); ++k) {
+            auto r = same_value(want.at(k), got.at(k), where + "[" + std::to_string(k) + "]");
             if (!r) return r;
         }
     }
@@ -293,8 +293,8 @@ public:
             case ValueType::kString: str(v.s); break;
             case ValueType::kArray:
                 pod<uint32_t>(static_cast<uint32_t>(v.elem_type));
-                pod<uint64_t>(v.arr.size());
-                for (const auto& e : v.arr) value(e);
+                pod<uint64_t>(v.size());
+                for (size_t k = 0; k < v.size(); ++k) value(v.at(k));
                 break;
         }
         return at;
