@@ -28,9 +28,10 @@
 //      exact int32 dot product (float(S_b) is exact: |S_b| < 2^24);
 // then y = ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). As for kNone, the result depends
 // only on (row r of W, row t of x): every n_tokens (GEMV or GEMM), thread count, row split and
-// ISA (AVX2 or the scalar reference) gives the same bits. Expected error against exact f32
-// activations: |Δy| <= Σ_k |w_k| amax_b(k) / 254 (half an int8 step per value), typically
-// ~0.5% of |y| RMS; the float arithmetic on top adds only ~(cols/32) ulp-level roundings.
+// ISA (scalar reference, AVX2, AVX-VNNI, AVX-512, AVX-512-VNNI) gives the same bits. Expected
+// error against exact f32 activations: |Δy| <= Σ_k |w_k| amax_b(k) / 254 (half an int8 step per
+// value), typically ~0.5% of |y| RMS; the float arithmetic on top adds only ~(cols/32) ulp-level
+// roundings.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -121,14 +122,17 @@ void matmul_group(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx
 // true when matmul has an integer kernel for this type (kQ8 is not a fallback for it)
 bool act_quant_supported(GgmlType t);
 
-// One-line description of the instruction set chosen at run time ("avx2+fma+f16c" or "scalar").
+// One-line description of the instruction set chosen at run time: "scalar", "avx2+fma+f16c",
+// "avx2+avx-vnni", "avx512f/dq/bw/vl" or "avx512f/dq/bw/vl+vnni" (the best this CPU has, or
+// $PIPELM_CPU_ISA when set to a level it has).
 const char* cpu_isa_name();
 
-// Overrides the run-time ISA choice (tests, benchmarks): "auto", "scalar" or "avx2". Returns
-// false (and changes nothing) when this CPU cannot run it. Process-wide; not for use while
-// another thread is inside matmul. Every ISA follows the accumulation contract above; the
-// scalar path gives the same bits as the AVX2 path (both use FMA and the exact dequantized
-// weights), so this never changes results, only speed.
+// Overrides the run-time ISA choice (tests, benchmarks): "auto", "scalar", "avx2", "avx2vnni"
+// (AVX-VNNI), "avx512" (F/DQ/BW/VL) or "avx512vnni". Returns false (and changes nothing) when
+// this CPU cannot run it. Process-wide; not for use while another thread is inside matmul. Every
+// ISA follows the accumulation contracts above (the exact int32 block sums are the same whatever
+// instruction forms them; every float step is the same IEEE operation), so the scalar path and
+// every SIMD path give the same bits: this never changes results, only speed.
 bool force_cpu_isa(const char* name);
 
 // Asks Linux for permission to use AMX tile data (arch_prctl(ARCH_REQ_XCOMP_PERM,

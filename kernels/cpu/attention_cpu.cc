@@ -468,7 +468,7 @@ void attend_item(const AttentionArgs& a, const Item& it, int group, int block, S
 }  // namespace
 
 void swiglu(const float* gu, float* out, int64_t n_tokens, int64_t n_ff, ThreadPool& pool) {
-    const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+    const bool avx2 = detail::isa_avx2(detail::active_isa());
     // Grains of 4096 values (a few microseconds each): a one-token step runs on the calling
     // thread instead of waking the pool for less work than the wake-up costs.
     pool.parallel_for(n_tokens * n_ff, [&](int64_t b, int64_t e, int) {
@@ -514,7 +514,7 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
             }
     const int hd = a.head_dim;
     const int block = std::max(8, std::min(64, 4096 / std::max(hd, 1)));  // converted rows per block (~16 KiB)
-    const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+    const bool avx2 = detail::isa_avx2(detail::active_isa());
     const int64_t n_items = static_cast<int64_t>(items.size());
     auto run_range = [&](int64_t i0, int64_t i1) {
         Scratch sc;

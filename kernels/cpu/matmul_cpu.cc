@@ -79,7 +79,7 @@ Matrix Matrix::prepare(const WeightView& w, const Options& opt) {
     Matrix m;
     m.set_view(w);
     if (opt.repack_q8 && detail::packable_type(w.type) && w.cols % 32 == 0 && w.rows > 0 &&
-        detail::active_isa() == detail::Isa::kAvx2) {
+        detail::isa_avx2(detail::active_isa())) {
         const detail::PackedWeight layout = detail::packed_layout(w.type, w.rows, w.cols);
         const size_t bytes = (layout.bytes + 63) / 64 * 64;
         void* mem = std::aligned_alloc(64, bytes);
@@ -111,7 +111,7 @@ struct Operand {
     detail::ActQ8 a;
 
     void quantize(int64_t K) {
-        const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+        const bool avx2 = detail::isa_avx2(detail::active_isa());
         const int64_t nb = K / 32, ldd = (nb + 7) / 8 * 8, ldq = ldd * 32;
         const size_t q_floats = static_cast<size_t>(n * ldq) / 4;
         float* buf = detail::thread_scratch(3, 2 * q_floats + static_cast<size_t>(3 * n * ldd));
@@ -152,11 +152,17 @@ struct Part {
 };
 
 void run_rows(const Part& p, int64_t r0, int64_t r1, const Operand& op) {
-    const bool avx2 = detail::active_isa() == detail::Isa::kAvx2;
+    const detail::Isa isa = detail::active_isa();
+    const bool avx2 = detail::isa_avx2(isa);
     if (p.q8 && avx2 && p.m->packed_format() == detail::kPackLanes) {
         detail::PackedWeight layout = detail::packed_layout(p.v->type, p.v->rows, p.v->cols);
         layout.data = static_cast<const uint8_t*>(p.m->packed().get());
-        detail::matmul_q8_packed_avx2(layout, r0, r1, op.a, p.y, p.ldy, op.n);
+        if (isa == detail::Isa::kAvx512Vnni)
+            detail::matmul_q8_packed_avx512vnni(layout, r0, r1, op.a, p.y, p.ldy, op.n);
+        else if (isa == detail::Isa::kAvx2Vnni)
+            detail::matmul_q8_packed_avxvnni(layout, r0, r1, op.a, p.y, p.ldy, op.n);
+        else
+            detail::matmul_q8_packed_avx2(layout, r0, r1, op.a, p.y, p.ldy, op.n);
     } else if (p.q8)
         (avx2 ? detail::matmul_q8_block_avx2 : detail::matmul_q8_block_scalar)(*p.v, r0, r1, op.a, p.y, p.ldy, op.n);
     else

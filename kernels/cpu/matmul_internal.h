@@ -8,13 +8,29 @@
 
 namespace pipelm::kernels::detail {
 
-enum class Isa { kScalar = 0, kAvx2 = 1 };
+// Instruction-set levels, each a superset of the one before it except that kAvx2Vnni (AVX-VNNI,
+// VEX-encoded vpdpbusd on ymm: Alder Lake, Zen 5) is not implied by kAvx512 (Skylake-X has
+// AVX-512 without any VNNI). What each level changes:
+//   kAvx2        every kernel in AVX2+FMA+F16C (matmul_avx2.cc, matmul_q8_avx2.cc, attention);
+//   kAvx2Vnni    + the integer (kQ8) kernels on repacked weights with vpdpbusd ymm
+//                  (matmul_q8_vnni.cc);
+//   kAvx512      as kAvx2 for now (the kQ8 kernels need VNNI to gain from zmm);
+//   kAvx512Vnni  + the kQ8 kernels with vpdpbusd zmm/ymm (matmul_q8_vnni.cc).
+// Every level gives the same bits (kernels/matmul.h).
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx2Vnni = 2, kAvx512 = 3, kAvx512Vnni = 4 };
 
 // What this CPU supports (CPUID + XGETBV), independent of any override.
 bool cpu_has_avx2_fma_f16c();
 bool cpu_has_avx512f();
-// The ISA matmul uses now (the best supported one unless overridden by force_cpu_isa()).
+bool cpu_supports(Isa isa);
+// The ISA matmul uses now: the best supported one, or $PIPELM_CPU_ISA (read once; a name of
+// force_cpu_isa, ignored when this CPU cannot run it), unless overridden by force_cpu_isa().
 Isa active_isa();
+const char* isa_name(Isa isa);
+// Level predicates of the kernels.
+inline bool isa_avx2(Isa i) { return i != Isa::kScalar; }
+inline bool isa_avx512(Isa i) { return i == Isa::kAvx512 || i == Isa::kAvx512Vnni; }
+inline bool isa_vnni(Isa i) { return i == Isa::kAvx2Vnni || i == Isa::kAvx512Vnni; }
 
 // Accumulation contract shared by every ISA (see matmul.h): for output (r, t), eight float
 // lanes; lane l accumulates w[k]*x[k] for k ≡ l (mod 8), k increasing, with a fused multiply-add

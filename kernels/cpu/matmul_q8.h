@@ -72,6 +72,12 @@ void pack_rows(const WeightView& w, const PackedWeight& layout, uint8_t* out, in
 // matmul_q8_block_avx2 on the original weight.
 void matmul_q8_packed_avx2(const PackedWeight& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
                            int64_t n);
+// The same with vpdpbusd (matmul_q8_vnni_impl.h): AVX-512-VNNI (zmm GEMM, ymm decode) and
+// AVX-VNNI (ymm). Same bits.
+void matmul_q8_packed_avx512vnni(const PackedWeight& w, int64_t r0, int64_t r1, const ActQ8& a, float* y,
+                                 int64_t ldy, int64_t n);
+void matmul_q8_packed_avxvnni(const PackedWeight& w, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
+                              int64_t n);
 
 // Types with an integer kernel (see act_quant_supported).
 bool q8_type_supported(GgmlType t);

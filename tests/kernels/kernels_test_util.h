@@ -263,15 +263,35 @@ inline void check_row_split(const Weight& w, const std::vector<float>& x, int64_
         ASSERT_EQ(first_bit_diff(y.data() + t * ldy, full.data() + t * ldy, w.rows), -1) << what << " row split";
 }
 
-// w times x (n tokens, ldx = cols) with the AVX2 kernels and with the scalar fallback, then
-// back to "auto": the two must agree bit for bit. check_isa_name: also expect cpu_isa_name() to
-// say "scalar" once forced; random_bytes is reported in the failure message. Call through
-// ASSERT_NO_FATAL_FAILURE.
-inline void check_avx2_matches_scalar(const Weight& w, const std::vector<float>& x, int64_t n, ThreadPool& pool,
-                                      ActQuant aq, bool random_bytes, bool check_isa_name) {
+// The SIMD levels of force_cpu_isa() (kernels/cpu/matmul_internal.h), lowest first. Each must
+// give the scalar reference's bits; a test of a level this CPU lacks skips with the reason.
+inline const std::vector<std::string>& simd_isas() {
+    static const std::vector<std::string> v = {"avx2", "avx2vnni", "avx512", "avx512vnni"};
+    return v;
+}
+inline std::string isa_skip_reason(const std::string& isa) {
+    return "this CPU cannot run the " + isa + " kernels (CPUID/XGETBV), so they are not tested here";
+}
+
+// RAII: forces an ISA for a scope, back to "auto" after.
+struct ForcedIsa {
+    bool ok;
+    explicit ForcedIsa(const std::string& isa) : ok(force_cpu_isa(isa.c_str())) {}
+    ~ForcedIsa() { force_cpu_isa("auto"); }
+    ForcedIsa(const ForcedIsa&) = delete;
+    ForcedIsa& operator=(const ForcedIsa&) = delete;
+};
+
+// w times x (n tokens, ldx = cols) with the kernels of `isa` (on `wi`: w's weight, or a copy of
+// it repacked under that ISA) and with the scalar fallback on w, then back to "auto": the two
+// must agree bit for bit. check_isa_name: also expect cpu_isa_name() to say "scalar" once
+// forced; random_bytes is reported in the failure message. Call through ASSERT_NO_FATAL_FAILURE.
+inline void check_isa_matches_scalar(const Weight& w, const Matrix& wi, const std::vector<float>& x, int64_t n,
+                                     ThreadPool& pool, ActQuant aq, const std::string& isa, bool random_bytes,
+                                     bool check_isa_name) {
     std::vector<float> ya(n * w.rows), ys(n * w.rows);
-    ASSERT_TRUE(force_cpu_isa("avx2"));
-    matmul(w.m, x.data(), w.cols, ya.data(), w.rows, n, pool, aq);
+    ASSERT_TRUE(force_cpu_isa(isa.c_str()));
+    matmul(wi, x.data(), w.cols, ya.data(), w.rows, n, pool, aq);
     ASSERT_TRUE(force_cpu_isa("scalar"));
     if (check_isa_name) {
         EXPECT_STREQ(cpu_isa_name(), "scalar");
@@ -279,8 +299,8 @@ inline void check_avx2_matches_scalar(const Weight& w, const std::vector<float>&
     matmul(w.m, x.data(), w.cols, ys.data(), w.rows, n, pool, aq);
     force_cpu_isa("auto");
     const int64_t i = first_bit_diff(ya.data(), ys.data(), n * w.rows);
-    ASSERT_EQ(i, -1) << ggml_type_name(w.type) << " cols " << w.cols << " n " << n << " random bytes "
-                     << random_bytes << ": avx2 " << ya[i] << " scalar " << ys[i];
+    ASSERT_EQ(i, -1) << isa << " " << ggml_type_name(w.type) << " cols " << w.cols << " n " << n << " random bytes "
+                     << random_bytes << (wi.packed() ? " repacked" : "") << ": " << ya[i] << " scalar " << ys[i];
 }
 
 }  // namespace pipelm::kernels::testing

@@ -168,11 +168,21 @@ TEST(MatmulQ8, BitExactAcrossBatchThreadsAndRowSplits) {
     }
 }
 
-// The scalar reference and the AVX2 kernels give the same bits (also checks the AVX2 integer
-// decoders against the scalar ones on arbitrary block bytes).
-TEST(MatmulQ8, ScalarAndAvx2BitIdentical) {
-    if (!force_cpu_isa("avx2")) GTEST_SKIP() << "no AVX2 on this CPU";
-    force_cpu_isa("auto");
+// Every SIMD level gives the scalar reference's bits with kQ8, on the file layout (AVX2 integer
+// decoders against the scalar ones on arbitrary block bytes) and on weights repacked at load
+// under that level (Matrix::Options::repack_q8; the AVX2 maddubs kernels, or the vpdpbusd ones of
+// the VNNI levels): every type, realistic and random block bytes, partial groups of 8 blocks,
+// odd row counts, every token count path (record GEMV for 1-2 tokens, 4-token tiles, panel
+// GEMM with tails of its register tiles, k blocks of 16 groups, several token blocks), thread
+// counts and row splits. kNone ignores the repacked copy.
+class MatmulQ8Isa : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MatmulQ8Isa, FileLayoutBitIdenticalToScalar) {
+    const std::string isa = GetParam();
+    {
+        testing::ForcedIsa f(isa);
+        if (!f.ok) GTEST_SKIP() << testing::isa_skip_reason(isa);
+    }
     std::mt19937_64 rng(11);
     ThreadPool pool(2);
     for (GgmlType type : q8_types()) {
@@ -183,24 +193,20 @@ TEST(MatmulQ8, ScalarAndAvx2BitIdentical) {
                 for (int64_t n : {1, 3, 4, 9, 13}) {
                     const auto x = random_x(n, cols, rng);
                     ASSERT_NO_FATAL_FAILURE(
-                        testing::check_avx2_matches_scalar(w, x, n, pool, ActQuant::kQ8, random_bytes, false));
+                        testing::check_isa_matches_scalar(w, w.m, x, n, pool, ActQuant::kQ8, isa, random_bytes, false));
                 }
             }
         }
     }
 }
 
-// Weights repacked at load (Matrix::Options::repack_q8: every type with an integer kernel) give the
-// same bits as the file layout, for every token count (GEMV tiles for 1-2 tokens, 4-token tiles,
-// token blocks), partial groups of 8 blocks, odd row counts, thread counts and row splits, on
-// realistic and on arbitrary block bytes; kNone ignores the repacked copy.
-TEST(MatmulQ8, RepackedWeightsBitIdentical) {
-    if (!force_cpu_isa("avx2")) GTEST_SKIP() << "no AVX2 on this CPU: weights are only repacked for the AVX2 kernels";
-    force_cpu_isa("auto");
+TEST_P(MatmulQ8Isa, RepackedBitIdenticalToScalar) {
+    const std::string isa = GetParam();
+    testing::ForcedIsa forced(isa);
+    if (!forced.ok) GTEST_SKIP() << testing::isa_skip_reason(isa);
     std::mt19937_64 rng(17);
     ThreadPool pool1(1), pool2(2), pool3(3);
-    for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
-                          GgmlType::kIQ4_NL, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kIQ4_XS}) {
+    for (GgmlType type : q8_types()) {
         const bool big = ggml_type_info(type).block == 256;
         for (bool random_bytes : {false, true}) {
             for (int64_t cols : big ? std::vector<int64_t>{256, 1280, 4352} : std::vector<int64_t>{32, 96, 288, 1024, 4128}) {
@@ -209,17 +215,21 @@ TEST(MatmulQ8, RepackedWeightsBitIdentical) {
                     Matrix::Options opt;
                     opt.repack_q8 = true;
                     opt.pool = random_bytes ? &pool3 : nullptr;  // repacked in parallel or serially
+                    ASSERT_TRUE(force_cpu_isa(isa.c_str()));
                     const Matrix packed = Matrix::prepare(w.m.view(), opt);
                     ASSERT_NE(packed.packed(), nullptr) << ggml_type_name(type);
                     const int64_t nmax = 64, ldx = cols + 3, ldy = rows + 2;
                     const auto x = random_x(nmax, ldx, rng);
-                    const std::string what = std::string(ggml_type_name(type)) + " cols " + std::to_string(cols) +
+                    const std::string what = isa + " " + ggml_type_name(type) + " cols " + std::to_string(cols) +
                                              " rows " + std::to_string(rows) + (random_bytes ? " random bytes" : "");
                     for (ActQuant aq : {ActQuant::kQ8, ActQuant::kNone}) {
                         std::vector<float> ref(nmax * ldy);
+                        ASSERT_TRUE(force_cpu_isa("scalar"));
                         matmul(w.m, x.data(), ldx, ref.data(), ldy, nmax, pool1, aq);
+                        ASSERT_TRUE(force_cpu_isa(isa.c_str()));
                         for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 13, 64}) {
                             for (ThreadPool* p : {&pool1, &pool2, &pool3}) {
+                                if (n == 64 && p != &pool2) continue;
                                 std::vector<float> y(n * ldy);
                                 matmul(packed, x.data(), ldx, y.data(), ldy, n, *p, aq);
                                 for (int64_t t = 0; t < n; ++t)
@@ -245,6 +255,34 @@ TEST(MatmulQ8, RepackedWeightsBitIdentical) {
     opt.repack_q8 = true;
     EXPECT_EQ(Matrix::prepare(h.m.view(), opt).packed(), nullptr);
 }
+
+// Prefill sizes: more tokens than one token block of the panel GEMM and more k than one k block,
+// every type, against the scalar reference.
+TEST_P(MatmulQ8Isa, RepackedLargeBatchBitIdenticalToScalar) {
+    const std::string isa = GetParam();
+    testing::ForcedIsa forced(isa);
+    if (!forced.ok) GTEST_SKIP() << testing::isa_skip_reason(isa);
+    std::mt19937_64 rng(29);
+    ThreadPool pool(2);
+    for (GgmlType type : q8_types()) {
+        const int64_t cols = ggml_type_info(type).block == 256 ? 4352 : 4128, rows = 11, n = 203;
+        Weight w = make_weight(type, rows, cols, rng);
+        Matrix::Options opt;
+        opt.repack_q8 = true;
+        ASSERT_TRUE(force_cpu_isa(isa.c_str()));
+        const Matrix packed = Matrix::prepare(w.m.view(), opt);
+        const auto x = random_x(n, cols, rng);
+        std::vector<float> ref(n * rows), y(n * rows);
+        ASSERT_TRUE(force_cpu_isa("scalar"));
+        matmul(w.m, x.data(), cols, ref.data(), rows, n, pool, ActQuant::kQ8);
+        ASSERT_TRUE(force_cpu_isa(isa.c_str()));
+        matmul(packed, x.data(), cols, y.data(), rows, n, pool, ActQuant::kQ8);
+        ASSERT_EQ(first_bit_diff(y.data(), ref.data(), n * rows), -1) << isa << " " << ggml_type_name(type);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, MatmulQ8Isa, ::testing::ValuesIn(testing::simd_isas()),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 // matmul_group (Q, K and V in one parallel region, mixed types) equals one matmul per weight,
 // in both activation modes, for decode and prefill token counts.

@@ -134,11 +134,17 @@ TEST(Matmul, BitExactAcrossTokenBlocks) {
 }
 
 // Every ISA follows the same accumulation order with the exact dequantized weights, so the
-// scalar fallback and the AVX2 kernels agree bit for bit (also checks the AVX2 in-register
-// decoders against dequantize_row on arbitrary block bytes).
-TEST(Matmul, ScalarAndAvx2BitIdentical) {
-    if (!force_cpu_isa("avx2")) GTEST_SKIP() << "no AVX2 on this CPU";
-    force_cpu_isa("auto");
+// scalar fallback and each SIMD level (AVX2, AVX-512 zmm GEMM tiles, ...) agree bit for bit
+// (also checks the in-register decoders against dequantize_row on arbitrary block bytes), for
+// GEMV and GEMM token counts, tails of the float types and k blocks of the GEMM.
+class MatmulIsa : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MatmulIsa, BitIdenticalToScalar) {
+    const std::string isa = GetParam();
+    {
+        testing::ForcedIsa f(isa);
+        if (!f.ok) GTEST_SKIP() << testing::isa_skip_reason(isa);
+    }
     std::mt19937_64 rng(11);
     ThreadPool pool(2);
     for (GgmlType type : all_types()) {
@@ -146,15 +152,18 @@ TEST(Matmul, ScalarAndAvx2BitIdentical) {
         for (bool random_bytes : {false, true}) {
             for (int64_t cols : {qk == 1 ? int64_t{29} : qk, int64_t{1280}}) {
                 Weight w = make_weight(type, 19, cols, rng, random_bytes);
-                for (int64_t n : {1, 3, 4, 9}) {
+                for (int64_t n : {1, 3, 4, 9, 14}) {
                     const auto x = random_normal_x(n, cols, rng);
                     ASSERT_NO_FATAL_FAILURE(
-                        testing::check_avx2_matches_scalar(w, x, n, pool, ActQuant::kNone, random_bytes, true));
+                        testing::check_isa_matches_scalar(w, w.m, x, n, pool, ActQuant::kNone, isa, random_bytes, true));
                 }
             }
         }
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(Isa, MatmulIsa, ::testing::ValuesIn(testing::simd_isas()),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 TEST(Matmul, EdgeCases) {
     std::mt19937_64 rng(1);
@@ -174,8 +183,15 @@ TEST(Matmul, EdgeCases) {
     bad.type = GgmlType::kQ3_K;
     EXPECT_THROW(Matrix::prepare(bad), Error);
     const std::string isa = cpu_isa_name();
-    EXPECT_TRUE(isa == "avx2+fma+f16c" || isa == "scalar") << isa;
+    EXPECT_TRUE(isa == "scalar" || isa == "avx2+fma+f16c" || isa == "avx2+avx-vnni" || isa == "avx512f/dq/bw/vl" ||
+                isa == "avx512f/dq/bw/vl+vnni")
+        << isa;
     EXPECT_FALSE(force_cpu_isa("avx9000"));
+    for (const std::string& name : testing::simd_isas()) {
+        if (force_cpu_isa(name.c_str())) {
+            EXPECT_NE(std::string(cpu_isa_name()), "scalar") << name;
+        }
+    }
     EXPECT_TRUE(force_cpu_isa("auto"));
     EXPECT_EQ(std::string(cpu_isa_name()), isa);
     (void)request_amx();  // must not crash; false on CPUs without AMX

@@ -1,0 +1,564 @@
+// ActQuant::kQ8 kernels with vpdpbusd (AVX-512-VNNI or AVX-VNNI) on weights repacked at load
+// (the records of matmul_q8.h). Included by matmul_q8_avx512vnni.cc and matmul_q8_avxvnni.cc
+// inside their target regions, after they define
+//   PIPELM_VNNI_DP256(acc, u, s)  vpdpbusd on ymm (EVEX or VEX form),
+//   PIPELM_VNNI_WIDE              1: the GEMM holds 2 rows per zmm; 0: 1 row per ymm,
+//   PIPELM_VNNI_ENTRY             the name of the exported row-block function.
+//
+// Same integers, same float steps as the AVX2 kernels (kernels/matmul.h, kQ8 contract), hence the
+// same bits. vpdpbusd multiplies unsigned bytes by signed bytes and adds 4 products into an int32
+// lane, exactly. Every weight is fed as an unsigned code c = v + B: the records already hold
+// c for Q4_1/Q5_1/Q4_K/Q5_K (B = 0) and Q4_0/Q5_0/Q6_K (B = 8, 16, 32); Q8_0 bytes get their
+// sign bit flipped (B = 128) and IQ4_NL/IQ4_XS look up kvalues + 128 (B = 128). Per 32-value
+// sub-block b (lane j of a group), with the int8 activations q:
+//   X = Σ c q - B Σ q = Σ v q     (the accumulator starts at -B Σ q, from ActQ8::hs)
+//   S_b = X (m = 1) | m_b X (Q4_K, Q5_K, IQ4_XS) | m_lo X_lo + m_hi X_hi (Q6_K: the
+//         multipliers of elements 0..15 and 16..31; the accumulator restarts at the half)
+// which is the exact int32 S_b of the contract; then lane j = fma(mn_b, s_b, lane j) (types with
+// a min) and lane j = fma(float(S_b), fl(f_b * d_b), lane j), group by group.
+//
+// Two kernels:
+//   rec_tile (few tokens: decode) reads the records straight from memory, NR rows x NT tokens
+//     in ymm (the decode GEMV is bound by memory or by the code unpacking, not by the dot
+//     products);
+//   gemm (prefill) unpacks each row's codes and factors once per token block and k block into a
+//     panel that stays in L1, then register tiles of R row-vectors x NT tokens run through it
+//     with one vpdpbusd per (row-vector, token, 32 bytes). WIDE: a zmm holds vector k of two
+//     rows ([row a | row b]) against the same token's vector k broadcast to both halves, so
+//     every lane is still one (row, token, sub-block) of the contract.
+#pragma once
+
+namespace pipelm::kernels::detail {
+namespace {
+
+#define VN_AI inline __attribute__((always_inline))
+#define VN_AI_LAMBDA __attribute__((always_inline))
+
+template <class F, int... I>
+VN_AI void vn_static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+VN_AI void vn_static_for(F&& f) {
+    vn_static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+VN_AI int64_t vn_min(int64_t a, int64_t b) { return a < b ? a : b; }
+VN_AI __m256i vn_load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+VN_AI __m256i vn_dp(__m256i acc, __m256i u, __m256i s) { return PIPELM_VNNI_DP256(acc, u, s); }
+
+// ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)), as reduce8().
+VN_AI float vn_hsum8(__m256 a) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+// ------------------------------------------------------------------ record decoders
+// How S_b is formed from the accumulated X (see above).
+enum class Mul { kOne, kLane, kSplit };
+
+// Factors of one record, lane j = sub-block j: f (and mn for types with a min), int32
+// multipliers mlo (kLane, kSplit) and mhi (kSplit).
+struct RG {
+    __m256 f, mn;
+    __m256i mlo, mhi;
+};
+
+alignas(16) constexpr uint8_t kIQ4Lut128[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
+
+VN_AI __m256 vn_fp16x8(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+VN_AI RG rg_d(const uint8_t* rec) { return {vn_fp16x8(rec), _mm256_setzero_ps(), _mm256_setzero_si256(), _mm256_setzero_si256()}; }
+VN_AI RG rg_dm(const uint8_t* rec) { return {vn_fp16x8(rec), vn_fp16x8(rec + 16), _mm256_setzero_si256(), _mm256_setzero_si256()}; }
+// Q4_K / Q5_K header: f = d, mn_j = -(dmin * m_j) (exact, as kquant_group), multipliers sc_j.
+VN_AI RG rg_kquant(const uint8_t* rec) {
+    __m128i sc, m;
+    kquant_sc_m(rec, sc, m);
+    const __m256 ndmin = _mm256_xor_ps(bcast_fp16(rec + 2), _mm256_set1_ps(-0.0f));
+    return {bcast_fp16(rec), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m)), ndmin), _mm256_cvtepu8_epi32(sc),
+            _mm256_setzero_si256()};
+}
+// P_0..P_3 -> vectors k = P_k & 15, k + 4 = P_k >> 4.
+VN_AI void vn_nibbles(const uint8_t* q, __m256i* v) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i P = vn_load(q + 32 * k);
+        v[k] = _mm256_and_si256(P, m4);
+        v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(P, 4), m4);
+    }
+}
+// v[k] |= bit k of H's bytes, moved to bit 4.
+VN_AI void vn_bit4(const uint8_t* h, __m256i* v) {
+    const __m256i H = vn_load(h), b4 = _mm256_set1_epi8(0x10);
+    vn_static_for<8>([&](auto k) VN_AI_LAMBDA {
+        __m256i x;
+        if constexpr (k < 4)
+            x = _mm256_slli_epi16(H, 4 - k);
+        else if constexpr (k == 4)
+            x = H;
+        else
+            x = _mm256_srli_epi16(H, k - 4);
+        v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b4));
+    });
+}
+VN_AI void vn_lut128(__m256i* v) {
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4Lut128)));
+    for (int k = 0; k < 8; ++k) v[k] = _mm256_shuffle_epi8(lut, v[k]);
+}
+
+// Interface: REC (record bytes), BIAS (power of 2 or 0), MIN, MUL; RG prep(rec); codes(rec, v[8]).
+struct VQ8_0 {
+    static constexpr int REC = 272, BIAS = 128;
+    static constexpr bool MIN = false;
+    static constexpr Mul MUL = Mul::kOne;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_d(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) {
+        for (int k = 0; k < 8; ++k) v[k] = _mm256_xor_si256(vn_load(rec + 16 + 32 * k), _mm256_set1_epi8(-128));
+    }
+};
+struct VQ4_0 {
+    static constexpr int REC = 144, BIAS = 8;
+    static constexpr bool MIN = false;
+    static constexpr Mul MUL = Mul::kOne;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_d(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) { vn_nibbles(rec + 16, v); }
+};
+struct VQ4_1 {
+    static constexpr int REC = 160, BIAS = 0;
+    static constexpr bool MIN = true;
+    static constexpr Mul MUL = Mul::kOne;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_dm(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) { vn_nibbles(rec + 32, v); }
+};
+struct VQ5_0 {
+    static constexpr int REC = 176, BIAS = 16;
+    static constexpr bool MIN = false;
+    static constexpr Mul MUL = Mul::kOne;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_d(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) {
+        vn_nibbles(rec + 48, v);
+        vn_bit4(rec + 16, v);
+    }
+};
+struct VQ5_1 {
+    static constexpr int REC = 192, BIAS = 0;
+    static constexpr bool MIN = true;
+    static constexpr Mul MUL = Mul::kOne;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_dm(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) {
+        vn_nibbles(rec + 64, v);
+        vn_bit4(rec + 32, v);
+    }
+};
+struct VIQ4_NL {
+    static constexpr int REC = 144, BIAS = 128;
+    static constexpr bool MIN = false;
+    static constexpr Mul MUL = Mul::kOne;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_d(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) {
+        vn_nibbles(rec + 16, v);
+        vn_lut128(v);
+    }
+};
+struct VQ4_K {
+    static constexpr int REC = 144, BIAS = 0;
+    static constexpr bool MIN = true;
+    static constexpr Mul MUL = Mul::kLane;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_kquant(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) { vn_nibbles(rec + 16, v); }
+};
+struct VQ5_K {
+    static constexpr int REC = 176, BIAS = 0;
+    static constexpr bool MIN = true;
+    static constexpr Mul MUL = Mul::kLane;
+    static VN_AI RG prep(const uint8_t* rec) { return rg_kquant(rec); }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) {
+        vn_nibbles(rec + 48, v);
+        vn_bit4(rec + 16, v);
+    }
+};
+struct VQ6_K {
+    static constexpr int REC = 210, BIAS = 32;
+    static constexpr bool MIN = false;
+    static constexpr Mul MUL = Mul::kSplit;
+    static VN_AI RG prep(const uint8_t* rec) {
+        return {bcast_fp16(rec), _mm256_setzero_ps(),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + 2))),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + 10)))};
+    }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) {
+        vn_nibbles(rec + 82, v);
+        const __m256i b45 = _mm256_set1_epi8(0x30);
+        vn_static_for<2>([&](auto a) VN_AI_LAMBDA {
+            const __m256i H = vn_load(rec + 18 + 32 * a);
+            vn_static_for<4>([&](auto i) VN_AI_LAMBDA {  // bits 2i..2i+1 -> bits 4..5
+                __m256i x;
+                if constexpr (i < 2)
+                    x = _mm256_slli_epi16(H, 4 - 2 * i);
+                else if constexpr (i == 2)
+                    x = H;
+                else
+                    x = _mm256_srli_epi16(H, 2);
+                constexpr int k = 4 * a + i;
+                v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b45));
+            });
+        });
+    }
+};
+struct VIQ4_XS {
+    static constexpr int REC = 136, BIAS = 128;
+    static constexpr bool MIN = false;
+    static constexpr Mul MUL = Mul::kLane;
+    static VN_AI RG prep(const uint8_t* rec) {
+        return {bcast_fp16(rec), _mm256_setzero_ps(), iq4xs_scales(rec), _mm256_setzero_si256()};
+    }
+    static VN_AI void codes(const uint8_t* rec, __m256i* v) {
+        vn_nibbles(rec + 8, v);
+        vn_lut128(v);
+    }
+};
+
+// -B Σ q of token t's group g (8 int32 lanes) for the whole block (half = 0) or for elements
+// 0..15 (half = 1) / 16..31 (half = 2) of each block, from the int16 half sums of ActQ8::hs.
+template <int BIAS>
+VN_AI __m256i vn_bias(const ActQ8& a, int64_t t, int64_t g, int half) {
+    if constexpr (BIAS == 0) {
+        return _mm256_setzero_si256();
+    } else {
+        constexpr int sh = __builtin_ctz(BIAS);
+        const __m256i hs = vn_load(a.hs + t * a.ldd + 8 * g);
+        __m256i sum;
+        if (half == 0)
+            sum = _mm256_madd_epi16(hs, _mm256_set1_epi16(1));
+        else if (half == 1)
+            sum = _mm256_srai_epi32(_mm256_slli_epi32(hs, 16), 16);
+        else
+            sum = _mm256_srai_epi32(hs, 16);
+        return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, sh));
+    }
+}
+
+// ------------------------------------------------------------------ decode: records straight
+constexpr int kVnPrefetchBytes = 512;
+
+// NR rows (row i at w + i*rs) x NT tokens t0.. of the interleaved activations; y[t*ldy + i*ys].
+// Each (row, token) sums its 8 vectors in two int32 chains (even / odd k) that are added at the
+// end of the group: the same exact integer, shorter dependency chains.
+template <class T, int NR, int NT>
+__attribute__((noinline)) void rec_tile(const uint8_t* w, size_t rs, int64_t ng, const ActQ8& a, int64_t t0, float* y,
+                                        int64_t ldy, int64_t ys) {
+    __m256 acc[NR][NT];
+    const int8_t* xq[NT];
+    vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+        xq[t] = a.qi + (t0 + t) * a.ldq;
+        vn_static_for<NR>([&](auto i) VN_AI_LAMBDA { acc[i][t] = _mm256_setzero_ps(); });
+    });
+    for (int64_t g = 0; g < ng; ++g) {
+        const uint8_t* wg = w + g * T::REC;
+        vn_static_for<NR>([&](auto i) VN_AI_LAMBDA {
+            for (int off = 0; off < T::REC; off += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kVnPrefetchBytes + off), _MM_HINT_T0);
+        });
+        constexpr bool kSplit = T::MUL == Mul::kSplit;
+        __m256i b0[NT], b1[NT];  // bias starts: whole block, or the two halves (kSplit)
+        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+            b0[t] = vn_bias<T::BIAS>(a, t0 + t, g, kSplit ? 1 : 0);
+            if constexpr (kSplit) b1[t] = vn_bias<T::BIAS>(a, t0 + t, g, 2);
+        });
+        vn_static_for<NR>([&](auto i) VN_AI_LAMBDA {
+            const uint8_t* rec = wg + i * rs;
+            const RG G = T::prep(rec);
+            __m256i v[8];
+            T::codes(rec, v);
+            vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+                const int8_t* x = xq[t] + 256 * g;
+                __m256i S;
+                if constexpr (kSplit) {
+                    __m256i e = vn_dp(b0[t], v[0], vn_load(x)), o = vn_dp(_mm256_setzero_si256(), v[1], vn_load(x + 32));
+                    e = vn_dp(e, v[2], vn_load(x + 64));
+                    o = vn_dp(o, v[3], vn_load(x + 96));
+                    __m256i e2 = vn_dp(b1[t], v[4], vn_load(x + 128)), o2 = vn_dp(_mm256_setzero_si256(), v[5], vn_load(x + 160));
+                    e2 = vn_dp(e2, v[6], vn_load(x + 192));
+                    o2 = vn_dp(o2, v[7], vn_load(x + 224));
+                    S = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_add_epi32(e, o), G.mlo),
+                                         _mm256_mullo_epi32(_mm256_add_epi32(e2, o2), G.mhi));
+                } else {
+                    __m256i e = b0[t], o = _mm256_setzero_si256();
+                    vn_static_for<4>([&](auto k) VN_AI_LAMBDA {
+                        e = vn_dp(e, v[2 * k], vn_load(x + 64 * k));
+                        o = vn_dp(o, v[2 * k + 1], vn_load(x + 64 * k + 32));
+                    });
+                    S = _mm256_add_epi32(e, o);
+                    if constexpr (T::MUL == Mul::kLane) S = _mm256_mullo_epi32(S, G.mlo);
+                }
+                const int64_t off = (t0 + t) * a.ldd + 8 * g;
+                if constexpr (T::MIN) acc[i][t] = _mm256_fmadd_ps(G.mn, _mm256_loadu_ps(a.s + off), acc[i][t]);
+                acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(G.f, _mm256_loadu_ps(a.d + off)),
+                                            acc[i][t]);
+            });
+        });
+    }
+    vn_static_for<NR>([&](auto i) VN_AI_LAMBDA {
+        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { y[t * ldy + i * ys] = vn_hsum8(acc[i][t]); });
+    });
+}
+
+// One row, tokens [t0, t1) in groups of NT (the rest 1 by 1).
+template <class T, int NT>
+void rec_row(const PackedWeight& p, int64_t r, const ActQ8& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+    int64_t t = t0;
+    for (; t + NT <= t1; t += NT) rec_tile<T, 1, NT>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
+    for (; t < t1; ++t) rec_tile<T, 1, 1>(p.row(r), 0, p.ng, a, t, y + t * ldy + r, ldy, 1);
+}
+
+// 1 token: 4-row tiles whose rows come from 4 contiguous quarters of the range (4 long weight
+// streams); 2 tokens: 2-row x 2-token tiles from 2 halves.
+template <class T>
+void rec_gemv(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
+    const int parts = n == 1 ? 4 : 2;
+    const int64_t len = (r1 - r0) / parts;
+    const size_t rs = static_cast<size_t>(len) * p.row_bytes;
+    for (int64_t q = 0; q < len; ++q) {
+        const uint8_t* w = p.row(r0 + q);
+        if (n == 1)
+            rec_tile<T, 4, 1>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
+        else
+            rec_tile<T, 2, 2>(w, rs, p.ng, a, 0, y + r0 + q, ldy, len);
+    }
+    for (int64_t r = r0 + parts * len; r < r1; ++r) rec_row<T, 2>(p, r, a, 0, n, y, ldy);
+}
+
+// ------------------------------------------------------------------ prefill: panels + tiles
+#if PIPELM_VNNI_WIDE
+using VI = __m512i;
+using VF = __m512;
+constexpr int kRV = 2;  // rows per vector
+VN_AI VI v_zero() { return _mm512_setzero_si512(); }
+VN_AI VF vf_zero() { return _mm512_setzero_ps(); }
+VN_AI VI v_bcast(__m256i x) { return _mm512_broadcast_i64x4(x); }
+VN_AI VI v_bcast_mem(const void* p) { return _mm512_broadcast_i64x4(vn_load(p)); }
+VN_AI VF vf_bcast_mem(const float* p) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(p)); }
+VN_AI VI v_dp(VI acc, VI u, VI s) { return _mm512_dpbusd_epi32(acc, u, s); }
+VN_AI VI v_add(VI a, VI b) { return _mm512_add_epi32(a, b); }
+VN_AI VI v_mullo(VI a, VI b) { return _mm512_mullo_epi32(a, b); }
+VN_AI VF vf_cvt(VI a) { return _mm512_cvtepi32_ps(a); }
+VN_AI VF vf_mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+VN_AI VF vf_fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+VN_AI VF vf_load(const float* p) { return _mm512_load_ps(p); }
+VN_AI void vf_store(float* p, VF v) { _mm512_store_ps(p, v); }
+VN_AI float vf_hsum(VF v, int h) { return vn_hsum8(h == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1)); }
+#else
+using VI = __m256i;
+using VF = __m256;
+constexpr int kRV = 1;
+VN_AI VI v_zero() { return _mm256_setzero_si256(); }
+VN_AI VF vf_zero() { return _mm256_setzero_ps(); }
+VN_AI VI v_bcast(__m256i x) { return x; }
+VN_AI VI v_bcast_mem(const void* p) { return vn_load(p); }
+VN_AI VF vf_bcast_mem(const float* p) { return _mm256_loadu_ps(p); }
+VN_AI VI v_dp(VI acc, VI u, VI s) { return vn_dp(acc, u, s); }
+VN_AI VI v_add(VI a, VI b) { return _mm256_add_epi32(a, b); }
+VN_AI VI v_mullo(VI a, VI b) { return _mm256_mullo_epi32(a, b); }
+VN_AI VF vf_cvt(VI a) { return _mm256_cvtepi32_ps(a); }
+VN_AI VF vf_mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
+VN_AI VF vf_fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+VN_AI VF vf_load(const float* p) { return _mm256_load_ps(p); }
+VN_AI void vf_store(float* p, VF v) { _mm256_store_ps(p, v); }
+VN_AI float vf_hsum(VF v, int) { return vn_hsum8(v); }
+#endif
+constexpr int kVB = 32 * kRV;  // bytes per panel vector
+
+// One group of kRV rows, unpacked: c[k] = vector k of the codes of each row (row h in bytes
+// 32h..32h+31), f / mn / multipliers likewise by row. Missing rows are all zero.
+struct alignas(64) PanelG {
+    VI c[8];
+    VF f, mn;
+    VI mlo, mhi;
+};
+
+template <class T>
+VN_AI void unpack_group(const uint8_t* rec, int h, PanelG& P) {
+    const RG G = T::prep(rec);
+    __m256i v[8];
+    T::codes(rec, v);
+    uint8_t* base = reinterpret_cast<uint8_t*>(&P);
+    for (int k = 0; k < 8; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(base + k * kVB + 32 * h), v[k]);
+    _mm256_store_ps(reinterpret_cast<float*>(base + 8 * kVB + 32 * h), G.f);
+    if constexpr (T::MIN) _mm256_store_ps(reinterpret_cast<float*>(base + 9 * kVB + 32 * h), G.mn);
+    if constexpr (T::MUL != Mul::kOne) _mm256_store_si256(reinterpret_cast<__m256i*>(base + 10 * kVB + 32 * h), G.mlo);
+    if constexpr (T::MUL == Mul::kSplit) _mm256_store_si256(reinterpret_cast<__m256i*>(base + 11 * kVB + 32 * h), G.mhi);
+}
+
+// Register tile: R row-vectors (panels pan[i], groups [0, ng) of the k block starting at group
+// g0) x NT tokens t0... Accumulators start at +0 (first k block) or are reloaded from cacc
+// [i][t][kRV * 8] (exact store / reload); after the last k block they are reduced into
+// y[t*ldy + row], rows i*kRV + h < nrows, else stored back.
+template <class T, int R, int NT>
+__attribute__((noinline)) void gemm_tile(const PanelG* pan, int64_t pstride, int64_t ng, int64_t g0, const ActQ8& a,
+                                         int64_t t0, float* cacc, int64_t cstride, bool first, bool last, float* y,
+                                         int64_t ldy, int nrows) {
+    constexpr bool kSplit = T::MUL == Mul::kSplit;
+    VF acc[R][NT];
+    vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+            acc[i][t] = first ? vf_zero() : vf_load(cacc + (i * cstride + t) * 8 * kRV);
+        });
+    });
+    for (int64_t gg = 0; gg < ng; ++gg) {
+        const int64_t g = g0 + gg;
+        VI X[R][NT], Slo[R][NT];
+        VI start[NT];
+        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+            start[t] = v_bcast(vn_bias<T::BIAS>(a, t0 + t, g, kSplit ? 1 : 0));
+        });
+        vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+            vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { X[i][t] = start[t]; });
+        });
+        vn_static_for<8>([&](auto k) VN_AI_LAMBDA {
+            if constexpr (kSplit && k == 4) {
+                vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { start[t] = v_bcast(vn_bias<T::BIAS>(a, t0 + t, g, 2)); });
+                vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+                    vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+                        Slo[i][t] = v_mullo(X[i][t], pan[i * pstride + gg].mlo);
+                        X[i][t] = start[t];
+                    });
+                });
+            }
+            VI xk[NT];
+            vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { xk[t] = v_bcast_mem(a.qi + (t0 + t) * a.ldq + 256 * g + 32 * k); });
+            vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+                const VI wk = pan[i * pstride + gg].c[k];
+                vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { X[i][t] = v_dp(X[i][t], wk, xk[t]); });
+            });
+        });
+        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+            const int64_t off = (t0 + t) * a.ldd + 8 * g;
+            const VF d = vf_bcast_mem(a.d + off);
+            VF s;
+            if constexpr (T::MIN) s = vf_bcast_mem(a.s + off);
+            vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+                const PanelG& P = pan[i * pstride + gg];
+                VI S = X[i][t];
+                if constexpr (kSplit)
+                    S = v_add(Slo[i][t], v_mullo(S, P.mhi));
+                else if constexpr (T::MUL == Mul::kLane)
+                    S = v_mullo(S, P.mlo);
+                if constexpr (T::MIN) acc[i][t] = vf_fma(P.mn, s, acc[i][t]);
+                acc[i][t] = vf_fma(vf_cvt(S), vf_mul(P.f, d), acc[i][t]);
+            });
+        });
+    }
+    vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+            if (!last) {
+                vf_store(cacc + (i * cstride + t) * 8 * kRV, acc[i][t]);
+                return;
+            }
+            for (int h = 0; h < kRV; ++h)
+                if (i * kRV + h < nrows) y[t * ldy + i * kRV + h] = vf_hsum(acc[i][t], h);
+        });
+    });
+}
+
+// Register tile shape per type: R row-vectors x NT tokens. Q6_K keeps the low-half products
+// alive across the high half (Slo), so it takes fewer tokens.
+template <class T>
+struct TileShape {
+    static constexpr int R = 2;
+    static constexpr int NT = T::MUL == Mul::kSplit ? (kRV == 2 ? 3 : 1) : (kRV == 2 ? 4 : 2);
+};
+
+template <class T, int R>
+void gemm_tokens(const PanelG* pan, int64_t pstride, int64_t ng, int64_t g0, const ActQ8& a, int64_t tb, int64_t te,
+                 float* cacc, bool first, bool last, float* y, int64_t ldy, int nrows) {
+    constexpr int NT = TileShape<T>::NT;
+    const int64_t cstride = (te - tb + NT) / NT * NT;
+    using Fn = void (*)(const PanelG*, int64_t, int64_t, int64_t, const ActQ8&, int64_t, float*, int64_t, bool, bool,
+                        float*, int64_t, int);
+    static constexpr Fn kTail[4] = {gemm_tile<T, R, 1>, gemm_tile<T, R, NT >= 2 ? 2 : 1>,
+                                    gemm_tile<T, R, NT >= 3 ? 3 : 1>, gemm_tile<T, R, NT >= 4 ? 4 : 1>};
+    for (int64_t t = tb; t < te;) {
+        const int64_t nt = vn_min(NT, te - t);
+        float* ca = cacc + (t - tb) * 8 * kRV;
+        float* yt = y + t * ldy;
+        if (nt == NT)
+            gemm_tile<T, R, NT>(pan, pstride, ng, g0, a, t, ca, cstride, first, last, yt, ldy, nrows);
+        else
+            kTail[nt - 1](pan, pstride, ng, g0, a, t, ca, cstride, first, last, yt, ldy, nrows);
+        t += nt;
+    }
+}
+
+constexpr int64_t kVnKGroups = 16;              // groups per k block (4096 values): the panel stays in L1
+constexpr int64_t kVnL2ActBytes = 384 << 10;   // activations of one token block (kept in L2)
+
+template <class T>
+void vnni_gemm(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
+    constexpr int R = TileShape<T>::R;
+    constexpr int NT = TileShape<T>::NT;
+    constexpr int64_t RB = R * kRV;  // rows per row block
+    const int64_t kg = vn_min(kVnKGroups, p.ng);
+    const int64_t nc = vn_min(n, (kVnL2ActBytes / (a.ldq + 12 * a.ldd)) / NT * NT + NT);
+    // scratch: panel [R][kg] then the accumulators [R][nc rounded up to NT][kRV * 8]
+    const size_t pan_floats = static_cast<size_t>(R * kg) * sizeof(PanelG) / 4;
+    const int64_t ncr = (nc + NT) / NT * NT;
+    float* scratch = thread_scratch(1, pan_floats + static_cast<size_t>(R * ncr * 8 * kRV));
+    PanelG* pan = reinterpret_cast<PanelG*>(scratch);
+    float* cacc = scratch + pan_floats;
+    for (int64_t tb = 0; tb < n; tb += nc) {
+        const int64_t te = vn_min(n, tb + nc);
+        for (int64_t rb = r0; rb < r1; rb += RB) {
+            const int nrows = static_cast<int>(vn_min(RB, r1 - rb));
+            const int nvec = (nrows + kRV - 1) / kRV;
+            for (int64_t g0 = 0; g0 < p.ng; g0 += kg) {
+                const int64_t ng = vn_min(kg, p.ng - g0);
+                for (int i = 0; i < nvec; ++i) {
+                    const int64_t rv = rb + i * kRV;  // first row of vector i
+                    for (int64_t gg = 0; gg < ng; ++gg) {
+                        PanelG& P = pan[i * kg + gg];
+                        if (rv + kRV > r1) std::memset(static_cast<void*>(&P), 0, sizeof(PanelG));  // missing rows: zero
+                        for (int h = 0; h < kRV && rv + h < r1; ++h)
+                            unpack_group<T>(p.row(rv + h) + (g0 + gg) * T::REC, h, P);
+                    }
+                }
+                const bool first = g0 == 0, last = g0 + ng == p.ng;
+                if (nvec == R)
+                    gemm_tokens<T, R>(pan, kg, ng, g0, a, tb, te, cacc, first, last, y + rb, ldy, nrows);
+                else
+                    gemm_tokens<T, 1>(pan, kg, ng, g0, a, tb, te, cacc, first, last, y + rb, ldy, nrows);
+            }
+        }
+    }
+}
+
+// Up to this many tokens the records are read directly (rec_tile); above, the panel GEMM.
+constexpr int64_t kVnRecMaxTokens = 2;
+
+template <class T>
+void vnni_run(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
+    if (n <= kVnRecMaxTokens)
+        rec_gemv<T>(p, r0, r1, a, y, ldy, n);
+    else
+        vnni_gemm<T>(p, r0, r1, a, y, ldy, n);
+}
+
+}  // namespace
+
+void PIPELM_VNNI_ENTRY(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy,
+                       int64_t n) {
+    switch (p.type) {
+        case GgmlType::kQ8_0: return vnni_run<VQ8_0>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ4_0: return vnni_run<VQ4_0>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ4_1: return vnni_run<VQ4_1>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ5_0: return vnni_run<VQ5_0>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ5_1: return vnni_run<VQ5_1>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kIQ4_NL: return vnni_run<VIQ4_NL>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ4_K: return vnni_run<VQ4_K>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ5_K: return vnni_run<VQ5_K>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kQ6_K: return vnni_run<VQ6_K>(p, r0, r1, a, y, ldy, n);
+        case GgmlType::kIQ4_XS: return vnni_run<VIQ4_XS>(p, r0, r1, a, y, ldy, n);
+        default: PIPELM_THROW(ErrorCode::kInternal, "vnni matmul: ", ggml_type_name(p.type), " is not packed");
+    }
+}
+
+}  // namespace pipelm::kernels::detail
