@@ -3,10 +3,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <thread>
 
 #include "runtime/base/error.h"
 
 namespace pipelm::cli {
+namespace {
+
+// --threads: each is an OS thread with its own stack; far more than any host has cores is a typo.
+constexpr int64_t kMaxThreads = 1024;
+
+}  // namespace
 
 Args::Args(std::string command, std::vector<FlagSpec> specs) : command_(std::move(command)), specs_(std::move(specs)) {
     specs_.push_back({"--help", "-h", false, "", "show this help", ""});
@@ -60,12 +67,21 @@ bool Args::parse(int argc, char** argv, int first, const std::string& summary) {
                 value = argv[++i];
             }
             values_[s->name] = value;
+            if (s->name == "--threads") check_threads();
         } else {
             if (has_inline) PIPELM_THROW(ErrorCode::kInvalidArgument, "flag ", s->name, " takes no value");
             values_[s->name] = "1";
         }
     }
     return true;
+}
+
+void Args::check_threads() const {
+    const int64_t n = integer("--threads");
+    if (n < 1 || n > kMaxThreads)
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "flag --threads of `pipelm ", command_, "`: ", n,
+                     " is out of range: give 1 to ", kMaxThreads, " (this host has ",
+                     std::thread::hardware_concurrency(), " cores)");
 }
 
 bool Args::has(const std::string& name) const { return values_.count(name) != 0; }

@@ -20,8 +20,8 @@ struct FlagSpec {
 class Args {
 public:
     Args(std::string command, std::vector<FlagSpec> specs);
-    // Parses argv[first..argc); throws Error{kInvalidArgument}. Returns false if --help was given
-    // (help text already printed to stdout).
+    // Parses argv[first..argc); throws Error{kInvalidArgument} (also for --threads outside
+    // 1..1024). Returns false if --help was given (help text already printed to stdout).
     bool parse(int argc, char** argv, int first, const std::string& summary);
 
     bool has(const std::string& name) const;
@@ -34,6 +34,7 @@ public:
 
 private:
     const FlagSpec* find(const std::string& arg) const;
+    void check_threads() const;  // --threads: 1..1024
     std::string command_;
     std::vector<FlagSpec> specs_;
     std::map<std::string, std::string> values_;

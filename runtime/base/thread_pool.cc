@@ -29,10 +29,23 @@ constexpr int kPauseSpins = 1024;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)), cursors_(std::max(1, n_threads)) {
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    try {
+        workers_.reserve(n_threads_ - 1);
+        for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    } catch (const std::exception& e) {
+        // The destructor does not run for a constructor that throws: stop and join the threads
+        // started so far here, or the members would be destroyed under them (the condition
+        // variable's destructor then waits for its sleepers forever).
+        const int started = static_cast<int>(workers_.size()) + 1;
+        stop_and_join();
+        PIPELM_THROW(ErrorCode::kOutOfMemory, "cannot start compute thread ", started + 1, " of ", n_threads_, " (",
+                     e.what(), "): lower --threads (this host has ", std::thread::hardware_concurrency(), " cores)");
+    }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_and_join(); }
+
+void ThreadPool::stop_and_join() noexcept {
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_ = true;
@@ -40,6 +53,7 @@ ThreadPool::~ThreadPool() {
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
+    workers_.clear();
 }
 
 void ThreadPool::worker_loop(int index) {

@@ -15,6 +15,8 @@ namespace pipelm {
 
 class ThreadPool {
 public:
+    // Starts n_threads - 1 workers. If the system refuses a thread, the ones started are
+    // stopped and joined and Error{kOutOfMemory} names the thread count.
     explicit ThreadPool(int n_threads);
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
@@ -40,6 +42,7 @@ public:
 
 private:
     void worker_loop(int index);
+    void stop_and_join() noexcept;
     // Both parallel_for flavours: static shares, with stealing when `steal`.
     void run_shares(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain, bool steal);
 
