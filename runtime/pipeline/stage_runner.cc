@@ -24,6 +24,10 @@ std::vector<uint8_t> floats_to_bytes(const std::vector<float>& v) {
 void check_ubatch(const UbatchHeader& h, int n_seq, int n_ctx) {
     if (h.seq.size() != h.pos.size() || h.seq.empty() || h.seq.size() > (1u << 20))
         PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, ": ", h.seq.size(), " slots for ", h.pos.size(), " positions");
+    if (h.out_rows.size() > h.seq.size() || h.sample > 1 || h.want_logits > 1 || h.wire > static_cast<uint8_t>(Wire::kBF16))
+        PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, ": malformed header (", h.out_rows.size(), " outputs of ",
+                     h.seq.size(), " tokens, sample ", int(h.sample), ", logits ", int(h.want_logits), ", wire ",
+                     int(h.wire), ")");
     for (size_t t = 0; t < h.seq.size(); ++t)
         if (h.seq[t] < 0 || h.seq[t] >= n_seq || h.pos[t] < 0 || h.pos[t] >= n_ctx)
             PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, ": token ", t, " has slot ", h.seq[t], " / position ",
@@ -155,7 +159,10 @@ void StageRunner::loop() {
                 break;
             case kUbatch: {
                 UbatchHeader h = decode<UbatchHeader>(m.control, "ubatch");
-                check_ubatch(h, 1 << 16, 1 << 30);
+                check_ubatch(h, opt_.n_seq, opt_.n_ctx);
+                if (h.busy_s.size() != static_cast<size_t>(stage_.spec().index))
+                    PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, " from ", links_.prev->peer_name(), " carries ",
+                                 h.busy_s.size(), " stage times, expected ", stage_.spec().index);
                 const int64_t n = static_cast<int64_t>(h.seq.size());
                 x_.resize(n * E);
                 unpack_hidden(m.payload, x_.data(), n * E, static_cast<Wire>(h.wire));
@@ -205,8 +212,14 @@ void Engine::handshake() {
     h.plan = opt_.plan;
     links_.next->send(make_message(kHello, h));
     transport::Message m = links_.ring->recv(opt_.result_timeout);
-    if (m.tag != kHelloAck)
-        PIPELM_THROW(ErrorCode::kProtocol, "expected the handshake reply from the last stage, got tag ", m.tag);
+    if (m.kind != transport::MsgKind::kData || m.tag != kHelloAck)
+        PIPELM_THROW(ErrorCode::kProtocol, "expected the handshake reply from the last stage (",
+                     links_.ring->peer_name(), "), got tag ", m.tag);
+    const HelloAck ack = decode<HelloAck>(m.control, "handshake reply");
+    if (ack.stage != opt_.n_stages - 1 || !m.payload.empty())
+        PIPELM_THROW(ErrorCode::kProtocol, "the handshake reply from ", links_.ring->peer_name(), " is from stage ",
+                     ack.stage, " with ", m.payload.size(), " payload bytes, expected stage ", opt_.n_stages - 1,
+                     " and none");
 }
 
 void Engine::start_seq(int slot, const sampling::SamplerParams& p, const std::vector<int32_t>& history) {
@@ -246,9 +259,40 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
         local_.push_back(std::move(r));
     } else {
         h.busy_s.push_back(seconds_since(t0));
+        Asked a;
+        a.id = h.id;
+        for (int32_t row : h.out_rows) a.out_slots.push_back(h.seq[row]);
+        a.sample = sample;
+        a.want_logits = want_logits && !h.out_rows.empty();
         links_.next->send(make_message(kUbatch, h, pack_hidden(x_.data(), n * E, opt_.wire)));
+        asked_.push_back(std::move(a));
     }
     return h.id;
+}
+
+void Engine::check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const {
+    const int64_t V = n_vocab();
+    const size_t n_out = asked.out_slots.size();
+    auto bad = [&](const auto&... why) {
+        PIPELM_THROW(ErrorCode::kProtocol, "result from ", links_.ring->peer_name(), " for ubatch ", asked.id, ": ",
+                     why..., " (is the last stage the same pipelm build?)");
+    };
+    if (r.id != asked.id) bad("it carries ubatch id ", r.id);
+    if (r.seq.size() != n_out) bad(r.seq.size(), " output slots, ", n_out, " outputs were asked for");
+    for (size_t i = 0; i < n_out; ++i)
+        if (r.seq[i] != asked.out_slots[i]) bad("output ", i, " is for slot ", r.seq[i], ", it was asked for slot ",
+                                                asked.out_slots[i]);
+    const size_t n_tokens = asked.sample ? n_out : 0;
+    if (r.tokens.size() != n_tokens) bad(r.tokens.size(), " sampled ids, expected ", n_tokens);
+    for (int32_t t : r.tokens)
+        if (t < 0 || t >= V) bad("sampled id ", t, " is outside the vocabulary [0, ", V, ")");
+    const int64_t rows = asked.want_logits ? static_cast<int64_t>(n_out) : 0;
+    if (r.n_logit_rows != rows) bad(r.n_logit_rows, " logit rows, ", rows, " were asked for");
+    if (payload_bytes != static_cast<size_t>(rows * V) * sizeof(float))
+        bad(payload_bytes, " bytes of logits, expected ", rows, " x ", V, " floats");
+    if (r.busy_s.size() != static_cast<size_t>(opt_.n_stages)) bad(r.busy_s.size(), " stage times for ", opt_.n_stages, " stages");
+    for (double b : r.busy_s)
+        if (!std::isfinite(b) || b < 0) bad("stage time ", b);
 }
 
 Result Engine::next_result() {
@@ -259,15 +303,15 @@ Result Engine::next_result() {
         local_.pop_front();
     } else {
         transport::Message m = links_.ring->recv(opt_.result_timeout);
-        if (m.tag != kResult)
-            PIPELM_THROW(ErrorCode::kProtocol, "expected a result from the last stage, got tag ", m.tag);
+        if (m.kind != transport::MsgKind::kData || m.tag != kResult)
+            PIPELM_THROW(ErrorCode::kProtocol, "expected a result from the last stage (", links_.ring->peer_name(),
+                         "), got tag ", m.tag);
+        PIPELM_CHECK(!asked_.empty(), "next_result: no ubatch in flight to the last stage");
         r.header = decode<ResultHeader>(m.control, "result");
-        const size_t need = static_cast<size_t>(r.header.n_logit_rows) * n_vocab() * 4;
-        if (m.payload.size() != need)
-            PIPELM_THROW(ErrorCode::kProtocol, "result ", r.header.id, " carries ", m.payload.size(),
-                         " bytes of logits, expected ", need);
-        r.logits.resize(need / 4);
-        if (need) std::memcpy(r.logits.data(), m.payload.data(), need);
+        check_result(r.header, m.payload.size(), asked_.front());
+        asked_.pop_front();
+        r.logits.resize(m.payload.size() / sizeof(float));
+        if (!m.payload.empty()) std::memcpy(r.logits.data(), m.payload.data(), m.payload.size());
     }
     --in_flight_;
     ++stats_.ubatches;
@@ -282,6 +326,10 @@ std::vector<float> Engine::prefill_logits(int slot, const std::vector<int32_t>& 
     int64_t done_rows = 0;
     auto take = [&](Result r) {
         if (r.header.n_logit_rows == 0) return;
+        // next_result checked the rows against what each ubatch asked for; this only guards `out`.
+        const int64_t rows = r.header.n_logit_rows;
+        if (static_cast<int64_t>(r.logits.size()) != rows * V || (all_logits && done_rows + rows > n))
+            PIPELM_THROW(ErrorCode::kInternal, "prefill: ", rows, " logit rows do not fit the ", n, " asked for");
         if (all_logits) {
             std::memcpy(out.data() + done_rows * V, r.logits.data(), r.logits.size() * 4);
             done_rows += r.header.n_logit_rows;

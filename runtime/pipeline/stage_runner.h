@@ -34,14 +34,16 @@ private:
 struct RunnerOptions {
     std::string model_id;
     int n_stages = 1;
-    int n_seq = 1;  // sequence slots (same --parallel on every rank)
+    int n_seq = 1;        // sequence slots (same --parallel on every rank)
+    int n_ctx = 1 << 30;  // positions per slot, checked on every received ubatch (the stage checks too)
     std::chrono::milliseconds idle_timeout{std::chrono::seconds(1)};
     // Polled while idle: true stops the stage with Error{kCancelled} (links aborted).
     std::function<bool()> should_stop;
 };
 
 // Stages 1..S-1. Returns on kShutdown; on any error aborts its links (so neighbours stop
-// within seconds, with this stage's reason) and rethrows.
+// within seconds, with this stage's reason) and rethrows. Every received header is checked
+// against this stage's slots, context and position in the pipeline before use (kProtocol).
 class StageRunner {
 public:
     StageRunner(model::Stage& stage, transport::StageLinks links, RunnerOptions opt);
@@ -94,7 +96,10 @@ public:
     void start_seq(int slot, const sampling::SamplerParams& p, const std::vector<int32_t>& history);
 
     // Runs stage 0 on the tokens and passes the ubatch on (or finishes it locally with 1 stage).
-    // Every submitted ubatch produces exactly one Result, in submission order.
+    // Every submitted ubatch produces exactly one Result, in submission order. A result from the
+    // last stage must match its ubatch field by field (id, slot of every output, sampled ids in
+    // the vocabulary, logit rows and bytes, one busy time per stage), else Error{kProtocol}
+    // naming the stage.
     uint64_t submit(const std::vector<int32_t>& tokens, const std::vector<int32_t>& seq,
                     const std::vector<int32_t>& pos, const std::vector<int32_t>& out_rows, bool sample,
                     bool want_logits);
@@ -115,11 +120,21 @@ public:
     uint64_t link_bytes() const;
 
 private:
+    // What was asked of a ubatch in flight to the last stage, to check its result against.
+    struct Asked {
+        uint64_t id = 0;
+        std::vector<int32_t> out_slots;  // slot of each output row
+        bool sample = false;
+        bool want_logits = false;
+    };
+    void check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const;
+
     model::Stage& stage_;
     transport::StageLinks links_;
     EngineOptions opt_;
     std::unique_ptr<Tail> tail_;  // with 1 stage
     std::deque<Result> local_;
+    std::deque<Asked> asked_;  // ubatches sent down the pipeline, oldest first
     uint64_t next_id_ = 0;
     int in_flight_ = 0;
     bool shut_down_ = false;
