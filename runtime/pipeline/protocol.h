@@ -1,9 +1,13 @@
 // Messages between pipeline stages (runtime level). Control parts are cereal-encoded
 // (portable binary) and versioned; bulk data (hidden states, logits) travels as payload.
+// Received control parts are decoded by BoundedInputArchive: no length a peer writes makes us
+// allocate more than the message holds.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cereal/archives/portable_binary.hpp>
@@ -93,13 +97,78 @@ std::string encode(const T& v) {
     return os.str();
 }
 
+// Reads what PortableBinaryOutputArchive wrote, from bytes a peer sent: every read is bounded
+// by the bytes left, and every container length (cereal's size tag, read before the container
+// is allocated) must fit in them, since each element takes at least one byte. So a 63-byte
+// message that claims a 4 GiB string fails at once instead of allocating 4 GiB.
+class BoundedInputArchive : public cereal::InputArchive<BoundedInputArchive, cereal::AllowEmptyClassElision> {
+public:
+    explicit BoundedInputArchive(const std::string& bytes)
+        : cereal::InputArchive<BoundedInputArchive, cereal::AllowEmptyClassElision>(this), bytes_(bytes) {
+        uint8_t little = 0;
+        load_binary(&little, 1, 1);
+        if (little > 1) throw cereal::Exception("bad endianness byte");
+        swap_ = (little == 1) != is_little_endian();
+    }
+
+    // `size` bytes of elements of `elem` bytes each, byte-swapped if the writer's order differs.
+    void load_binary(void* data, size_t size, size_t elem) {
+        if (size > left())
+            throw cereal::Exception("needs " + std::to_string(size) + " bytes at offset " + std::to_string(pos_) +
+                                    ", the message has " + std::to_string(bytes_.size()));
+        std::memcpy(data, bytes_.data() + pos_, size);
+        pos_ += size;
+        if (swap_ && elem > 1)
+            for (size_t i = 0; i + elem <= size; i += elem) {
+                auto* p = static_cast<uint8_t*>(data) + i;
+                for (size_t a = 0, b = elem - 1; a < b; ++a, --b) std::swap(p[a], p[b]);
+            }
+    }
+
+    void check_length(uint64_t n) const {
+        if (n > left())
+            throw cereal::Exception("a length of " + std::to_string(n) + " at offset " + std::to_string(pos_) +
+                                    " exceeds the " + std::to_string(left()) + " bytes left");
+    }
+
+    size_t left() const { return bytes_.size() - pos_; }
+
+private:
+    static bool is_little_endian() {
+        const uint16_t one = 1;
+        uint8_t first = 0;
+        std::memcpy(&first, &one, 1);
+        return first == 1;
+    }
+    const std::string& bytes_;
+    size_t pos_ = 0;
+    bool swap_ = false;
+};
+
+template <class T>
+std::enable_if_t<std::is_arithmetic<T>::value> CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, T& t) {
+    ar.load_binary(std::addressof(t), sizeof t, sizeof t);
+}
+
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, cereal::SizeTag<T>& t) {
+    ar(t.size);
+    ar.check_length(static_cast<uint64_t>(t.size));
+}
+
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(BoundedInputArchive& ar, cereal::BinaryData<T>& bd) {
+    using Elem = std::remove_pointer_t<T>;
+    ar.load_binary(bd.data, static_cast<size_t>(bd.size), sizeof(Elem));
+}
+
 template <class T>
 T decode(const std::string& bytes, const char* what) {
     T v;
     try {
-        std::istringstream is(bytes, std::ios::binary);
-        cereal::PortableBinaryInputArchive ar(is);
+        BoundedInputArchive ar(bytes);
         ar(v);
+        if (ar.left() != 0) throw cereal::Exception(std::to_string(ar.left()) + " unexpected trailing bytes");
     } catch (const std::exception& e) {
         PIPELM_THROW(ErrorCode::kProtocol, "malformed ", what, " message (", bytes.size(), " bytes): ", e.what());
     }
@@ -121,3 +190,12 @@ std::vector<uint8_t> pack_hidden(const float* x, int64_t n, Wire w);
 void unpack_hidden(const std::vector<uint8_t>& bytes, float* x, int64_t n, Wire w);
 
 }  // namespace pipelm::pipeline
+
+// Types without a load of their own (load_minimal, e.g. enums) pair an input archive with its
+// output archive.
+namespace cereal::traits::detail {
+template <>
+struct get_output_from_input<pipelm::pipeline::BoundedInputArchive> {
+    using type = cereal::PortableBinaryOutputArchive;
+};
+}  // namespace cereal::traits::detail
