@@ -12,7 +12,7 @@ for a in "$@"; do
   esac
 done
 
-PKGS=(g++ cmake ninja-build libopenmpi-dev openmpi-bin libasio-dev libcereal-dev libgtest-dev)
+PKGS=(g++ cmake ninja-build libopenmpi-dev openmpi-bin libasio-dev libcereal-dev libgtest-dev libsodium-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

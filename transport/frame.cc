@@ -106,32 +106,21 @@ MsgKind message_kind(FrameKind kind) {
     PIPELM_THROW(ErrorCode::kInternal, "frame kind ", int(kind), " is not a message");
 }
 
-std::vector<uint8_t> encode_auth_hello(const std::string& token, uint16_t version) {
-    std::vector<uint8_t> out(kAuthHeaderBytes + token.size());
+std::array<uint8_t, kClientHelloBytes> encode_client_hello(const auth::Nonce& nonce, uint16_t version) {
+    std::array<uint8_t, kClientHelloBytes> out{};
     std::memcpy(out.data(), kAuthMagic, 4);
     put16(out.data() + 4, version);
     put16(out.data() + 6, 0);
-    put32(out.data() + 8, static_cast<uint32_t>(token.size()));
-    std::memcpy(out.data() + kAuthHeaderBytes, token.data(), token.size());
+    std::memcpy(out.data() + 8, nonce.data(), nonce.size());
     return out;
 }
 
-AuthHeader decode_auth_header(const uint8_t* in) {
-    AuthHeader h;
+ClientHello decode_client_hello(const uint8_t* in) {
+    ClientHello h;
     h.magic_ok = std::memcmp(in, kAuthMagic, 4) == 0 && get16(in + 6) == 0;
     h.version = get16(in + 4);
-    h.token_bytes = get32(in + 8);
+    std::memcpy(h.nonce.data(), in + 8, h.nonce.size());
     return h;
-}
-
-bool tokens_equal(const std::string& expected, const std::string& received) noexcept {
-    // Every byte of `expected` is visited whatever `received` holds.
-    volatile uint8_t diff = expected.size() == received.size() ? 0 : 1;
-    for (size_t i = 0; i < expected.size(); ++i) {
-        const uint8_t r = i < received.size() ? static_cast<uint8_t>(received[i]) : 0;
-        diff = diff | (static_cast<uint8_t>(expected[i]) ^ r);
-    }
-    return diff == 0 && !expected.empty();
 }
 
 void ByteWriter::u32(uint32_t v) {

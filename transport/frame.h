@@ -10,27 +10,32 @@
 //     8    4 tag (runtime message type)
 //    12    4 control bytes   (<= LinkLimits::max_control_bytes)
 //    16    8 payload bytes   (<= LinkLimits::max_payload_bytes)
-// A receiver validates every field before allocating anything; a violation is Error{kProtocol}.
+// A receiver validates every field before allocating anything, then allocates the body only as
+// its bytes arrive; a violation is Error{kProtocol}.
 // Heartbeat frames carry nothing and are never handed to the caller; close frames (MPI only:
 // TCP uses FIN) say the peer's Link object was destroyed; abort frames carry the reason as
 // control bytes.
 //
-// TCP greeting (client -> listener, before any frame; the listener reads nothing else first):
-//   magic "PLMA" | u16 version | u16 zero | u32 token bytes (<= kMaxTokenBytes) | token
-// Listener reply: one byte, AuthReply.
+// TCP greeting (before any frame; the listener reads nothing else first): a mutual
+// challenge-response over the shared token, which never crosses the network (auth.h):
+//   ClientHello (client -> listener, 40 bytes): magic "PLMA" | u16 version | u16 zero | nonce
+// then fixed-size AuthReply bytes, nonces and proofs in the order auth.h gives.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "transport/auth.h"
 #include "transport/link.h"
 
 namespace pipelm::transport::wire {
 
-constexpr uint16_t kProtocolVersion = 1;
+// 2: challenge-response greeting (version 1 sent the token in clear).
+constexpr uint16_t kProtocolVersion = 2;
 constexpr size_t kFrameHeaderBytes = 24;
-constexpr size_t kAuthHeaderBytes = 12;
+constexpr size_t kClientHelloBytes = 8 + auth::kNonceBytes;
 constexpr size_t kMaxTokenBytes = 4096;
 
 enum class FrameKind : uint8_t {
@@ -42,10 +47,11 @@ enum class FrameKind : uint8_t {
 };
 
 enum class AuthReply : uint8_t {
-    kAccepted = 1,
-    kWrongToken = 2,
-    kBadVersion = 3,
-    kMalformed = 4,
+    kAccepted = 1,    // listener: the client's proof holds (its proof follows); client: so does the listener's
+    kWrongToken = 2,  // the client's proof does not hold: another token
+    kBadVersion = 3,  // the client speaks another protocol version
+    kMalformed = 4,   // kept for version 1 peers, which answer a version 2 greeting with it
+    kChallenge = 5,   // the listener's nonce follows
 };
 
 struct FrameHeader {
@@ -66,18 +72,16 @@ FrameHeader decode_frame_header(const uint8_t* in, const LinkLimits& limits, con
 FrameKind frame_kind(MsgKind kind);
 MsgKind message_kind(FrameKind kind);
 
-// The client's greeting: header + token bytes.
-std::vector<uint8_t> encode_auth_hello(const std::string& token, uint16_t version = kProtocolVersion);
+// The client's first message.
+std::array<uint8_t, kClientHelloBytes> encode_client_hello(const auth::Nonce& nonce,
+                                                           uint16_t version = kProtocolVersion);
 
-struct AuthHeader {
-    bool magic_ok = false;
+struct ClientHello {
+    bool magic_ok = false;  // magic and the zero field
     uint16_t version = 0;
-    uint32_t token_bytes = 0;
+    auth::Nonce nonce{};
 };
-AuthHeader decode_auth_header(const uint8_t* in);
-
-// Compares in time that depends only on expected.size(), not on where the first mismatch is.
-bool tokens_equal(const std::string& expected, const std::string& received) noexcept;
+ClientHello decode_client_hello(const uint8_t* in);
 
 // Append-only little-endian writer for small control messages.
 class ByteWriter {

@@ -8,6 +8,7 @@
 #include "runtime/base/error.h"
 #include "runtime/base/log.h"
 #include "transport/frame.h"
+#include "transport/tcp_socket.h"
 #include "transport/wait_util.h"
 
 namespace pipelm::transport {
@@ -21,6 +22,7 @@ constexpr uint32_t kTagReady = 0x504C4203;
 constexpr uint32_t kTagStart = 0x504C4204;
 
 constexpr std::chrono::milliseconds kAssignWait = std::chrono::minutes(10);
+constexpr int32_t kMaxStages = 1 << 16;
 
 struct Assign {
     uint64_t session = 0;
@@ -166,7 +168,8 @@ std::shared_ptr<Link> accept_prev(TcpListener& listener, uint64_t session, int e
 
 }  // namespace
 
-WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds timeout) {
+WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds timeout,
+                                const JobLimits& limits_for_job) {
     WorkerSession ws;
     ws.control = listener.accept(timeout, "stage 0 (coordinator)");
     std::shared_ptr<Link> next, prev;
@@ -177,12 +180,14 @@ WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds
         if (m.kind != MsgKind::kData || m.tag != kTagAssign)
             PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: expected an Assign from ", ws.control->peer_name());
         const Assign a = decode_assign(m.control);
-        if (a.n_stages < 2 || a.stage < 1 || a.stage >= a.n_stages)
+        if (a.n_stages < 2 || a.n_stages > kMaxStages || a.stage < 1 || a.stage >= a.n_stages)
             PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: Assign for stage ", a.stage, " of ", a.n_stages);
         const bool last = a.stage == a.n_stages - 1;
         if (!last && a.next_address.empty())
             PIPELM_THROW(ErrorCode::kProtocol, "bootstrap: stage ", a.stage, " was given no successor address");
         ws.job = TcpJob{a.stage, a.n_stages, a.job};
+        const TcpOptions& lo = listener.options();
+        const LinkLimits job_limits = limits_for_job ? limits_for_job(ws.job) : lo.receive_limits.value_or(lo.limits);
         const std::chrono::milliseconds budget(a.timeout_ms);
         const auto deadline = detail::deadline_after(budget);
         if (!last) {
@@ -192,6 +197,9 @@ WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds
             next->send(make_message(kTagHello, encode_stage_msg(a.session, a.stage)));
         }
         prev = a.stage == 1 ? ws.control : accept_prev(listener, a.session, a.stage - 1, deadline);
+        // Nobody sends pipeline traffic before every worker is Ready: the job's limits hold for all of it.
+        for (const auto& l : {ws.control, next, prev})
+            if (l) detail::set_receive_limits(*l, job_limits);
         ws.control->send(make_message(kTagReady, encode_stage_msg(a.session, a.stage)));
         expect_stage_msg(*ws.control, kTagStart, "Start", a.session, budget + budget);
         ws.links.prev = prev;

@@ -56,12 +56,22 @@ struct WorkerSession {
     std::shared_ptr<Link> control;  // connection to the coordinator (also prev for stage 1, ring for the last)
 };
 
+// Called on the worker with the job once its Assign arrived, before the worker connects to its
+// successor: checks the job (throws to refuse it; the coordinator sees the reason) and returns
+// the limits this worker's links enforce on what they receive for the rest of the job (the
+// largest message its plan allows). Until then the links enforce the listener's options()
+// (receive_limits, else limits).
+using JobLimits = std::function<LinkLimits(const TcpJob& job)>;
+
 // Waits up to `timeout` for a coordinator on `listener` (Error{kTimeout} if none came: call it
 // again), then wires this worker's links: the Assign is awaited up to max(timeout, 10 min)
 // (the coordinator may still be connecting to other workers; its heartbeats or EOF say whether
-// it lives), the rest is bounded by the coordinator's timeout. Any failure after a coordinator
-// came aborts the links opened so far (the coordinator sees the reason) and is rethrown; a
-// timeout in that phase becomes Error{kPeerLost}. `listener` stays usable for the next job.
-WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds timeout);
+// it lives), the rest is bounded by the coordinator's timeout. `limits_for_job` (if set) runs
+// on the Assign and its limits are in force on every link before this worker reports Ready.
+// Any failure after a coordinator came aborts the links opened so far (the coordinator sees
+// the reason) and is rethrown; a timeout in that phase becomes Error{kPeerLost}. `listener`
+// stays usable for the next job.
+WorkerSession tcp_worker_accept(TcpListener& listener, std::chrono::milliseconds timeout,
+                                const JobLimits& limits_for_job = {});
 
 }  // namespace pipelm::transport

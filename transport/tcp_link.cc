@@ -1,6 +1,7 @@
 // TcpLink: one authenticated TCP connection, an I/O thread, a bounded inbox and outbox.
 // Threading and liveness rules are in tcp_link.h; here: which thread touches what.
-//   * mu_ guards inbox_, outbox_, writing_, read_paused_, closing_, closed_, failure_, seqs.
+//   * mu_ guards inbox_, outbox_, writing_, read_paused_, closing_, closed_, failure_, rx_limits_,
+//     seqs.
 //   * Only the I/O thread touches sock_, the timers and the rx_/tx_ scratch members.
 //   * The front of outbox_ stays in the deque while it is being written (its buffers are in
 //     flight), so dropping queued frames always keeps it.
@@ -47,6 +48,7 @@ public:
         if (opts_.heartbeat_interval.count() <= 0)
             opts_.heartbeat_interval = std::max(opts_.peer_timeout / 4, std::chrono::milliseconds(5));
         if (opts_.max_queued == 0) opts_.max_queued = 1;
+        rx_limits_ = opts_.receive_limits.value_or(opts_.limits);
         asio::error_code ec;
         sock_.set_option(tcp::no_delay(true), ec);
         last_rx_ns_ = detail::now_ns();
@@ -140,6 +142,12 @@ public:
     }
 
     std::string peer_name() const override { return name_; }
+
+    void set_receive_limits(const LinkLimits& limits) {
+        std::lock_guard<std::mutex> lock(mu_);
+        rx_limits_ = limits;
+    }
+
     uint64_t bytes_sent() const override { return bytes_sent_; }
     uint64_t bytes_received() const override { return bytes_received_; }
 
@@ -220,36 +228,66 @@ private:
         if (ec) return on_read_error(ec);
         last_rx_ns_ = detail::now_ns();
         try {
-            rx_frame_ = wire::decode_frame_header(rx_hdr_.data(), opts_.limits, name_);
-            if (rx_frame_.kind == wire::FrameKind::kHeartbeat) return start_read();
-            rx_msg_ = Message{};
-            rx_msg_.tag = rx_frame_.tag;
-            rx_msg_.control.resize(rx_frame_.control_bytes);
-            rx_msg_.payload.resize(static_cast<size_t>(rx_frame_.payload_bytes));
+            LinkLimits limits;
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                limits = rx_limits_;
+            }
+            rx_frame_ = wire::decode_frame_header(rx_hdr_.data(), limits, name_);
         } catch (const Error& e) {
             std::lock_guard<std::mutex> lock(mu_);
             fail_locked(e.code(), e.what());
             return;
+        }
+        if (rx_frame_.kind == wire::FrameKind::kHeartbeat) return start_read();
+        rx_msg_ = Message{};
+        rx_msg_.tag = rx_frame_.tag;
+        rx_control_got_ = 0;
+        rx_payload_got_ = 0;
+        read_body();
+    }
+
+    // Grows `buf` (which holds `got` received bytes of `total`) once it is full: 64 KiB first,
+    // then doubling, so what is allocated stays within twice what the peer really sent.
+    template <typename Buffer>
+    static void grow(Buffer& buf, size_t got, uint64_t total) {
+        if (got < buf.size()) return;
+        constexpr size_t kFirstChunk = size_t(64) << 10;
+        buf.resize(static_cast<size_t>(std::min<uint64_t>(total, std::max(kFirstChunk, buf.size() * 2))));
+    }
+
+    // Reads the control part, then the payload, in whatever pieces the socket delivers; every
+    // piece keeps the peer alive in our eyes while a long payload trickles in.
+    void read_body() {
+        asio::mutable_buffer into;
+        size_t* got = nullptr;
+        try {
+            if (rx_control_got_ < rx_frame_.control_bytes) {
+                grow(rx_msg_.control, rx_control_got_, rx_frame_.control_bytes);
+                into = asio::buffer(&rx_msg_.control[rx_control_got_], rx_msg_.control.size() - rx_control_got_);
+                got = &rx_control_got_;
+            } else if (rx_payload_got_ < rx_frame_.payload_bytes) {
+                grow(rx_msg_.payload, rx_payload_got_, rx_frame_.payload_bytes);
+                into = asio::buffer(rx_msg_.payload.data() + rx_payload_got_, rx_msg_.payload.size() - rx_payload_got_);
+                got = &rx_payload_got_;
+            } else {
+                return on_body();
+            }
         } catch (const std::bad_alloc&) {
             std::lock_guard<std::mutex> lock(mu_);
             fail_locked(ErrorCode::kOutOfMemory, ::pipelm::detail::concat("cannot allocate ", rx_frame_.payload_bytes,
-                                                                " bytes for a message from ", name_));
+                                                                          " bytes for a message from ", name_));
             return;
         }
-        std::array<asio::mutable_buffer, 2> bufs{asio::buffer(rx_msg_.control), asio::buffer(rx_msg_.payload)};
-        // The completion condition runs after every partial read: a long payload keeps the
-        // peer alive in our eyes while its bytes trickle in.
-        asio::async_read(
-            sock_, bufs,
-            [this](const asio::error_code& e, size_t) -> size_t {
-                last_rx_ns_ = detail::now_ns();
-                return e ? 0 : size_t(1) << 20;
-            },
-            [this](const asio::error_code& e, size_t) { on_body(e); });
+        sock_.async_read_some(into, [this, got](const asio::error_code& ec, size_t n) {
+            if (ec) return on_read_error(ec);
+            last_rx_ns_ = detail::now_ns();
+            *got += n;
+            read_body();
+        });
     }
 
-    void on_body(const asio::error_code& ec) {
-        if (ec) return on_read_error(ec);
+    void on_body() {
         bytes_received_ += rx_msg_.control.size() + rx_msg_.payload.size();
         std::unique_lock<std::mutex> lock(mu_);
         if (rx_frame_.kind == wire::FrameKind::kAbort) {
@@ -404,6 +442,7 @@ private:
     bool closing_ = false;
     bool closed_ = false;
     std::optional<Failure> failure_;
+    LinkLimits rx_limits_;  // what the peer may send us (set_receive_limits may change it)
     uint64_t enqueued_seq_ = 0;
     uint64_t written_seq_ = 0;
 
@@ -411,6 +450,8 @@ private:
     std::array<uint8_t, wire::kFrameHeaderBytes> rx_hdr_{};
     wire::FrameHeader rx_frame_;
     Message rx_msg_;
+    size_t rx_control_got_ = 0;  // bytes of rx_msg_.control / .payload received so far
+    size_t rx_payload_got_ = 0;
     std::array<uint8_t, wire::kFrameHeaderBytes> tx_hdr_{};
 
     std::atomic<int64_t> last_rx_ns_{0};
@@ -424,6 +465,10 @@ namespace detail {
 
 std::shared_ptr<Link> make_tcp_link(TcpConn conn, const TcpOptions& options) {
     return std::make_shared<TcpLink>(std::move(conn), options);
+}
+
+void set_receive_limits(Link& link, const LinkLimits& limits) {
+    if (auto* tcp = dynamic_cast<TcpLink*>(&link)) tcp->set_receive_limits(limits);
 }
 
 std::string endpoint_string(const asio::ip::tcp::endpoint& ep) {

@@ -1,10 +1,12 @@
 // TCP links (standalone Asio): a listener that authenticates peers with a shared token, a
 // connector with back-off, and the Link over one authenticated connection.
 //
-// Wire format: after the greeting (magic "PLMA", version, token; one reply byte, see frame.h)
-// each message is one frame: 24-byte little-endian header (magic "PLM1", version, kind, tag,
-// control bytes, payload bytes) + control + payload. Lengths are checked against LinkLimits
-// before anything is allocated; a violation fails the link with kProtocol and closes it.
+// Wire format: after the greeting (a mutual HMAC challenge-response over the token, which never
+// crosses the network: auth.h, frame.h) each message is one frame: 24-byte little-endian header
+// (magic "PLM1", version, kind, tag, control bytes, payload bytes) + control + payload. Lengths
+// are checked against LinkLimits before anything is allocated, and the body is allocated as its
+// bytes arrive (a peer that announces 2 GiB and sends 10 bytes costs 10 bytes); a violation
+// fails the link with kProtocol and closes it.
 //
 // Threading: each link owns an io_context and one I/O thread that reads frames into a bounded
 // inbox (reading pauses while it holds `max_queued` messages), writes the bounded outbox in
@@ -22,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "transport/link.h"
@@ -32,9 +35,13 @@ struct TcpOptions {
     std::chrono::milliseconds peer_timeout{10000};      // silence that means the peer is gone
     std::chrono::milliseconds heartbeat_interval{0};    // 0: peer_timeout / 4
     std::chrono::milliseconds handshake_timeout{5000};  // listener: per connection greeting
+    size_t max_greetings = 64;  // listener: connections greeting at once; a new one drops the oldest
     std::chrono::milliseconds close_linger{2000};       // destructor: bound on draining + EOF wait
     size_t max_queued = 64;                             // inbox and outbox bound, in messages
-    LinkLimits limits;
+    LinkLimits limits;  // what this side sends and, unless receive_limits is set, accepts
+    // What this side accepts from the peer when it should be less than `limits` (a worker before
+    // it knows its job; a coordinator that knows the largest result its plan allows).
+    std::optional<LinkLimits> receive_limits;
     std::string peer_label;  // e.g. "stage 2": peer_name() becomes "stage 2 (tcp 10.0.0.2:7000)"
 };
 
@@ -62,10 +69,13 @@ public:
     const std::string& token() const;
     const TcpOptions& options() const;
 
-    // Waits for the next peer that presents the right token and protocol version. Peers that
-    // fail the greeting are refused (reply byte, close, PIPELM_WARN naming their address) and
-    // the wait goes on. Throws Error{kTimeout} when `timeout` passes first. `peer_label`
-    // overrides options().peer_label for this link.
+    // Waits for the next peer that proves it knows the token and speaks our protocol version.
+    // Greetings run concurrently, each bounded by options().handshake_timeout; at most
+    // options().max_greetings at once (a new connection drops the oldest). Peers that fail or
+    // are dropped are closed with a PIPELM_WARN naming their address, and the wait goes on.
+    // Greetings progress only while a thread is in accept(); a peer admitted while no link was
+    // asked for is handed out by the next call. Throws Error{kTimeout} when `timeout` passes
+    // first. `peer_label` overrides options().peer_label for this link.
     std::shared_ptr<Link> accept(std::chrono::milliseconds timeout, const std::string& peer_label = {});
 
     struct Impl;
@@ -76,17 +86,20 @@ private:
 };
 
 // Connects to a listener, retrying refused/unreachable attempts with back-off (100 ms doubling
-// to 2 s) until `connect_timeout`, then authenticates. Errors:
+// to 2 s) until `connect_timeout`, then authenticates (both sides prove they know the token).
+// Errors:
 //   kTimeout: "could not reach worker H:P within N s: start `pipelm worker --listen H:P` there
 //             or check the address (last error: ...)"
-//   kInvalidArgument: "worker H:P refused the token (check --token-file)"
+//   kInvalidArgument: "worker H:P refused the token (check --token-file)", or the worker could
+//             not prove that it knows the token
 //   kProtocol: the worker runs another protocol version.
 std::shared_ptr<Link> tcp_connect(const std::string& host_port, const std::string& token,
                                   std::chrono::milliseconds connect_timeout,
                                   const TcpOptions& options = {});
 
-// Reads a shared token: surrounding whitespace trimmed. Error{kIo} if unreadable,
-// Error{kInvalidArgument} if empty or longer than 4096 bytes. Warns if others can read it.
+// Reads a shared token: surrounding whitespace trimmed. Error{kIo} if unreadable or not a
+// regular file, Error{kInvalidArgument} if empty, longer than 4096 bytes, or readable or
+// writable by group or others (mode & 077: "chmod 600 FILE", as ssh does for keys).
 std::string read_token_file(const std::string& path);
 
 }  // namespace pipelm::transport

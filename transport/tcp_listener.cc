@@ -1,14 +1,11 @@
-// TCP set-up: address parsing, the listener (bind, accept, token check), the connector with
-// back-off, and the token file. The greeting layout is in frame.h.
-#include <sys/stat.h>
-
+// TCP set-up: address parsing, the listener (bind, concurrent greetings, accept), the connector
+// with back-off and its side of the greeting. The exchange is in auth.h.
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <optional>
-#include <sstream>
+#include <deque>
+#include <list>
+#include <memory>
 #include <thread>
 
 #include "runtime/base/error.h"
@@ -50,7 +47,7 @@ HostPort parse_host_port(const std::string& host_port) {
     return hp;
 }
 
-// ---- greeting, both sides ---------------------------------------------------------------
+// ---- greeting, connector side ---------------------------------------------------------------
 
 namespace {
 
@@ -81,87 +78,259 @@ asio::error_code write_before(asio::io_context& io, tcp::socket& sock, const Buf
     return transfer<Buffers, true>(io, sock, buf, d);
 }
 
-void reply(asio::io_context& io, tcp::socket& sock, wire::AuthReply r, Clock::time_point deadline) {
-    const uint8_t byte = static_cast<uint8_t>(r);
-    write_before(io, sock, asio::buffer(&byte, 1), std::min(deadline, Clock::now() + 1s));
-}
-
-// The listener's side. Reads the greeting and nothing else, checks the token in constant time,
-// answers with one byte. Returns true when the peer is admitted; otherwise warns and closes.
-bool admit(asio::io_context& io, tcp::socket& sock, const std::string& remote, const std::string& token,
-           Clock::time_point deadline) {
-    std::array<uint8_t, wire::kAuthHeaderBytes> hdr{};
-    asio::error_code ec = read_before(io, sock, asio::buffer(hdr), deadline);
-    auto refuse = [&](const std::string& why, std::optional<wire::AuthReply> r) {
-        if (r) reply(io, sock, *r, deadline);
-        PIPELM_WARN("refused a connection from ", remote, ": ", why);
-        asio::error_code ignored;
-        sock.close(ignored);
-        return false;
-    };
-    if (ec == asio::error::timed_out) return refuse("it sent no pipelm greeting in time", std::nullopt);
-    if (ec) return refuse("it closed before the greeting (" + ec.message() + ")", std::nullopt);
-    const wire::AuthHeader h = wire::decode_auth_header(hdr.data());
-    if (!h.magic_ok) return refuse("it is not a pipelm peer (bad greeting)", std::nullopt);
-    if (h.token_bytes == 0 || h.token_bytes > wire::kMaxTokenBytes)
-        return refuse(::pipelm::detail::concat("token length ", h.token_bytes, " out of range"), wire::AuthReply::kMalformed);
-    std::string received(h.token_bytes, '\0');
-    ec = read_before(io, sock, asio::buffer(received), deadline);
-    if (ec) return refuse("the greeting was cut short (" + ec.message() + ")", std::nullopt);
-    if (!wire::tokens_equal(token, received))
-        return refuse("wrong token (its --token-file differs from ours)", wire::AuthReply::kWrongToken);
-    if (h.version != wire::kProtocolVersion)
-        return refuse(::pipelm::detail::concat("it speaks protocol version ", h.version, ", we speak ",
-                                     wire::kProtocolVersion),
-                      wire::AuthReply::kBadVersion);
-    const uint8_t ok = static_cast<uint8_t>(wire::AuthReply::kAccepted);
-    ec = write_before(io, sock, asio::buffer(&ok, 1), deadline);
-    if (ec) return refuse("it left during the greeting (" + ec.message() + ")", std::nullopt);
-    return true;
-}
-
-// The connector's side, after the TCP connection is up. Throws on refusal.
-void present_token(asio::io_context& io, tcp::socket& sock, const std::string& host_port, const std::string& token,
-                   Clock::time_point deadline, std::chrono::milliseconds timeout) {
-    const std::vector<uint8_t> hello = wire::encode_auth_hello(token);
-    asio::error_code ec = write_before(io, sock, asio::buffer(hello), deadline);
-    uint8_t answer = 0;
-    if (!ec) ec = read_before(io, sock, asio::buffer(&answer, 1), deadline);
-    if (ec == asio::error::timed_out)
-        PIPELM_THROW(ErrorCode::kTimeout, "worker ", host_port, " accepted the connection but did not answer the ",
-                     "greeting within ", detail::format_seconds(timeout),
-                     ": is it busy with another job, or not a pipelm worker?");
-    if (ec)
-        PIPELM_THROW(ErrorCode::kPeerLost, "worker ", host_port, " closed the connection during the greeting (",
-                     ec.message(), "): is a pipelm worker of the same version listening there?");
-    switch (static_cast<wire::AuthReply>(answer)) {
-        case wire::AuthReply::kAccepted: return;
-        case wire::AuthReply::kWrongToken:
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "worker ", host_port, " refused the token (check --token-file)");
-        case wire::AuthReply::kBadVersion:
-            PIPELM_THROW(ErrorCode::kProtocol, "worker ", host_port, " speaks another pipelm protocol version (ours is ",
-                         wire::kProtocolVersion, "): run the same pipelm build on every host");
-        case wire::AuthReply::kMalformed: break;
-    }
-    PIPELM_THROW(ErrorCode::kProtocol, "worker ", host_port, " rejected our greeting (reply ", int(answer), ")");
-}
-
 std::string within(std::chrono::milliseconds t) { return detail::format_seconds(t); }
+
+// The connector's side of the exchange in auth.h, after the TCP connection is up. Throws on
+// refusal, on a listener that cannot prove it knows the token, and on I/O errors.
+void authenticate(asio::io_context& io, tcp::socket& sock, const std::string& host_port, const std::string& token,
+                  Clock::time_point deadline, std::chrono::milliseconds timeout) {
+    auto check = [&](const asio::error_code& ec) {
+        if (ec == asio::error::timed_out)
+            PIPELM_THROW(ErrorCode::kTimeout, "worker ", host_port, " accepted the connection but did not answer the ",
+                         "greeting within ", within(timeout), ": is it busy with another job, or not a pipelm worker?");
+        if (ec)
+            PIPELM_THROW(ErrorCode::kPeerLost, "worker ", host_port, " closed the connection during the greeting (",
+                         ec.message(), "): is a pipelm worker of the same version listening there?");
+    };
+    auto read = [&](void* p, size_t n) { check(read_before(io, sock, asio::buffer(p, n), deadline)); };
+    auto write = [&](const void* p, size_t n) { check(write_before(io, sock, asio::buffer(p, n), deadline)); };
+    const auth::Nonce client_nonce = auth::random_nonce();
+    const auto hello = wire::encode_client_hello(client_nonce);
+    write(hello.data(), hello.size());
+    uint8_t answer = 0;
+    read(&answer, 1);
+    auto refused = [&](uint8_t r) {
+        switch (static_cast<wire::AuthReply>(r)) {
+            case wire::AuthReply::kWrongToken:
+                PIPELM_THROW(ErrorCode::kInvalidArgument, "worker ", host_port, " refused the token (check --token-file)");
+            case wire::AuthReply::kBadVersion:
+            case wire::AuthReply::kMalformed:  // a version 1 worker's answer to our greeting
+                PIPELM_THROW(ErrorCode::kProtocol, "worker ", host_port,
+                             " speaks another pipelm protocol version (ours is ", wire::kProtocolVersion,
+                             "): run the same pipelm build on every host");
+            case wire::AuthReply::kAccepted:
+            case wire::AuthReply::kChallenge: break;
+        }
+        PIPELM_THROW(ErrorCode::kProtocol, "worker ", host_port, " rejected our greeting (reply ", int(r), ")");
+    };
+    if (answer != static_cast<uint8_t>(wire::AuthReply::kChallenge)) refused(answer);
+    auth::Nonce listener_nonce;
+    read(listener_nonce.data(), listener_nonce.size());
+    const auth::Proof mine = auth::proof(token, auth::Role::kClient, client_nonce, listener_nonce);
+    write(mine.data(), mine.size());
+    read(&answer, 1);
+    if (answer != static_cast<uint8_t>(wire::AuthReply::kAccepted)) refused(answer);
+    auth::Proof theirs;
+    read(theirs.data(), theirs.size());
+    if (!auth::proofs_equal(theirs, auth::proof(token, auth::Role::kListener, client_nonce, listener_nonce)))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "worker ", host_port,
+                     " could not prove that it knows the token: its --token-file differs from ours, or another "
+                     "program listens there");
+    const uint8_t ok = static_cast<uint8_t>(wire::AuthReply::kAccepted);
+    write(&ok, 1);
+}
 
 }  // namespace
 
 // ---- listener -------------------------------------------------------------------------------
 
+namespace {
+class Greeting;
+}
+
+// Everything runs on `io`, which only the thread inside accept() runs.
 struct TcpListener::Impl {
+    struct Admitted {
+        tcp::socket socket;
+        std::string remote;
+    };
+
     asio::io_context io;
     tcp::acceptor acceptor{io};
+    asio::steady_timer retry_timer{io};
     std::string token;
     TcpOptions options;
     std::string address;
+    bool accepting = false;                           // an async_accept is outstanding
+    std::list<std::shared_ptr<Greeting>> greetings;  // in progress, oldest first
+    std::deque<Admitted> admitted;                   // authenticated, not yet handed out
+
+    void start_accept();
+    void on_accept(const asio::error_code& ec, tcp::socket sock);
+    void finished(Greeting& g, bool admit);
+    void close_all();
 };
 
+namespace {
+
+// The listener's side of one greeting (auth.h), bounded by options.handshake_timeout from the
+// moment the connection was accepted. finished() is called exactly once.
+class Greeting : public std::enable_shared_from_this<Greeting> {
+public:
+    Greeting(TcpListener::Impl& owner, tcp::socket sock, std::string remote)
+        : socket(std::move(sock)), remote(std::move(remote)), owner_(owner), timer_(owner.io) {}
+
+    void start() {
+        auto self = shared_from_this();
+        timer_.expires_after(owner_.options.handshake_timeout);
+        timer_.async_wait([self](const asio::error_code& ec) {
+            if (!ec)
+                self->fail("it sent no complete pipelm greeting within " +
+                           within(self->owner_.options.handshake_timeout));
+        });
+        asio::async_read(socket, asio::buffer(hello_), [self](const asio::error_code& ec, size_t) { self->on_hello(ec); });
+    }
+
+    // Closes the connection with a warning naming the peer (no-op once finished).
+    void fail(const std::string& why) {
+        if (done_) return;
+        done_ = true;
+        PIPELM_WARN("refused a connection from ", remote, ": ", why);
+        close();
+        owner_.finished(*this, false);
+    }
+
+    void close() {
+        asio::error_code ignored;
+        timer_.cancel();
+        socket.close(ignored);
+    }
+
+    tcp::socket socket;
+    const std::string remote;
+
+private:
+    bool broken(const asio::error_code& ec, const char* when) {
+        if (done_) return true;
+        if (ec) fail(std::string("it closed the connection ") + when + " (" + ec.message() + ")");
+        return done_;
+    }
+
+    // Writes `n` bytes of out_, then calls next() (or fails with `why` after the write when
+    // next is null: the reply byte tells the peer why it was refused).
+    void write_then(size_t n, void (Greeting::*next)(), std::string why = {}) {
+        auto self = shared_from_this();
+        asio::async_write(socket, asio::buffer(out_.data(), n),
+                          [self, next, why = std::move(why)](const asio::error_code& ec, size_t) {
+                              if (self->broken(ec, "during the greeting")) return;
+                              if (next)
+                                  (self.get()->*next)();
+                              else
+                                  self->fail(why);
+                          });
+    }
+
+    void on_hello(const asio::error_code& ec) {
+        if (broken(ec, "before its greeting")) return;
+        const wire::ClientHello h = wire::decode_client_hello(hello_.data());
+        if (!h.magic_ok) return fail("it is not a pipelm peer (bad greeting)");
+        client_nonce_ = h.nonce;
+        if (h.version != wire::kProtocolVersion) {
+            out_[0] = static_cast<uint8_t>(wire::AuthReply::kBadVersion);
+            return write_then(1, nullptr,
+                              ::pipelm::detail::concat("it speaks protocol version ", h.version, ", we speak ",
+                                                       wire::kProtocolVersion));
+        }
+        listener_nonce_ = auth::random_nonce();
+        out_[0] = static_cast<uint8_t>(wire::AuthReply::kChallenge);
+        std::memcpy(out_.data() + 1, listener_nonce_.data(), listener_nonce_.size());
+        write_then(1 + listener_nonce_.size(), &Greeting::read_proof);
+    }
+
+    void read_proof() {
+        auto self = shared_from_this();
+        asio::async_read(socket, asio::buffer(proof_), [self](const asio::error_code& ec, size_t) { self->on_proof(ec); });
+    }
+
+    void on_proof(const asio::error_code& ec) {
+        if (broken(ec, "before proving it knows the token")) return;
+        const auth::Proof expected = auth::proof(owner_.token, auth::Role::kClient, client_nonce_, listener_nonce_);
+        if (!auth::proofs_equal(proof_, expected)) {
+            out_[0] = static_cast<uint8_t>(wire::AuthReply::kWrongToken);
+            return write_then(1, nullptr, "wrong token (its --token-file differs from ours)");
+        }
+        const auth::Proof mine = auth::proof(owner_.token, auth::Role::kListener, client_nonce_, listener_nonce_);
+        out_[0] = static_cast<uint8_t>(wire::AuthReply::kAccepted);
+        std::memcpy(out_.data() + 1, mine.data(), mine.size());
+        write_then(1 + mine.size(), &Greeting::read_confirm);
+    }
+
+    void read_confirm() {
+        auto self = shared_from_this();
+        asio::async_read(socket, asio::buffer(&confirm_, 1), [self](const asio::error_code& ec, size_t) {
+            if (self->broken(ec, "after our proof of the token (its --token-file differs from ours?)")) return;
+            if (self->confirm_ != static_cast<uint8_t>(wire::AuthReply::kAccepted))
+                return self->fail("it did not accept our proof of the token");
+            self->done_ = true;
+            self->timer_.cancel();
+            self->owner_.finished(*self, true);
+        });
+    }
+
+    TcpListener::Impl& owner_;
+    asio::steady_timer timer_;
+    bool done_ = false;
+    std::array<uint8_t, wire::kClientHelloBytes> hello_{};
+    auth::Nonce client_nonce_{}, listener_nonce_{};
+    auth::Proof proof_{};
+    uint8_t confirm_ = 0;
+    std::array<uint8_t, 1 + auth::kProofBytes> out_{};
+};
+
+}  // namespace
+
+void TcpListener::Impl::start_accept() {
+    if (accepting || !acceptor.is_open()) return;
+    accepting = true;
+    acceptor.async_accept([this](const asio::error_code& ec, tcp::socket sock) { on_accept(ec, std::move(sock)); });
+}
+
+void TcpListener::Impl::on_accept(const asio::error_code& ec, tcp::socket sock) {
+    accepting = false;
+    if (ec == asio::error::operation_aborted) return;
+    if (ec) {  // e.g. the peer reset before we took it, or out of descriptors: retry shortly
+        PIPELM_WARN("accepting on ", address, " failed: ", ec.message());
+        retry_timer.expires_after(10ms);
+        retry_timer.async_wait([this](const asio::error_code& e) {
+            if (!e) start_accept();
+        });
+        return;
+    }
+    asio::error_code ignored;
+    std::string remote = detail::endpoint_string(sock.remote_endpoint(ignored));
+    sock.set_option(tcp::no_delay(true), ignored);
+    if (greetings.size() >= std::max<size_t>(1, options.max_greetings)) {
+        // The oldest goes: a flood of idle connections cannot keep a real peer out for long.
+        std::shared_ptr<Greeting> oldest = greetings.front();
+        oldest->fail(::pipelm::detail::concat("dropped: ", greetings.size(), " connections were greeting at once (",
+                                              "the limit), the oldest goes first"));
+    }
+    auto g = std::make_shared<Greeting>(*this, std::move(sock), std::move(remote));
+    greetings.push_back(g);
+    g->start();
+    start_accept();
+}
+
+void TcpListener::Impl::finished(Greeting& g, bool admit) {
+    for (auto it = greetings.begin(); it != greetings.end(); ++it) {
+        if (it->get() != &g) continue;
+        if (admit) admitted.push_back(Admitted{std::move(g.socket), g.remote});
+        greetings.erase(it);
+        return;
+    }
+}
+
+void TcpListener::Impl::close_all() {
+    asio::error_code ignored;
+    acceptor.close(ignored);
+    retry_timer.cancel();
+    for (auto& g : greetings) g->close();
+    greetings.clear();
+    admitted.clear();
+}
+
 TcpListener::TcpListener(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-TcpListener::~TcpListener() = default;
+TcpListener::~TcpListener() { impl_->close_all(); }
 
 std::unique_ptr<TcpListener> TcpListener::bind(const std::string& host_port, std::string token, TcpOptions options) {
     PIPELM_CHECK(!token.empty() && token.size() <= wire::kMaxTokenBytes,
@@ -204,32 +373,37 @@ const TcpOptions& TcpListener::options() const { return impl_->options; }
 
 std::shared_ptr<Link> TcpListener::accept(std::chrono::milliseconds timeout, const std::string& peer_label) {
     const auto deadline = detail::deadline_after(timeout);
+    Impl& im = *impl_;
     for (;;) {
-        detail::TcpConn conn;
-        conn.io = std::make_unique<asio::io_context>();
-        conn.socket = std::make_unique<tcp::socket>(*conn.io);
-        bool done = false;
-        asio::error_code aec;
-        impl_->acceptor.async_accept(*conn.socket, [&](const asio::error_code& ec) {
-            aec = ec;
-            done = true;
-        });
-        if (!detail::run_until(impl_->io, done, deadline, [&] { impl_->acceptor.cancel(); }) || aec == asio::error::operation_aborted)
-            PIPELM_THROW(ErrorCode::kTimeout, "no pipelm peer connected to ", impl_->address, " within ", within(timeout));
-        if (aec) {  // e.g. the peer reset before we took it, or out of descriptors: keep serving
-            PIPELM_WARN("accepting on ", impl_->address, " failed: ", aec.message());
-            std::this_thread::sleep_for(10ms);
-            continue;
+        im.start_accept();  // outstanding work first: an io_context that runs out of work stops
+        if (im.io.stopped()) im.io.restart();
+        im.io.poll();
+        while (!im.admitted.empty()) {
+            Impl::Admitted a = std::move(im.admitted.front());
+            im.admitted.pop_front();
+            // The link gets an io_context of its own: move the descriptor over.
+            detail::TcpConn conn;
+            conn.io = std::make_unique<asio::io_context>();
+            conn.socket = std::make_unique<tcp::socket>(*conn.io);
+            conn.remote = a.remote;
+            asio::error_code ec;
+            const auto protocol = a.socket.local_endpoint(ec).protocol();
+            if (!ec) {
+                const auto fd = a.socket.release(ec);
+                if (!ec) conn.socket->assign(protocol, fd, ec);
+            }
+            if (ec) {
+                PIPELM_WARN("dropped the connection from ", a.remote, " after its greeting: ", ec.message());
+                continue;
+            }
+            TcpOptions opts = im.options;
+            if (!peer_label.empty()) opts.peer_label = peer_label;
+            return detail::make_tcp_link(std::move(conn), opts);
         }
-        asio::error_code ec;
-        conn.remote = detail::endpoint_string(conn.socket->remote_endpoint(ec));
-        conn.socket->set_option(tcp::no_delay(true), ec);
-        const auto greet_deadline = std::min(deadline, Clock::now() + impl_->options.handshake_timeout);
-        if (!admit(*conn.io, *conn.socket, conn.remote, impl_->token, greet_deadline)) continue;
-        TcpOptions opts = impl_->options;
-        if (!peer_label.empty()) opts.peer_label = peer_label;
-        return detail::make_tcp_link(std::move(conn), opts);
+        if (Clock::now() >= deadline) break;
+        im.io.run_one_until(deadline);
     }
+    PIPELM_THROW(ErrorCode::kTimeout, "no pipelm peer connected to ", im.address, " within ", within(timeout));
 }
 
 // ---- connector ------------------------------------------------------------------------------
@@ -264,7 +438,7 @@ std::shared_ptr<Link> tcp_connect(const std::string& host_port, const std::strin
         }
         if (!ec) {
             conn.socket->set_option(tcp::no_delay(true), ec);
-            present_token(*conn.io, *conn.socket, host_port, token, deadline, connect_timeout);
+            authenticate(*conn.io, *conn.socket, host_port, token, deadline, connect_timeout);
             return detail::make_tcp_link(std::move(conn), options);
         }
         last_error = ec.message();
@@ -276,31 +450,6 @@ std::shared_ptr<Link> tcp_connect(const std::string& host_port, const std::strin
         std::this_thread::sleep_until(std::min(now + backoff, deadline));
         backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
     }
-}
-
-// ---- token file -----------------------------------------------------------------------------
-
-std::string read_token_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        PIPELM_THROW(ErrorCode::kIo, "cannot read token file ", path, ": ", std::strerror(errno),
-                     " (create it with e.g. `openssl rand -hex 32 > ", path, "` and copy it to every host)");
-    std::ostringstream os;
-    os << in.rdbuf();
-    std::string token = os.str();
-    const char* ws = " \t\r\n\v\f";
-    const size_t first = token.find_first_not_of(ws);
-    if (first == std::string::npos)
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "token file ", path,
-                     " is empty: put a shared secret in it (e.g. `openssl rand -hex 32 > ", path, "`)");
-    token = token.substr(first, token.find_last_not_of(ws) - first + 1);
-    if (token.size() > wire::kMaxTokenBytes)
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "token file ", path, " holds ", token.size(),
-                     " bytes; tokens are limited to ", wire::kMaxTokenBytes);
-    struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
-        PIPELM_WARN("token file ", path, " is readable by other users: chmod 600 ", path);
-    return token;
 }
 
 }  // namespace pipelm::transport

@@ -22,6 +22,11 @@ struct TcpConn {
 // Starts the link's I/O thread. peer_name() = "<label> (tcp <remote>)" or "tcp <remote>".
 std::shared_ptr<Link> make_tcp_link(TcpConn conn, const TcpOptions& options);
 
+// Replaces the limits a TCP link enforces on what it receives, from the next frame header it
+// reads on (no-op for other links). Call it before the peer may send frames the new limits
+// are meant for (the bootstrap does it before its Ready).
+void set_receive_limits(Link& link, const LinkLimits& limits);
+
 std::string endpoint_string(const asio::ip::tcp::endpoint& ep);
 
 // Runs `io` (not otherwise run by any thread) until `done` becomes true or `deadline` passes;

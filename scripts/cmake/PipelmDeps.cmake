@@ -60,3 +60,10 @@ endif()
 # ---- NCCL ----------------------------------------------------------------------------
 # No option yet: the NCCL link between CUDA stages in different processes comes with its code
 # (the GPU issue); until then nothing is built against NCCL, so nothing claims to be.
+
+# ---- libsodium (HMAC-SHA256 challenge-response of the TCP links) ------------------------
+find_path(SODIUM_INCLUDE_DIR sodium.h)
+find_library(SODIUM_LIBRARY sodium)
+if(NOT SODIUM_INCLUDE_DIR OR NOT SODIUM_LIBRARY)
+  message(FATAL_ERROR "libsodium not found: install the Debian package libsodium-dev (scripts/setup.sh does it)")
+endif()

@@ -2,6 +2,7 @@
 #include "transport/frame.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -36,7 +37,7 @@ TEST(Frame, HeaderIsLittleEndianAndRoundTrips) {
     h.payload_bytes = 0x1122334455ull;
     uint8_t buf[wire::kFrameHeaderBytes];
     wire::encode_frame_header(h, buf);
-    const uint8_t expected[wire::kFrameHeaderBytes] = {'P', 'L', 'M', '1', 1, 0, 3, 0, 4, 3, 2, 1,
+    const uint8_t expected[wire::kFrameHeaderBytes] = {'P', 'L', 'M', '1', wire::kProtocolVersion, 0, 3, 0, 4, 3, 2, 1,
                                                        0x0B, 0x0A, 0, 0, 0x55, 0x44, 0x33, 0x22, 0x11, 0, 0, 0};
     EXPECT_EQ(0, std::memcmp(buf, expected, sizeof buf));
     LinkLimits limits;
@@ -61,7 +62,7 @@ TEST(Frame, RejectsBadHeaders) {
         return code_of([&] { wire::decode_frame_header(b, l, "peer"); });
     };
     EXPECT_EQ(decode_with(0, 'X', limits), ErrorCode::kProtocol);  // magic
-    EXPECT_EQ(decode_with(4, 2, limits), ErrorCode::kProtocol);    // version
+    EXPECT_EQ(decode_with(4, wire::kProtocolVersion + 1, limits), ErrorCode::kProtocol);  // version
     EXPECT_EQ(decode_with(6, 0, limits), ErrorCode::kProtocol);    // kind 0
     EXPECT_EQ(decode_with(6, 9, limits), ErrorCode::kProtocol);    // kind 9
     EXPECT_EQ(decode_with(7, 1, limits), ErrorCode::kProtocol);    // flags
@@ -83,24 +84,56 @@ TEST(Frame, HeartbeatWithBodyIsRejected) {
     EXPECT_EQ(code_of([&] { wire::decode_frame_header(b, LinkLimits{}, "p"); }), ErrorCode::kProtocol);
 }
 
-TEST(Frame, AuthHello) {
-    auto hello = wire::encode_auth_hello("secret");
-    ASSERT_EQ(hello.size(), wire::kAuthHeaderBytes + 6);
-    const wire::AuthHeader h = wire::decode_auth_header(hello.data());
+TEST(Frame, ClientHello) {
+    const auth::Nonce nonce = auth::random_nonce();
+    auto hello = wire::encode_client_hello(nonce);
+    ASSERT_EQ(hello.size(), 40u);
+    const wire::ClientHello h = wire::decode_client_hello(hello.data());
     EXPECT_TRUE(h.magic_ok);
     EXPECT_EQ(h.version, wire::kProtocolVersion);
-    EXPECT_EQ(h.token_bytes, 6u);
+    EXPECT_EQ(h.nonce, nonce);
     hello[0] = 'X';
-    EXPECT_FALSE(wire::decode_auth_header(hello.data()).magic_ok);
+    EXPECT_FALSE(wire::decode_client_hello(hello.data()).magic_ok);
+    hello = wire::encode_client_hello(nonce);
+    hello[7] = 1;  // the zero field
+    EXPECT_FALSE(wire::decode_client_hello(hello.data()).magic_ok);
 }
 
-TEST(Frame, TokensEqual) {
-    EXPECT_TRUE(wire::tokens_equal("abc", "abc"));
-    EXPECT_FALSE(wire::tokens_equal("abc", "abd"));
-    EXPECT_FALSE(wire::tokens_equal("abc", "ab"));
-    EXPECT_FALSE(wire::tokens_equal("abc", "abcd"));
-    EXPECT_FALSE(wire::tokens_equal("abc", ""));
-    EXPECT_FALSE(wire::tokens_equal("", ""));
+// The greeting is version 2: the version 1 greeting sent the token in clear.
+TEST(Auth, ProtocolVersionIsBumped) { EXPECT_EQ(wire::kProtocolVersion, 2); }
+
+TEST(Auth, ProofsDependOnTokenRoleAndBothNonces) {
+    const auth::Nonce a = auth::random_nonce(), b = auth::random_nonce();
+    EXPECT_NE(a, b) << "two nonces from the CSPRNG are equal";
+    const auth::Proof p = auth::proof("token", auth::Role::kClient, a, b);
+    EXPECT_TRUE(auth::proofs_equal(p, auth::proof("token", auth::Role::kClient, a, b)));
+    EXPECT_FALSE(auth::proofs_equal(p, auth::proof("tokem", auth::Role::kClient, a, b)));
+    EXPECT_FALSE(auth::proofs_equal(p, auth::proof("token", auth::Role::kListener, a, b)));  // no reflection
+    EXPECT_FALSE(auth::proofs_equal(p, auth::proof("token", auth::Role::kClient, b, a)));
+    EXPECT_FALSE(auth::proofs_equal(p, auth::proof("token", auth::Role::kClient, a, auth::random_nonce())));
+    // The key is the whole token, of any length.
+    const auth::Proof long_key = auth::proof(std::string(200, 'k'), auth::Role::kClient, a, b);
+    EXPECT_FALSE(auth::proofs_equal(long_key, auth::proof(std::string(199, 'k'), auth::Role::kClient, a, b)));
+}
+
+// Known answers (Python: hmac.new(b"token", b"pipelm client\0" + nc + ns, sha256)): every build
+// computes the same proofs, whatever its crypto library.
+TEST(Auth, ProofIsHmacSha256OfLabelAndNonces) {
+    auth::Nonce nc, ns;
+    nc.fill(1);
+    ns.fill(2);
+    auto hex = [](const auth::Proof& p) {
+        std::string s;
+        for (uint8_t b : p) {
+            s += "0123456789abcdef"[b >> 4];
+            s += "0123456789abcdef"[b & 15];
+        }
+        return s;
+    };
+    EXPECT_EQ(hex(auth::proof("token", auth::Role::kClient, nc, ns)),
+              "d82708e6f8055c67d168b9b32466d6bba08e0cbe74ac6a9897a8ae07551af59c");
+    EXPECT_EQ(hex(auth::proof("token", auth::Role::kListener, nc, ns)),
+              "dc181ec1862a6a4ea016c68a018ea76cf0f6cc0130d4acbbd6665de7895aa82a");
 }
 
 TEST(Frame, ByteReaderBoundsEveryLength) {
@@ -176,6 +209,32 @@ TEST_F(TokenFile, MissingIsAnIoError) {
 TEST_F(TokenFile, TooLongIsAnError) {
     write(std::string(5000, 'x'));
     EXPECT_EQ(code_of([&] { read_token_file(path_); }), ErrorCode::kInvalidArgument);
+}
+
+// As ssh does for keys: a token file that group or others can read or write is refused.
+TEST_F(TokenFile, GroupOrOthersAccessIsRefused) {
+    write("s3cret-token\n");
+    for (mode_t mode : {0644, 0640, 0604, 0620, 0602, 0660, 0666}) {
+        ASSERT_EQ(::chmod(path_.c_str(), mode), 0);
+        try {
+            read_token_file(path_);
+            ADD_FAILURE() << "mode 0" << std::oct << mode << " accepted";
+        } catch (const Error& e) {
+            const std::string what = e.what();
+            EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << what;
+            EXPECT_NE(what.find(path_), std::string::npos) << what;
+            EXPECT_NE(what.find("chmod 600 " + path_), std::string::npos) << what;
+            EXPECT_EQ(what.find('\n'), std::string::npos) << "one line: " << what;
+        }
+    }
+    for (mode_t mode : {0600, 0400}) {
+        ASSERT_EQ(::chmod(path_.c_str(), mode), 0);
+        EXPECT_EQ(read_token_file(path_), "s3cret-token") << std::oct << mode;
+    }
+}
+
+TEST_F(TokenFile, NotARegularFileIsAnIoError) {
+    EXPECT_EQ(code_of([&] { read_token_file("/tmp"); }), ErrorCode::kIo);
 }
 
 }  // namespace

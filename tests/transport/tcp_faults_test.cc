@@ -34,8 +34,7 @@ RawPeer raw_peer(const TcpOptions& options = {}) {
     p.listener = TcpListener::bind("127.0.0.1:0", kToken, options);
     std::thread acceptor([&] { p.link = p.listener->accept(10s, "raw peer"); });
     p.raw = std::make_unique<RawClient>(p.listener->port());
-    p.raw->write(wire::encode_auth_hello(kToken));
-    EXPECT_EQ(p.raw->read_byte(5s), int(wire::AuthReply::kAccepted));
+    EXPECT_TRUE(raw_authenticate(*p.raw, kToken));
     acceptor.join();
     return p;
 }

@@ -4,13 +4,18 @@
 #include <poll.h>
 
 #include <asio.hpp>
+#include <array>
 #include <chrono>
+#include <cstring>
 #include <exception>
+#include <string>
 #include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "transport/auth.h"
+#include "transport/frame.h"
 #include "transport/tcp_link.h"
 
 namespace pipelm::transport::testing {
@@ -50,6 +55,25 @@ public:
         sock_.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
     }
     void write(const std::vector<uint8_t>& bytes) { asio::write(sock_, asio::buffer(bytes)); }
+    template <size_t N>
+    void write(const std::array<uint8_t, N>& bytes) {
+        asio::write(sock_, asio::buffer(bytes));
+    }
+    // Reads exactly `n` bytes; false on EOF/error or when they do not all arrive within `timeout`.
+    bool read_exact(uint8_t* out, size_t n, std::chrono::milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        size_t got = 0;
+        while (got < n) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            pollfd p{sock_.native_handle(), POLLIN, 0};
+            if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+            asio::error_code ec;
+            const size_t k = sock_.read_some(asio::buffer(out + got, n - got), ec);
+            if (ec || k == 0) return false;
+            got += k;
+        }
+        return true;
+    }
     // Reads one byte; -1 on EOF/error or when nothing arrives within `timeout`.
     int read_byte(std::chrono::milliseconds timeout) {
         pollfd p{sock_.native_handle(), POLLIN, 0};
@@ -73,9 +97,32 @@ public:
         return false;
     }
 
+    asio::ip::tcp::socket& socket() { return sock_; }
+
 private:
     asio::io_context io_;
     asio::ip::tcp::socket sock_{io_};
 };
+
+// Plays the client's side of the greeting (transport/auth.h) by hand on `raw`: true when the
+// listener accepted `token` and proved that it knows it too.
+inline bool raw_authenticate(RawClient& raw, const std::string& token) {
+    using namespace std::chrono_literals;
+    const auth::Nonce nc = auth::random_nonce();
+    raw.write(wire::encode_client_hello(nc));
+    uint8_t challenge[1 + auth::kNonceBytes];
+    if (!raw.read_exact(challenge, sizeof challenge, 5s) || challenge[0] != uint8_t(wire::AuthReply::kChallenge)) return false;
+    auth::Nonce ns;
+    std::memcpy(ns.data(), challenge + 1, ns.size());
+    const auth::Proof mine = auth::proof(token, auth::Role::kClient, nc, ns);
+    raw.write(std::vector<uint8_t>(mine.begin(), mine.end()));
+    uint8_t verdict[1 + auth::kProofBytes];
+    if (!raw.read_exact(verdict, sizeof verdict, 5s) || verdict[0] != uint8_t(wire::AuthReply::kAccepted)) return false;
+    auth::Proof theirs;
+    std::memcpy(theirs.data(), verdict + 1, theirs.size());
+    if (!auth::proofs_equal(theirs, auth::proof(token, auth::Role::kListener, nc, ns))) return false;
+    raw.write(std::vector<uint8_t>{uint8_t(wire::AuthReply::kAccepted)});
+    return true;
+}
 
 }  // namespace pipelm::transport::testing
