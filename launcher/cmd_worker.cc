@@ -2,14 +2,18 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "launcher/session_net.h"
 
 namespace pipelm::launcher {
 
 int cmd_worker(int argc, char** argv) {
     cli::Args a("worker", {
         {"--listen", "", true, "HOST:PORT", "address to listen on (e.g. 0.0.0.0:7000; port 0 picks a free one)", ""},
-        {"--token-file", "", true, "FILE", "file with the shared secret; peers must present it before anything else", ""},
-        {"--model", "-m", true, "FILE", "model path on this host (default: the coordinator's path)", ""},
+        {"--token-file", "", true, "FILE",
+         "file with the shared secret (mode 600); peers must prove they know it before anything else", ""},
+        {"--model", "-m", true, "FILE[,FILE]",
+         "the model(s) this worker serves; a job for another path is refused (a file of the same name "
+         "stands for the coordinator's path)", ""},
         {"--threads", "-t", true, "N", "compute threads (default: the coordinator's --threads, else all cores)", ""},
         {"--once", "", false, "", "serve one job and exit (non-zero if it failed)", ""},
     });
@@ -17,8 +21,13 @@ int cmd_worker(int argc, char** argv) {
                  "Waits for a coordinator (`pipelm run|logits|bench|perplexity --workers HOST:PORT,... --token-file F`),\n"
                  "receives its stage's layer range and serves it; then waits for the next job."))
         return 0;
-    return run_worker(a.str("--listen"), a.str("--token-file"), a.str("--model"),
-                      a.has("--threads") ? static_cast<int>(a.integer("--threads")) : 0, a.flag("--once"));
+    net::WorkerOptions o;
+    o.listen = a.str("--listen");
+    o.token_file = a.str("--token-file");
+    o.models = net::split_models(a.str("--model"));
+    o.threads = a.has("--threads") ? static_cast<int>(a.integer("--threads")) : 0;
+    o.once = a.flag("--once");
+    return net::run_worker(o);
 }
 
 }  // namespace pipelm::launcher

@@ -1,8 +1,10 @@
 // MPI and TCP wiring of a session, and the TCP worker loop.
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "launcher/session.h"
@@ -32,6 +34,26 @@ std::function<bool()> stop_after_signal(std::chrono::milliseconds grace) {
         if (*since == std::chrono::steady_clock::time_point{}) *since = now;
         return now - *since > grace;
     };
+}
+
+// Bounds a worker puts on a job before it allocates anything for it (the coordinator is
+// authenticated, but a peer is never trusted with sizes).
+constexpr int kMaxJobThreads = 1024;
+constexpr int kMaxJobCtx = 1 << 20;
+constexpr int kMaxJobSeq = 4096;
+constexpr int64_t kMaxJobKvRows = int64_t(1) << 24;  // n_ctx x n_seq
+constexpr size_t kBootstrapControlBytes = size_t(64) << 10;  // Assign / Hello / Ready / Start, abort reasons
+
+// The most a ubatch or result of `tokens` tokens can take on a link: hidden states or logits of
+// `width` floats per token, and headers of a few vectors of int32 per token.
+transport::LinkLimits job_limits(int64_t tokens, int64_t width, int n_stages) {
+    const transport::LinkLimits defaults;
+    transport::LinkLimits l;
+    l.max_payload_bytes = static_cast<size_t>(std::min<uint64_t>(
+        defaults.max_payload_bytes, static_cast<uint64_t>(tokens) * static_cast<uint64_t>(width) * sizeof(float)));
+    l.max_control_bytes = std::min<size_t>(defaults.max_control_bytes,
+                                           kBootstrapControlBytes + 16 * static_cast<size_t>(tokens) + 8 * n_stages);
+    return l;
 }
 
 int local_ranks() {
@@ -121,7 +143,11 @@ void Session::start_tcp(const SessionOptions& opt) {
         return pipeline::encode(j);
     };
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
-    transport::CoordinatorSession cs = transport::tcp_coordinator_connect(workers, token, timeout, job_for_stage);
+    // What the last stage may send back: the outputs of one ubatch (at most --ubatch tokens, or
+    // one per slot in a multi-sequence step), logits included.
+    transport::TcpOptions topts;
+    topts.receive_limits = job_limits(std::max(opt.ubatch, opt.n_seq), cfg_.n_vocab, S);
+    transport::CoordinatorSession cs = transport::tcp_coordinator_connect(workers, token, timeout, job_for_stage, topts);
     keep_alive_.push_back(std::make_shared<transport::CoordinatorSession>(cs));
     const int threads = opt.threads > 0 ? opt.threads : default_threads(1);
     pools_.push_back(std::make_unique<ThreadPool>(threads));
@@ -139,27 +165,71 @@ void Session::start_tcp(const SessionOptions& opt) {
 
 namespace {
 
-void serve_job(transport::WorkerSession& ws, const std::string& model_override, int threads_flag) {
-    const WorkerJob job = pipeline::decode<WorkerJob>(ws.job.job, "worker job");
-    const std::string path = model_override.empty() ? job.model_path : model_override;
+std::string file_name(const std::string& path) {
+    const size_t slash = path.find_last_of('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// The served model a job asks for: the same path, else the only served file of the same name
+// (the file may live elsewhere on this host). Nothing else is ever opened, and the refusal names
+// only what the coordinator sent and the names of the files this worker serves.
+std::string select_model(const std::string& asked, const std::vector<std::string>& served) {
+    for (const auto& m : served)
+        if (m == asked) return m;
+    std::vector<std::string> same_name;
+    for (const auto& m : served)
+        if (file_name(m) == file_name(asked)) same_name.push_back(m);
+    if (same_name.size() == 1) return same_name[0];
+    std::string names;
+    for (const auto& m : served) names += (names.empty() ? "" : ", ") + file_name(m);
+    PIPELM_THROW(ErrorCode::kInvalidArgument, "this worker does not serve model '", asked, "' (it serves ", names,
+                 "): start it with -m naming that file");
+}
+
+// A job whose Assign arrived: checked, its model opened, ready to serve.
+struct PreparedJob {
+    WorkerJob job;
+    std::string path;
+    std::shared_ptr<gguf::GgufFile> file;
+    model::Glm4Config cfg;
+};
+
+PreparedJob prepare_job(const transport::TcpJob& tj, const std::vector<std::string>& models) {
+    PreparedJob p;
+    p.job = pipeline::decode<WorkerJob>(tj.job, "worker job");
+    const WorkerJob& j = p.job;
+    if (j.n_stages != tj.n_stages || j.threads < 0 || j.threads > kMaxJobThreads || j.n_ctx < 1 ||
+        j.n_ctx > kMaxJobCtx || j.n_seq < 1 || j.n_seq > kMaxJobSeq ||
+        int64_t(j.n_ctx) * j.n_seq > kMaxJobKvRows || j.check_finite > 1)
+        PIPELM_THROW(ErrorCode::kProtocol, "worker job for stage ", tj.stage, " out of bounds: ", j.n_stages,
+                     " stages (the bootstrap says ", tj.n_stages, "), ", j.threads, " threads (at most ", kMaxJobThreads,
+                     "), context ", j.n_ctx, " x ", j.n_seq, " slots (at most ", kMaxJobCtx, " x ", kMaxJobSeq,
+                     ", ", kMaxJobKvRows, " rows in all)");
+    p.path = select_model(j.model_path, models);
+    p.file = gguf::GgufFile::open(p.path);
+    p.cfg = model::Glm4Config::from_gguf(*p.file);
+    return p;
+}
+
+void serve_job(transport::WorkerSession& ws, const PreparedJob& p, int threads_flag) {
+    const WorkerJob& job = p.job;
     set_log_prefix("[stage " + std::to_string(ws.job.stage) + "] ");
     PIPELM_INFO("job: stage ", ws.job.stage, " of ", ws.job.n_stages, ", layers ", job.first_layer, "-",
-                job.last_layer - 1, " of ", path);
-    auto file = gguf::GgufFile::open(path);
-    const model::Glm4Config cfg = model::Glm4Config::from_gguf(*file);
+                job.last_layer - 1, " of ", p.path);
     const int threads = threads_flag > 0 ? threads_flag : (job.threads > 0 ? job.threads : default_threads(1));
     ThreadPool pool(threads);
     const bool last = ws.job.stage + 1 == ws.job.n_stages;
     model::StageSpec spec{ws.job.stage, job.first_layer, job.last_layer, false, last};
-    auto stage_ptr = model::make_stage(file, cfg, spec,
+    auto stage_ptr = model::make_stage(p.file, p.cfg, spec,
                            stage_options(job.n_ctx, job.n_seq, static_cast<GgmlType>(job.cache_k),
                                          static_cast<GgmlType>(job.cache_v), job.check_finite != 0, job.device,
-                                         job.attn_precision, model::find_arch(cfg.arch, path).precision, job.act_quant),
+                                         job.attn_precision, model::find_arch(p.cfg.arch, p.path).precision, job.act_quant),
                            pool);
     pipeline::RunnerOptions ro;
-    ro.model_id = pipeline::model_identity(*file);
+    ro.model_id = pipeline::model_identity(*p.file);
     ro.n_stages = ws.job.n_stages;
     ro.n_seq = job.n_seq;
+    ro.n_ctx = job.n_ctx;
     ro.should_stop = stop_after_signal(std::chrono::seconds(2));
     pipeline::StageRunner runner(*stage_ptr, ws.links, ro);
     runner.run();
@@ -168,39 +238,77 @@ void serve_job(transport::WorkerSession& ws, const std::string& model_override, 
 
 }  // namespace
 
-int run_worker(const std::string& listen, const std::string& token_file, const std::string& model_override, int threads,
-               bool once) {
-    if (listen.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "worker: pass --listen HOST:PORT");
-    if (token_file.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "worker: pass --token-file FILE");
-    const std::string token = transport::read_token_file(token_file);
-    auto listener = transport::TcpListener::bind(listen, token);
+namespace net {
+
+int run_worker(const WorkerOptions& opt) {
+    if (opt.listen.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "worker: pass --listen HOST:PORT");
+    if (opt.token_file.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "worker: pass --token-file FILE");
+    if (opt.models.empty())
+        PIPELM_THROW(ErrorCode::kInvalidArgument,
+                     "worker: pass -m FILE.gguf[,FILE2.gguf]: the models this worker serves (it opens no other file)");
+    for (const auto& m : opt.models) gguf::GgufFile::open(m);  // unreadable or malformed: say so now
+    const std::string token = transport::read_token_file(opt.token_file);
+    transport::TcpOptions bootstrap;
+    bootstrap.receive_limits = transport::LinkLimits{};
+    bootstrap.receive_limits->max_control_bytes = kBootstrapControlBytes;
+    bootstrap.receive_limits->max_payload_bytes = 0;  // until the job says how large a ubatch may be
+    auto listener = transport::TcpListener::bind(opt.listen, token, bootstrap);
     PIPELM_INFO("worker listening on ", listener->address());
     for (;;) {
         transport::WorkerSession ws;
+        std::optional<PreparedJob> prepared;
+        auto limits_for_job = [&](const transport::TcpJob& tj) {
+            prepared = prepare_job(tj, opt.models);
+            const WorkerJob& j = prepared->job;
+            const int64_t tokens = std::min<int64_t>(int64_t(j.n_ctx) * j.n_seq, 1 << 20);
+            return job_limits(tokens, prepared->cfg.n_embd, j.n_stages);
+        };
         try {
             if (interrupted()) {
                 PIPELM_INFO("worker: interrupted, exiting");
                 return 130;
             }
-            ws = transport::tcp_worker_accept(*listener, std::chrono::seconds(2));
+            ws = transport::tcp_worker_accept(*listener, std::chrono::seconds(2), limits_for_job);
         } catch (const Error& e) {
             if (e.code() == ErrorCode::kTimeout) continue;
-            if (once) throw;
+            if (opt.once) throw;
             PIPELM_WARN("could not start a job: ", e.what());
             continue;
         }
         try {
-            serve_job(ws, model_override, threads);
+            serve_job(ws, *prepared, opt.threads);
         } catch (const Error& e) {
             if (ws.control) ws.control->abort(e.what());
-            if (once) throw;
+            if (opt.once) throw;
             log_line(LogLevel::kError, e.what());
             set_log_prefix("");
             continue;
         }
         set_log_prefix("");
-        if (once) return 0;
+        if (opt.once) return 0;
     }
+}
+
+std::vector<std::string> split_models(const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream ss(list);
+    std::string m;
+    while (std::getline(ss, m, ','))
+        if (!m.empty()) out.push_back(m);
+    return out;
+}
+
+}  // namespace net
+
+int run_worker(const std::string& listen, const std::string& token_file, const std::string& model_override, int threads,
+               bool once) {
+    net::WorkerOptions o;
+    o.listen = listen;
+    o.token_file = token_file;
+    o.models = net::split_models(model_override);
+    o.threads = threads;
+    o.once = once;
+    return net::run_worker(o);
 }
 
 }  // namespace pipelm::launcher

@@ -115,8 +115,10 @@ protected:
         return *procs_.back();
     }
 
-    Worker& worker(const std::string& log_name, const std::string& token, const std::vector<std::string>& extra) {
-        std::vector<std::string> args = {"--threads", "1"};
+    // `pipelm worker` serving `model` (its -m) with `token`.
+    Worker& worker(const std::string& log_name, const std::string& token, const std::string& model,
+                   const std::vector<std::string>& extra) {
+        std::vector<std::string> args = {"--threads", "1", "-m", model};
         for (const auto& e : extra) args.push_back(e);
         workers_.push_back(std::make_unique<Worker>(start_worker(path(log_name), token, args, so_, kStartTimeout)));
         Worker& w = *workers_.back();
@@ -168,8 +170,8 @@ protected:
     // Two --once workers with token A and a perplexity coordinator over them (coordinator.log),
     // once worker 1 has the job. Call through ASSERT_NO_FATAL_FAILURE.
     void start_two_worker_perplexity(TwoWorkerJob& job) {
-        job.w1 = &worker("worker1.log", token_a_, {"--once"});
-        job.w2 = &worker("worker2.log", token_a_, {"--once"});
+        job.w1 = &worker("worker1.log", token_a_, kDemo, {"--once"});
+        job.w2 = &worker("worker2.log", token_a_, kDemo, {"--once"});
         ASSERT_FALSE(HasFailure());
         const std::string addresses = job.w1->address + "," + job.w2->address;
         job.coord = &spawn(pipelm_argv(perplexity_args(over_workers(addresses, token_a_))), "coordinator.log");
@@ -297,7 +299,7 @@ TEST_F(FaultsTest, UnreachableWorkerFailsWithinConnectTimeout) {
 // ---- d. wrong token --------------------------------------------------------------------------
 
 TEST_F(FaultsTest, WrongTokenIsRefusedAndTheWorkerKeepsServing) {
-    Worker& w = worker("worker.log", token_a_, {});
+    Worker& w = worker("worker.log", token_a_, kTiny, {});
     ASSERT_FALSE(HasFailure());
     const BoundedResult bad = logits_over_worker(w.address, token_b_, "bad.f32", "coordinator-b.log", Ms(30000));
     ASSERT_FALSE(bad.timed_out) << bad.output;
@@ -334,11 +336,11 @@ TEST_F(FaultsTest, WrongTokenIsRefusedAndTheWorkerKeepsServing) {
 // ---- e. port in use --------------------------------------------------------------------------
 
 TEST_F(FaultsTest, SecondWorkerOnTheSamePortSaysInUse) {
-    Worker& first = worker("worker1.log", token_a_, {});
+    Worker& first = worker("worker1.log", token_a_, kTiny, {});
     ASSERT_FALSE(HasFailure());
     const BoundedResult r =
-        run_bounded(pipelm_argv({"worker", "--listen", first.address, "--token-file", token_a_}), path("worker2.log"),
-                    Ms(10000), so_);
+        run_bounded(pipelm_argv({"worker", "--listen", first.address, "--token-file", token_a_, "-m", kTiny}),
+                    path("worker2.log"), Ms(10000), so_);
     ASSERT_FALSE(r.timed_out) << "the second worker did not give up:\n" << r.output;
     EXPECT_NE(r.status, 0) << r.output;
     EXPECT_FALSE(crashed(r.status)) << r.output;
@@ -377,7 +379,7 @@ TEST_F(FaultsTest, CtrlCInProcessStopsCleanly) {
 }
 
 TEST_F(FaultsTest, CtrlCOverTcpStopsCoordinatorAndWorker) {
-    Worker& w = worker("worker.log", token_a_, {"--once"});
+    Worker& w = worker("worker.log", token_a_, kDemo, {"--once"});
     ASSERT_FALSE(HasFailure());
     Process& coord = spawn(pipelm_argv(long_run_args(over_workers(w.address, token_a_))), "coordinator.log");
     ASSERT_TRUE(w.proc.wait_for_text("job:", kStartTimeout)) << w.proc.log() << coord.log();
@@ -421,7 +423,7 @@ TEST_F(FaultsTest, CtrlCDuringPerplexityExits130) {
 // the job ends (tens of seconds here, hours for a large model). Run with
 // --gtest_also_run_disabled_tests to reproduce.
 TEST_F(FaultsTest, SigtermStopsABusyWorker) {
-    Worker& w = worker("worker.log", token_a_, {});
+    Worker& w = worker("worker.log", token_a_, kDemo, {});
     ASSERT_FALSE(HasFailure());
     Process& coord = spawn(pipelm_argv(perplexity_args(over_workers(w.address, token_a_))), "coordinator.log");
     ASSERT_TRUE(w.proc.wait_for_text("job:", kStartTimeout)) << w.proc.log() << coord.log();
@@ -437,7 +439,8 @@ TEST_F(FaultsTest, SigtermStopsABusyWorker) {
 
 TEST_F(FaultsTest, ModelMismatchIsRefusedAtHandshake) {
     // glm4-range has glm4-tiny's shape with other weights (and its own general.name).
-    Worker& w = worker("worker.log", token_a_, {"--once", "-m", kRange});
+    // Both files are named model.gguf: the worker serves its own for the coordinator's path.
+    Worker& w = worker("worker.log", token_a_, kRange, {"--once"});
     ASSERT_FALSE(HasFailure());
     const BoundedResult r = logits_over_worker(w.address, token_a_, "x.f32", "coordinator.log", Ms(30000));
     ASSERT_FALSE(r.timed_out) << r.output;
@@ -461,7 +464,9 @@ TEST_F(FaultsTest, ModelMismatchIsRefusedAtHandshake) {
 // not tensor data, so a worker whose file has the same header but other weights is accepted and
 // the logits are silently wrong. Run with --gtest_also_run_disabled_tests to reproduce.
 TEST_F(FaultsTest, ModelMismatchSameHeaderOtherWeights) {
-    const std::string other = path("tiny-other-weights.gguf");
+    // The worker serves a file of the coordinator's file name (model.gguf) elsewhere.
+    std::filesystem::create_directory(path("other-weights"));
+    const std::string other = path("other-weights/model.gguf");
     std::filesystem::copy_file(kTiny, other);
     {
         // Another "checkpoint": the lowest mantissa byte of every float in the last 30% of the
@@ -477,7 +482,7 @@ TEST_F(FaultsTest, ModelMismatchSameHeaderOtherWeights) {
         f.seekp(from);
         f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     }
-    Worker& w = worker("worker.log", token_a_, {"--once", "-m", other});
+    Worker& w = worker("worker.log", token_a_, other, {"--once"});
     ASSERT_FALSE(HasFailure());
     const BoundedResult r = logits_over_worker(w.address, token_a_, "x.f32", "coordinator.log", Ms(30000));
     ASSERT_FALSE(r.timed_out) << r.output;
