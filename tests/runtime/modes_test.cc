@@ -100,12 +100,12 @@ protected:
         return r;
     }
 
-    // Starts n TCP workers (--once, 1 thread); returns "h:p,h:p".
+    // Starts n TCP workers (--once, 1 thread, serving the models of these tests); returns "h:p,h:p".
     std::string start_workers(int n) {
         std::string list;
         for (int i = 0; i < n; ++i) {
             workers_.push_back(start_worker(path("worker" + std::to_string(i + 1) + ".log"), token_,
-                                            {"--once", "--threads", "1"}, so_));
+                                            {"--once", "--threads", "1", "-m", kTiny + "," + kDemo}, so_));
             Worker& w = workers_.back();
             EXPECT_FALSE(w.address.empty()) << "worker " << i + 1 << " did not start:\n" << w.proc.log();
             list += (i ? "," : "") + w.address;
