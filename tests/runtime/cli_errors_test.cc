@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,8 +47,10 @@ struct RunResult {
 };
 
 // Runs PIPELM_BINARY with `args` in directory `cwd` (where a core file would land), stdout and
-// stderr to files there. Kills it after `timeout_s`.
-RunResult run_pipelm(const std::vector<std::string>& args, const std::string& cwd, double timeout_s = 120) {
+// stderr to files there. Kills it after `timeout_s`. A non-zero `address_space` caps the child's
+// virtual memory (RLIMIT_AS, bytes): thread stacks then run out after a hundred or so threads.
+RunResult run_pipelm(const std::vector<std::string>& args, const std::string& cwd, double timeout_s = 120,
+                     size_t address_space = 0) {
     const std::string out_path = cwd + "/.stdout", err_path = cwd + "/.stderr";
     std::vector<std::string> argv_s = {PIPELM_BINARY};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
@@ -58,6 +61,10 @@ RunResult run_pipelm(const std::vector<std::string>& args, const std::string& cw
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
         if (::chdir(cwd.c_str()) != 0) ::_exit(126);
+        if (address_space) {
+            const rlimit rl{address_space, address_space};
+            if (::setrlimit(RLIMIT_AS, &rl) != 0) ::_exit(126);
+        }
         const int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         const int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
@@ -135,6 +142,15 @@ constexpr int kExitInvalidArgument = 2;
 constexpr int kExitFormat = 3;
 constexpr int kExitUnsupported = 4;
 constexpr int kExitIo = 5;
+constexpr int kExitMemory = 6;
+
+// The sanitizers reserve terabytes of address space: an RLIMIT_AS cap cannot apply to them.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+constexpr size_t kOneGiB = size_t(1) << 30;
 
 constexpr const char* kTempPrefix = "pipelm-cli-test";
 
@@ -276,6 +292,52 @@ TEST_F(CliErrors, MkmodelFtypeModelRuns) {
     ASSERT_TRUE(r.exited) << r.err;
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(std::filesystem::file_size(out), 3u * 300u * 4u);
+}
+
+// Issue 17 §2.7: `--threads 100000` hung for ever. The flag is bounded at parse time; the cap on
+// the address space keeps a pipelm without the bound from starting thousands of threads here.
+TEST_F(CliErrors, ThreadsOutOfRange) {
+    if (kSanitized) GTEST_SKIP() << "RLIMIT_AS does not apply under a sanitizer";
+    for (const char* n : {"100000", "0", "1025", "-4"}) {
+        const RunResult r =
+            run_pipelm({"logits", "-m", good_, "--threads", n, "--tokens", "1", "--out", tmp_.path("x")}, tmp_.dir(),
+                       30, kOneGiB);
+        EXPECT_TRUE(clean_error(r, tmp_.dir(), kExitInvalidArgument, {"--threads", n, "1 to 1024"})) << n;
+    }
+    const RunResult w = run_pipelm({"worker", "--listen", "127.0.0.1:0", "--token-file", tmp_.path("t"), "-m", good_,
+                                    "--threads", "5000"},
+                                   tmp_.dir(), 30, kOneGiB);
+    EXPECT_TRUE(clean_error(w, tmp_.dir(), kExitInvalidArgument, {"--threads", "5000", "1 to 1024"}));
+    EXPECT_FALSE(std::filesystem::exists(tmp_.path("x")));
+}
+
+// When the system refuses a thread the pool cleans up the ones it started and says so (it used
+// to block for ever in its own clean-up).
+TEST_F(CliErrors, ThreadCreationFailureIsAClearError) {
+    if (kSanitized) GTEST_SKIP() << "RLIMIT_AS does not apply under a sanitizer";
+    const RunResult r = run_pipelm({"logits", "-m", good_, "--threads", "1000", "--tokens", "1", "--out", tmp_.path("x")},
+                                   tmp_.dir(), 30, kOneGiB);
+    EXPECT_TRUE(clean_error(r, tmp_.dir(), kExitMemory, {"cannot start compute thread", "of 1000", "lower --threads"}));
+    EXPECT_FALSE(std::filesystem::exists(tmp_.path("x")));
+}
+
+// Issue 17 §2.5: a token file that group or others can read is refused, as ssh does for keys,
+// on the worker and on the coordinator, before anything listens or connects.
+TEST_F(CliErrors, TokenFileReadableByOthers) {
+    const std::string token = tmp_.path("token");
+    {
+        std::ofstream f(token);
+        f << "0123456789abcdef0123456789abcdef\n";
+    }
+    ASSERT_EQ(::chmod(token.c_str(), 0644), 0);
+    const RunResult w =
+        run_pipelm({"worker", "--listen", "127.0.0.1:0", "--token-file", token, "-m", good_, "--once"}, tmp_.dir(), 15);
+    EXPECT_TRUE(clean_error(w, tmp_.dir(), kExitInvalidArgument, {token, "chmod 600 " + token}));
+    EXPECT_EQ(w.err.find("listening"), std::string::npos) << w.err;
+    const RunResult c = run_pipelm({"logits", "-m", good_, "--tokens", "1", "--out", tmp_.path("x"), "--workers",
+                                    "127.0.0.1:9", "--token-file", token, "--connect-timeout", "1"},
+                                   tmp_.dir(), 15);
+    EXPECT_TRUE(clean_error(c, tmp_.dir(), kExitInvalidArgument, {token, "chmod 600 " + token}));
 }
 
 }  // namespace
