@@ -15,6 +15,8 @@ int cmd_plan(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_worker(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
+int cmd_chat(int argc, char** argv);
 
 // Path of the embedded demo model, written to the cache directory on first use.
 std::string default_model_path();

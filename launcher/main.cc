@@ -24,7 +24,9 @@ const char* kUsage =
     "  inspect     print a GGUF file's metadata and tensor table\n"
     "  mkmodel     write a GLM-4 GGUF with random weights of any shape\n"
     "  quantize    rewrite a GGUF's weights in another type (f16, bf16, q8_0, q4_k, ...)\n"
-    "  worker      serve pipeline stages over TCP for `run --workers`\n\n"
+    "  worker      serve pipeline stages over TCP for `run --workers`\n"
+    "  serve       OpenAI-compatible HTTP server with continuous batching over the pipeline\n"
+    "  chat        interactive chat in the terminal (multi-turn, streaming)\n\n"
     "modes: in-process (--stages N), MPI (mpirun -np N pipelm run ...), TCP (--workers h:p,...)\n";
 
 int exit_code(pipelm::ErrorCode c) {
@@ -64,6 +66,8 @@ int main(int argc, char** argv) {
         if (cmd == "mkmodel") return cmd_mkmodel(argc, argv);
         if (cmd == "quantize") return cmd_quantize(argc, argv);
         if (cmd == "worker") return cmd_worker(argc, argv);
+        if (cmd == "serve") return cmd_serve(argc, argv);
+        if (cmd == "chat") return cmd_chat(argc, argv);
         std::fprintf(stderr, "pipelm: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const pipelm::Error& e) {

@@ -32,4 +32,6 @@ void install_signal_handlers() {
 
 bool interrupted() { return g_signals.load() > 0; }
 
+void clear_interrupt() { g_signals.store(0); }
+
 }  // namespace pipelm::launcher

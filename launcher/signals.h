@@ -6,5 +6,8 @@ namespace pipelm::launcher {
 
 void install_signal_handlers();
 bool interrupted();
+// Forgets the signals so far (`pipelm chat`: Ctrl-C stopped a reply and the program goes on, so
+// the next Ctrl-C again stops a reply instead of exiting at once).
+void clear_interrupt();
 
 }  // namespace pipelm::launcher

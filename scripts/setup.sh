@@ -12,7 +12,7 @@ for a in "$@"; do
   esac
 done
 
-PKGS=(g++ cmake ninja-build libopenmpi-dev openmpi-bin libasio-dev libcereal-dev libgtest-dev libsodium-dev)
+PKGS=(g++ cmake ninja-build libopenmpi-dev openmpi-bin libasio-dev libcereal-dev libgtest-dev libcpp-httplib-dev nlohmann-json3-dev pkg-config libsodium-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +24,14 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq >/dev/null
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The npm `openai` client that the serve tests and scripts/bench/serve-load.mjs drive the server
+# with (pinned in package.json and package-lock.json; node_modules/ is git-ignored). Optional:
+# without node or the npm registry those tests skip and say why.
+if command -v npm >/dev/null && [ ! -f node_modules/openai/package.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 ||
+    echo "setup: npm ci failed (no npm registry?): the serve tests that use the openai client will skip"
 fi
 
 if ((DO_BUILD)); then

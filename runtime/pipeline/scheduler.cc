@@ -145,7 +145,7 @@ void Scheduler::run(const std::function<bool()>& stop) {
 }
 
 void Scheduler::reap() {
-    std::vector<std::shared_ptr<Sequence>> gone;
+    std::vector<std::shared_ptr<Sequence>> gone;  // waiting ones first: they never had a slot
     bool closed = false;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -162,7 +162,10 @@ void Scheduler::reap() {
     }
     for (const auto& s : running_)
         if (closed || s->cancelled()) gone.push_back(s);
-    for (const auto& s : gone) end(s, Finish::kCancelled);
+    for (const auto& s : gone) {
+        const int why = s->cancel_.load();
+        end(s, why != 0 && !closed ? static_cast<Finish>(why) : Finish::kCancelled);
+    }
 }
 
 int Scheduler::pick_slot(const std::vector<int32_t>& prompt, int* reuse) const {
@@ -328,19 +331,22 @@ void Scheduler::end(const std::shared_ptr<Sequence>& s, Finish f, const std::str
     }
     running_.erase(std::remove(running_.begin(), running_.end(), s), running_.end());
     ready_.erase(std::remove(ready_.begin(), ready_.end(), s), ready_.end());
-    s->deliver(-1, f, error);
-    std::lock_guard<std::mutex> lock(mu_);
-    switch (f) {
-        case Finish::kStop: ++st_.finished_stop; break;
-        case Finish::kLength: ++st_.finished_length; break;
-        case Finish::kCancelled: ++st_.cancelled; break;
-        case Finish::kError: ++st_.failed; break;
-        case Finish::kNone: break;
+    {
+        // Before the client learns of the end: its next request must find the slot free.
+        std::lock_guard<std::mutex> lock(mu_);
+        switch (f) {
+            case Finish::kStop: ++st_.finished_stop; break;
+            case Finish::kLength: ++st_.finished_length; break;
+            case Finish::kCancelled: ++st_.cancelled; break;
+            case Finish::kError: ++st_.failed; break;
+            case Finish::kNone: break;
+        }
+        st_.running = static_cast<int>(running_.size());
+        st_.free_slots = static_cast<int>(free_.size());
+        recent_ends_.push_back(Clock::now());
+        if (recent_ends_.size() > 64) recent_ends_.pop_front();
     }
-    st_.running = static_cast<int>(running_.size());
-    st_.free_slots = static_cast<int>(free_.size());
-    recent_ends_.push_back(Clock::now());
-    if (recent_ends_.size() > 64) recent_ends_.pop_front();
+    s->deliver(-1, f, error);
 }
 
 void Scheduler::fail_all(const std::string& why) {

@@ -62,9 +62,13 @@ public:
     int n_reused() const { return reused_.load(); }
     // Waits up to `timeout` for new tokens or the end; false when nothing new came.
     bool wait(SeqUpdate* out, std::chrono::milliseconds timeout);
-    // The scheduler drops the sequence and frees its slot at its next step. Idempotent.
-    void cancel() { cancel_.store(true); }
-    bool cancelled() const { return cancel_.load(); }
+    // The scheduler drops the sequence and frees its slot at its next step; it ends with `why`
+    // (kStop when the client found its stop string). Only the first call counts.
+    void cancel(Finish why = Finish::kCancelled) {
+        int none = 0;
+        cancel_.compare_exchange_strong(none, static_cast<int>(why));
+    }
+    bool cancelled() const { return cancel_.load() != 0; }
 
 private:
     friend class Scheduler;
@@ -74,7 +78,7 @@ private:
 
     const uint64_t id_;
     const GenRequest req_;
-    std::atomic<bool> cancel_{false};
+    std::atomic<int> cancel_{0};  // a Finish once cancel() was called
     std::atomic<int> reused_{0};
     // Client side, guarded by mu_.
     std::mutex mu_;

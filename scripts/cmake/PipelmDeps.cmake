@@ -67,3 +67,19 @@ find_library(SODIUM_LIBRARY sodium)
 if(NOT SODIUM_INCLUDE_DIR OR NOT SODIUM_LIBRARY)
   message(FATAL_ERROR "libsodium not found: install the Debian package libsodium-dev (scripts/setup.sh does it)")
 endif()
+
+# ---- HTTP server and JSON (pipelm serve) ---------------------------------------------------
+# cpp-httplib as Debian builds it (libcpp-httplib-dev: the implementation is a shared library,
+# and its pkg-config file carries the feature macros the library was compiled with, which the
+# header's class layouts depend on), and nlohmann-json (header-only).
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(HTTPLIB QUIET IMPORTED_TARGET cpp-httplib)
+endif()
+if(NOT HTTPLIB_FOUND)
+  message(FATAL_ERROR "cpp-httplib not found: install the Debian packages libcpp-httplib-dev and pkg-config (scripts/setup.sh does it)")
+endif()
+find_package(nlohmann_json 3.2 CONFIG QUIET)
+if(NOT nlohmann_json_FOUND)
+  message(FATAL_ERROR "nlohmann-json not found: install the Debian package nlohmann-json3-dev (scripts/setup.sh does it)")
+endif()

@@ -193,10 +193,14 @@ TEST(Scheduler, CancelFreesTheSlotAtTheNextStepAndTheSlotIsReusable) {
     }
     EXPECT_EQ(sch.stats().free_slots, 0);
     seqs[1]->cancel();
-    seqs[3]->cancel();
+    seqs[3]->cancel(Finish::kStop);  // as when the client found its stop string
+    seqs[3]->cancel();               // only the first reason counts
     sch.step(Ms(1));
     EXPECT_EQ(sch.stats().free_slots, 2);
-    EXPECT_EQ(sch.stats().cancelled, 2u);
+    EXPECT_EQ(sch.stats().cancelled, 1u);
+    EXPECT_EQ(sch.stats().finished_stop, 1u);
+    collect(*seqs[3], &out[3]);
+    EXPECT_EQ(out[3].finish, Finish::kStop);
     // The freed slots still have ubatches of the cancelled sequences in the pipe; new requests
     // on them give the tokens they give alone.
     const GenRequest a = make_request(55, 30, 12, 0.0f), b = make_request(56, 9, 12, 0.7f);

@@ -1,0 +1,301 @@
+// `pipelm serve` end to end, on the embedded glm4-demo model:
+//   - the npm `openai` client (tests/serve/client.mjs) against 2 in-process stages, `mpirun -np 2`
+//     and a coordinator with a TCP worker: chat and completions, streamed and not, stop strings,
+//     /v1/models, and 16 concurrent greedy requests byte-identical to the same 16 one at a time;
+//   - load and faults: 200 requests at concurrency 32, one client in ten aborting mid-stream:
+//     no server error, every finished answer equal to the request run alone, every slot free
+//     afterwards, RSS within 5 % of what it was before;
+//   - raw HTTP: OpenAI-style error JSON with a 4xx status for every bad input, the API key, 429
+//     with Retry-After when the queue is full, a dropped client freeing its slot, SSE ending in
+//     "data: [DONE]", /metrics, and /health answering 503 while the pipeline is not up.
+// The openai-client tests skip (saying why) without node or without the npm package and registry.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "tests/serve/serve_util.h"
+
+namespace pipelm::testing {
+namespace {
+
+class ServeTest : public ::testing::Test {
+protected:
+    void SetUp() override { dir_ = make_temp_dir("pipelm-serve"); }
+    // Starts the server; fails the test (with its log) when it does not come up.
+    Server& start(ServeMode mode, const std::vector<std::string>& extra = {}) {
+        server_ = start_server(mode, dir_, extra);
+        EXPECT_GT(server_.port, 0) << mode_label(mode) << " server did not come up:\n"
+                                   << server_.proc.log() << server_.worker.proc.log();
+        return server_;
+    }
+    json client(const std::vector<std::string>& args, Ms timeout = Ms(120000)) {
+        std::string log;
+        json j = run_client(server_, args, dir_ + "/client-" + args[0] + ".log", &log, timeout);
+        EXPECT_TRUE(j.is_object()) << "client.mjs " << args[0] << " failed:\n" << log << "\nserver:\n" << server_.proc.log();
+        return j.is_object() ? j : json::object();
+    }
+    std::string metrics() {
+        auto c = server_.client();
+        auto r = c.Get("/metrics");
+        return r && r->status == 200 ? r->body : "";
+    }
+    std::string dir_;
+    Server server_;
+};
+
+// ---- the openai client in each mode -------------------------------------------------------------
+
+class ServeModes : public ServeTest, public ::testing::WithParamInterface<ServeMode> {};
+
+TEST_P(ServeModes, OpenAiClientChatAndCompletionsStreamedOrNotAndBatchInvariance) {
+    if (const std::string why = openai_client_missing(); !why.empty()) GTEST_SKIP() << why;
+    if (GetParam() == ServeMode::kMpi && !on_path("mpirun")) GTEST_SKIP() << "mpirun is not on PATH (openmpi-bin)";
+    // 16 slots: the 16 concurrent requests all run at once, 8 decode tokens per ubatch in each of
+    // the 2 groups, with prompts in chunks of up to 16 tokens beside them.
+    if (start(GetParam(), {"--parallel", "16", "--ubatch", "16"}).port == 0) return;
+    const json b = client({"basic"});
+    if (b.empty()) return;
+    EXPECT_EQ(b["models"], json::array({kModelId}));
+    for (const char* k : {"chat_plain", "chat_stream", "completion_plain", "completion_stream"}) {
+        const json& r = b[k];
+        EXPECT_EQ(r["finish"], "length") << k;
+        EXPECT_EQ(r["usage"]["completion_tokens"], 12) << k;
+        EXPECT_GT(r["usage"]["prompt_tokens"].get<int>(), 3) << k;
+        EXPECT_FALSE(r["text"].get<std::string>().empty()) << k;
+    }
+    EXPECT_EQ(b["chat_plain"]["object"], "chat.completion");
+    EXPECT_EQ(b["completion_plain"]["object"], "text_completion");
+    EXPECT_EQ(b["chat_stream"]["text"], b["chat_plain"]["text"]);
+    EXPECT_EQ(b["completion_stream"]["text"], b["completion_plain"]["text"]);
+    // The stop string cuts the text right before it, streamed or not.
+    const std::string full = b["completion_plain"]["text"], word = b["stop_word"];
+    const std::string before = full.substr(0, full.find(word));
+    for (const char* k : {"stop_plain", "stop_stream"}) {
+        EXPECT_EQ(b[k]["finish"], "stop") << k;
+        EXPECT_EQ(b[k]["text"], before) << k << " (stop " << word << ")";
+    }
+    EXPECT_EQ(b["unknown_model_status"], 404);
+    EXPECT_EQ(b["zero_tokens_status"], 400);
+
+    const json inv = client({"invariance"});
+    EXPECT_EQ(inv.value("n", 0), 16);
+    EXPECT_TRUE(inv["mismatches"].empty()) << mode_label(GetParam()) << ": " << inv["mismatches"].dump(2);
+    std::printf("%s: 16 concurrent greedy requests in %.2f s, all byte-identical to one at a time\n",
+                mode_label(GetParam()), inv.value("together_s", 0.0));
+    // Every slot is free again.
+    const std::string m = metrics();
+    EXPECT_EQ(metric_value(m, "pipelm_slots_free"), 16) << m;
+    EXPECT_GT(metric_value(m, "pipelm_ubatches_mixed_total"), 0) << m;
+}
+
+INSTANTIATE_TEST_SUITE_P(, ServeModes, ::testing::Values(ServeMode::kInProcess, ServeMode::kMpi, ServeMode::kTcp),
+                         [](const ::testing::TestParamInfo<ServeMode>& i) {
+                             return i.param == ServeMode::kInProcess ? std::string("InProcess2Stages")
+                                    : i.param == ServeMode::kMpi     ? std::string("Mpirun2Ranks")
+                                                                     : std::string("TcpWorker");
+                         });
+
+// ---- load and faults ----------------------------------------------------------------------------
+
+TEST_F(ServeTest, LoadWithClientsDisconnectingMidStream) {
+    if (const std::string why = openai_client_missing(); !why.empty()) GTEST_SKIP() << why;
+    if (start(ServeMode::kInProcess, {"--parallel", "8", "--queue-size", "32", "--http-threads", "36"}).port == 0) return;
+    // Warm-up with the same load: the model's pages, the stacks of the HTTP threads and the
+    // allocator arenas they use become resident once (about 13 MB here); what must not grow is
+    // what comes after.
+    const json warm = client({"load", "200", "32"});
+    EXPECT_TRUE(warm["errors"].empty()) << warm.dump(2);
+    const long rss_before = rss_kb(server_.proc.pid());
+    const json r = client({"load", "200", "32"});
+    const long rss_after = rss_kb(server_.proc.pid());
+    EXPECT_TRUE(r["errors"].empty()) << r["errors"].dump(2);
+    EXPECT_TRUE(r["wrong"].empty()) << r["wrong"].dump(2);
+    EXPECT_EQ(r["ok"], 180);
+    EXPECT_EQ(r["aborted"], 20);
+    // Aborted streams free their slots: nothing runs or waits any more.
+    std::string m;
+    for (int i = 0; i < 100; ++i) {
+        m = metrics();
+        if (metric_value(m, "pipelm_slots_free") == 8) break;
+        std::this_thread::sleep_for(Ms(20));
+    }
+    EXPECT_EQ(metric_value(m, "pipelm_slots_free"), 8) << m;
+    EXPECT_EQ(metric_value(m, "pipelm_running_sequences"), 0) << m;
+    EXPECT_EQ(metric_value(m, "pipelm_queue_depth"), 0) << m;
+    EXPECT_GE(metric_value(m, "pipelm_client_disconnects_total"), 20) << m;
+    EXPECT_EQ(m.find(",code=\"5"), std::string::npos) << "a 5xx answer:\n" << m;
+    EXPECT_GT(metric_value(m, "pipelm_ubatches_mixed_total"), 0) << m;
+    const double growth = static_cast<double>(rss_after - rss_before) / static_cast<double>(rss_before);
+    std::printf("200 requests at concurrency 32 in %.2f s; RSS %ld -> %ld kB (%+.1f %%)\n", r.value("seconds", 0.0),
+                rss_before, rss_after, 100 * growth);
+    EXPECT_LT(std::abs(growth), 0.05) << "RSS " << rss_before << " -> " << rss_after << " kB";
+}
+
+// ---- raw HTTP: errors, key, queue, disconnects, SSE framing -------------------------------------
+
+TEST_F(ServeTest, BadInputGetsOpenAiErrorJsonWith4xx) {
+    {
+        std::ofstream(dir_ + "/key") << "s3cret-key\n";
+    }
+    if (start(ServeMode::kInProcess, {"--api-key-file", dir_ + "/key", "--max-body", "4096", "--ctx", "64"}).port == 0)
+        return;
+    auto c = server_.client();
+    const httplib::Headers key = {{"Authorization", "Bearer s3cret-key"}};
+    const std::string chat = R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0})";
+    auto expect_error = [&](const httplib::Result& r, int status, const std::string& type, const std::string& what) {
+        json j;
+        EXPECT_TRUE(r) << what << ": no response";
+        if (!r) return j;
+        EXPECT_EQ(r->status, status) << what << ": " << r->body;
+        j = json::parse(r->body, nullptr, false);
+        EXPECT_TRUE(j.is_object() && j.contains("error")) << what << ": " << r->body;
+        if (!j.is_object() || !j.contains("error")) return json();
+        EXPECT_EQ(j["error"]["type"], type) << what;
+        EXPECT_FALSE(j["error"]["message"].get<std::string>().empty()) << what;
+        return j;
+    };
+    expect_error(post(c, "/v1/chat/completions", chat), 401, "authentication_error", "no key");
+    expect_error(post(c, "/v1/chat/completions", chat, {{"Authorization", "Bearer wrong"}}), 401,
+                 "authentication_error", "wrong key");
+    auto ok = post(c, "/v1/chat/completions", chat, key);
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << ok->body;
+    EXPECT_EQ(c.Get("/health")->status, 200);  // no key needed
+    const std::string inv = "invalid_request_error";
+    expect_error(post(c, "/v1/chat/completions", "{\"messages\": [", key), 400, inv, "malformed JSON");
+    expect_error(post(c, "/v1/chat/completions", "[1,2]", key), 400, inv, "not an object");
+    expect_error(post(c, "/v1/chat/completions", R"({"messages":"hi"})", key), 400, inv, "messages not a list");
+    expect_error(post(c, "/v1/chat/completions", R"({"messages":[{"role":"pirate","content":"x"}]})", key), 400, inv,
+                 "bad role");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","max_tokens":"5"})", key), 400, inv, "max_tokens string");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","temperature":"hot"})", key), 400, inv, "temperature string");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","stream":"yes"})", key), 400, inv, "stream string");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","temperature":7})", key), 400, inv, "temperature range");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","max_tokens":0})", key), 400, inv, "max_tokens 0");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","max_tokens":-3})", key), 400, inv, "max_tokens < 0");
+    json unk = expect_error(post(c, "/v1/completions", R"({"prompt":"x","model":"gpt-4o"})", key), 404, inv,
+                                  "unknown model");
+    EXPECT_EQ(unk["error"]["code"], "model_not_found");
+    std::string long_prompt;
+    for (int i = 0; i < 100; ++i) long_prompt += "the whale ";
+    json ctx = expect_error(post(c, "/v1/completions", json{{"prompt", long_prompt}}.dump(), key), 400, inv,
+                                  "prompt over the context");
+    EXPECT_EQ(ctx["error"]["code"], "context_length_exceeded");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","max_tokens":100})", key), 400, inv,
+                 "prompt + max_tokens over the context");
+    expect_error(post(c, "/v1/completions", json{{"prompt", std::string(5000, 'a')}}.dump(), key), 413, inv,
+                 "body over --max-body");
+    expect_error(c.Get("/v1/nothing", key), 404, inv, "unknown route");
+    // The server is still well and answers.
+    ok = post(c, "/v1/completions", R"({"prompt":"The whale","max_tokens":3,"temperature":0})", key);
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+// POSTs `body` to /v1/completions and hands every piece of the answer to `on_data` (false from
+// it closes the connection). cpp-httplib 0.11's Post() has no receiver; send() does.
+httplib::Result post_streamed(httplib::Client& c, const std::string& body,
+                              const std::function<bool(const char*, size_t)>& on_data) {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = body;
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [on_data](const char* data, size_t n, uint64_t, uint64_t) { return on_data(data, n); };
+    return c.send(req);
+}
+
+TEST_F(ServeTest, FullQueueGets429AndADroppedClientFreesItsSlot) {
+    if (start(ServeMode::kInProcess, {"--parallel", "1", "--queue-size", "0", "--ctx", "4096"}).port == 0) return;
+    // SSE framing: every event is "data: {json}", the last one "data: [DONE]".
+    auto c = server_.client();
+    std::string sse;
+    auto streamed = post_streamed(c, R"({"prompt":"The whale","max_tokens":5,"temperature":0,"stream":true})",
+                                  [&](const char* d, size_t n) {
+                                      sse.append(d, n);
+                                      return true;
+                                  });
+    ASSERT_TRUE(streamed);
+    EXPECT_EQ(streamed->status, 200);
+    EXPECT_EQ(streamed->get_header_value("Content-Type"), "text/event-stream");
+    ASSERT_GE(sse.size(), 14u);
+    EXPECT_EQ(sse.substr(sse.size() - 14), "data: [DONE]\n\n") << sse;
+    for (size_t b = 0, e; (e = sse.find("\n\n", b)) != std::string::npos; b = e + 2) {
+        const std::string ev = sse.substr(b, e - b);
+        ASSERT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+        if (ev != "data: [DONE]") {
+            EXPECT_TRUE(json::parse(ev.substr(6), nullptr, false).is_object()) << ev;
+        }
+    }
+    // A long stream holds the only slot; its client reads a few events and then keeps the
+    // connection open without reading until told to drop it.
+    std::atomic<bool> drop{false}, reading{false};
+    std::thread holder([&] {
+        auto hc = server_.client();
+        post_streamed(hc, R"({"prompt":"The whale","max_tokens":4000,"ignore_eos":true,"stream":true})",
+                      [&](const char* d, size_t n) {
+                          reading = std::string(d, n).rfind("data: ", 0) == 0;  // events, not an error
+                          while (!drop) std::this_thread::sleep_for(Ms(5));
+                          return false;  // closes the connection
+                      });
+    });
+    for (int i = 0; i < 1000 && !reading; ++i) std::this_thread::sleep_for(Ms(5));
+    if (!reading) {
+        drop = true;
+        holder.join();
+        FAIL() << "the long stream did not start:\n" << server_.proc.log();
+    }
+    auto busy = post(c, "/v1/completions", R"({"prompt":"x","max_tokens":2})");
+    ASSERT_TRUE(busy);
+    EXPECT_EQ(busy->status, 429) << busy->body;
+    EXPECT_GE(std::atoi(busy->get_header_value("Retry-After").c_str()), 1) << "Retry-After missing";
+    const json j = json::parse(busy->body, nullptr, false);
+    EXPECT_EQ(j.value("/error/type"_json_pointer, std::string()), "rate_limit_error") << busy->body;
+    drop = true;
+    holder.join();
+    // The slot is free within a few steps of the drop: the next request is served.
+    int next = -1;
+    std::string next_body;
+    for (int i = 0; i < 200; ++i) {
+        auto r = post(c, "/v1/completions", R"({"prompt":"x","max_tokens":2})");
+        next = r ? r->status : -1;
+        next_body = r ? r->body : "";
+        if (next != 429) break;
+        std::this_thread::sleep_for(Ms(10));
+    }
+    EXPECT_EQ(next, 200) << next_body;
+    const std::string m = metrics();
+    EXPECT_GE(metric_value(m, "pipelm_client_disconnects_total"), 1) << m;
+    EXPECT_GE(metric_value(m, "pipelm_requests_rejected_total"), 1) << m;
+    EXPECT_EQ(metric_value(m, "pipelm_requests_finished_total{reason=\"cancelled\"}"), 1) << m;
+    EXPECT_NE(m.find("pipelm_time_to_first_token_seconds_bucket{le=\"+Inf\"}"), std::string::npos) << m;
+    EXPECT_NE(m.find("pipelm_stage_busy_seconds_total{stage=\"1\"}"), std::string::npos) << m;
+    EXPECT_GE(metric_value(m, "pipelm_pipeline_bubble_ratio"), 0) << m;
+}
+
+// /health is 503 (and generation 503) until the pipeline is up: here a TCP worker that is not
+// there yet (the coordinator keeps retrying for --connect-timeout).
+TEST_F(ServeTest, HealthIs503WhileLoading) {
+    const std::string token = write_token_file(dir_ + "/token", 3);
+    server_.proc = Process::spawn(pipelm_argv({"serve", "-m", kDemo, "--port", "0", "--workers", "127.0.0.1:1",
+                                               "--token-file", token, "--connect-timeout", "30"}),
+                                  dir_ + "/serve.log");
+    ASSERT_TRUE(server_.proc.wait_for_text("listening on http://", kServeStart)) << server_.proc.log();
+    server_.port = listening_port(server_.proc.log());
+    auto c = server_.client();
+    auto h = c.Get("/health");
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 503);
+    EXPECT_EQ(json::parse(h->body, nullptr, false)["status"], "loading");
+    auto g = post(c, "/v1/completions", R"({"prompt":"x"})");
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->status, 503) << g->body;
+    EXPECT_FALSE(g->get_header_value("Retry-After").empty());
+    EXPECT_NE(metric_value(metrics(), "pipelm_ready"), 1);
+}
+
+}  // namespace
+}  // namespace pipelm::testing
