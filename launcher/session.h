@@ -14,6 +14,7 @@
 #include "runtime/model/stage.h"
 #include "runtime/pipeline/planner.h"
 #include "runtime/pipeline/stage_runner.h"
+#include "runtime/tokenizer/gguf_vocab.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace pipelm::launcher {
@@ -117,7 +118,7 @@ model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, 
                                   const std::string& act_quant);
 
 // tokenizer.ggml.* keys -> VocabData.
-tok::VocabData vocab_from_gguf(const gguf::GgufFile& f);
+using tok::vocab_from_gguf;  // runtime/tokenizer/gguf_vocab.h
 // Threads per stage when --threads is not given.
 int default_threads(int local_stages);
 

@@ -1,6 +1,7 @@
 # The layering of pipelm's libraries, enforced by the linker:
 #   base <- kernels <- model <- pipeline <- launcher;  base <- transport <- pipeline;
-#   base <- tokenizer;  base, kernels <- kernels_cuda <- pipelm_cuda (the run-time module).
+#   base <- gguf <- model;  base, gguf <- tokenizer;  base, kernels <- kernels_cuda <- pipelm_cuda
+#   (the run-time module).
 # For each library, pipelm_check_layers() links an empty program against the WHOLE library
 # (every object, not only those something references) and the layers it may use, nothing else:
 # a reference to a higher layer (kernels calling into the model, transport into kernels) is an
@@ -9,10 +10,11 @@
 set(PIPELM_LAYERS
   "pipelm_base:"
   "pipelm_kernels:pipelm_base"
-  "pipelm_tokenizer:pipelm_base"
+  "pipelm_gguf:pipelm_base"
+  "pipelm_tokenizer:pipelm_base,pipelm_gguf"
   "pipelm_transport:pipelm_base"
-  "pipelm_model:pipelm_base,pipelm_kernels"
-  "pipelm_pipeline:pipelm_base,pipelm_kernels,pipelm_model,pipelm_transport"
+  "pipelm_model:pipelm_base,pipelm_gguf,pipelm_kernels"
+  "pipelm_pipeline:pipelm_base,pipelm_gguf,pipelm_kernels,pipelm_model,pipelm_transport"
   "pipelm_kernels_cuda:pipelm_base,pipelm_kernels")
 
 function(pipelm_check_layers)
