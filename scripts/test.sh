@@ -20,8 +20,10 @@ echo "== sanitizer build (address,undefined; with CUDA when nvcc is there): unit
 [ -f build-asan/CMakeCache.txt ] || cmake -S . -B build-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=Debug \
   -DPIPELM_SANITIZE=address,undefined -DPIPELM_WARNINGS_AS_ERRORS=ON >/dev/null
 # Only what the unit tests need: the sanitizer build of everything would double CI time.
-cmake --build build-asan -j"$JOBS" --target pipelm gguf_test cli_errors_test ops_sampler_test tokenizer_test kernels_test \
-  transport_test "${QUIET[@]}"
+ASAN_TARGETS=(pipelm gguf_test cli_errors_test ops_sampler_test tokenizer_test kernels_test transport_test)
+# The GPU-free CUDA tests (device functions and launch geometry on the host) exist with nvcc.
+grep -q '^build cuda_host_test:' build-asan/build.ninja 2>/dev/null && ASAN_TARGETS+=(cuda_host_test)
+cmake --build build-asan -j"$JOBS" --target "${ASAN_TARGETS[@]}" "${QUIET[@]}"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L unit -LE "mpi|slow" -j"$JOBS" --output-on-failure || {
     echo "sanitizer unit tests failed" >&2; exit 1; }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -114,9 +115,8 @@ public:
         const uint64_t kv = 2ull * s.n_layers * kv_layer_bytes_;
         const uint64_t rope = static_cast<uint64_t>(s.n_ctx) * s.n_rot * sizeof(float);
         const uint64_t acts = static_cast<uint64_t>(T) * (p.scratch_floats_per_token * sizeof(float) + 2 * sizeof(int32_t));
-        const uint64_t scores = s.n_layers > 0 && !kc::attention_scores_fit_shared(s.head_dim, s.n_ctx)
-                                    ? static_cast<uint64_t>(T) * s.n_head * s.n_ctx * sizeof(float)
-                                    : 0;
+        const uint64_t scores =
+            s.n_layers > 0 && !kc::attention_scores_fit_shared(s.head_dim, s.n_ctx) ? scores_scratch_bytes(T, s.n_ctx) : 0;
         const uint64_t logits = static_cast<uint64_t>(T) * p.n_vocab * sizeof(float);
         const uint64_t total = weights + kv + rope + acts + workspace + scores + logits + kLibraryReserve;
         size_t free_b = 0, total_b = 0;
@@ -215,8 +215,11 @@ public:
         PIPELM_CUDA_CHECK(cudaMemcpyAsync(ints_.get(), ih, static_cast<size_t>(2 * ints_cap_) * sizeof(int32_t),
                                           cudaMemcpyHostToDevice, st()));
         scores_ = nullptr;
-        if (!kc::attention_scores_fit_shared(shape_.head_dim, max_kv_))
-            scores_ = scratch(kScoresSlot, n * shape_.n_head * static_cast<int64_t>(max_kv_), "attention scores");
+        scores_bytes_ = 0;
+        if (!kc::attention_scores_fit_shared(shape_.head_dim, max_kv_)) {
+            scores_bytes_ = scores_scratch_bytes(n, max_kv_);
+            scores_ = scratch(kScoresSlot, static_cast<int64_t>(scores_bytes_ / sizeof(float)), "attention scores");
+        }
         if (flags_.get()) PIPELM_CUDA_CHECK(cudaMemsetAsync(flags_.get(), 0, flags_.bytes(), st()));
         flags_pending_ = false;
     }
@@ -296,6 +299,7 @@ public:
         a.seq = seq();
         a.max_kv = max_kv_;
         a.scores = scores_;
+        a.scores_bytes = scores_bytes_;
         a.kq = accum_of(kq);
         a.softmax_v = accum_of(softmax_v);
         kc::attention(a, st());
@@ -311,6 +315,14 @@ public:
 
 private:
     static constexpr int kScoresSlot = 1000;  // above the model's slots
+    // Scores that do not fit in shared memory go to a global scratch of at most kScoresCap bytes
+    // (at least one token's n_head * max_kv floats); a larger batch runs attention in launches of
+    // as many tokens as it holds (kernels/cuda/launch.h).
+    static constexpr size_t kScoresCap = size_t(256) << 20;
+    size_t scores_scratch_bytes(int64_t tokens, int max_kv) const {
+        return std::max(kc::attention_scores_bytes(1, shape_.n_head, max_kv),
+                        std::min(kScoresCap, kc::attention_scores_bytes(tokens, shape_.n_head, max_kv)));
+    }
 
     void use() const { PIPELM_CUDA_CHECK(cudaSetDevice(device_)); }
     cudaStream_t st() const { return stream_->get(); }
@@ -354,6 +366,7 @@ private:
     int64_t ids_cap_ = 0;
     int max_kv_ = 0;
     float* scores_ = nullptr;
+    size_t scores_bytes_ = 0;
 };
 
 }  // namespace
