@@ -29,6 +29,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:ha
     echo "sanitizer unit tests failed" >&2; exit 1; }
 echo "sanitizer unit tests passed"
 
+echo "== fuzz smoke: every libFuzzer target for 60 s (clang, ASan + UBSan)"
+bash scripts/fuzz.sh --smoke 60 || { echo "a fuzz target found a crash, timeout or out-of-memory" >&2; exit 1; }
+
 echo "== release build: all tests"
 [ -f build/CMakeCache.txt ] || cmake -S . -B build "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DPIPELM_WARNINGS_AS_ERRORS=ON >/dev/null
