@@ -296,7 +296,7 @@ std::string chunk_event(Endpoint ep, const std::string& id, int64_t created, con
     if (ep == Endpoint::kChat) {
         json delta = json::object();
         if (first) delta["role"] = "assistant";
-        if (!c.text.empty() || first) delta["content"] = c.text;
+        if (first || c.finish_reason.empty() || !c.text.empty()) delta["content"] = c.text;
         choice["delta"] = delta;
     } else {
         choice["text"] = c.text;

@@ -82,8 +82,9 @@ struct Usage {
 // A complete (non-streamed) answer.
 std::string answer_json(Endpoint ep, const std::string& id, int64_t created, const std::string& model,
                         const Choice& c, const Usage& u);
-// One SSE event ("data: {...}\n\n"): a chunk with a text delta and/or the finish reason; for chat,
-// first=true adds the assistant role to the delta.
+// One SSE event ("data: {...}\n\n"): a chunk with a text delta (one per generated token, the text
+// possibly empty: incomplete UTF-8 or a held-back stop-string prefix) or the finish reason; for
+// chat, first=true gives the opening chunk with the assistant role and empty content.
 std::string chunk_event(Endpoint ep, const std::string& id, int64_t created, const std::string& model,
                         const Choice& c, bool first);
 // The usage chunk of stream_options.include_usage (no choices).

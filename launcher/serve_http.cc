@@ -113,9 +113,15 @@ struct Gen {
     bool first = true;
 };
 
-// What one look at a sequence gave: text to send, and whether (and how) it ended.
+// What one look at a sequence gave: the text of each new token (what can be sent: possibly empty),
+// and whether (and how) it ended.
 struct Advance {
-    std::string text;
+    std::vector<std::string> pieces;
+    std::string text() const {
+        std::string t;
+        for (const auto& p : pieces) t += p;
+        return t;
+    }
     std::string finish;  // "stop" / "length" when it ended normally
     std::optional<ApiError> error;
     bool gone = false;  // the client went away
@@ -133,7 +139,7 @@ Advance advance(Gen& g) {
     }
     for (int32_t t : u.tokens) {
         ++g.n_completion;
-        a.text += g.text.push(t);
+        a.pieces.push_back(g.text.push(t));
         if (g.text.stopped()) {
             g.seq->cancel(pipeline::Finish::kStop);  // the client's stop string: the slot is free at the next step
             a.finish = "stop";
@@ -143,10 +149,12 @@ Advance advance(Gen& g) {
     switch (u.finish) {
         case pipeline::Finish::kNone: break;
         case pipeline::Finish::kStop:
-        case pipeline::Finish::kLength:
-            a.text += g.text.finish();
+        case pipeline::Finish::kLength: {
+            const std::string rest = g.text.finish();
+            if (!rest.empty()) a.pieces.push_back(rest);
             a.finish = pipeline::finish_name(u.finish);
             break;
+        }
         case pipeline::Finish::kCancelled:
             a.error = ApiError(503, "server_error", "the server is shutting down");
             break;
@@ -174,12 +182,20 @@ void metric(std::ostringstream& os, const char* name, const char* type, const ch
     os << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n" << name << " " << v << "\n";
 }
 
+// cpp-httplib 0.11 listens with a backlog of 5: a burst of clients connecting at once (16
+// benchmark clients) overflows it and the kernel drops SYNs, which clients resend only after a
+// second. The backlog of a listening socket can be raised by calling listen() again.
+class Server : public httplib::Server {
+public:
+    void raise_backlog() { ::listen(svr_sock_, SOMAXCONN); }
+};
+
 }  // namespace
 
 struct HttpServer::Impl {
     explicit Impl(HttpOptions o) : opt(std::move(o)) {}
     HttpOptions opt;
-    httplib::Server svr;
+    Server svr;
     std::thread thread;
     std::atomic<bool> ended{false}, stopping{false};
     std::atomic<pipeline::Scheduler*> sch{nullptr};
@@ -296,7 +312,7 @@ void HttpServer::Impl::generate(Endpoint ep, const Req& req, Res& res) {
     serve::Choice c;
     for (;;) {
         Advance a = advance(*g);
-        c.text += a.text;
+        c.text += a.text();
         if (a.gone) {
             gone();
             res.status = 499;  // nobody reads it: for the log and the metrics only
@@ -327,7 +343,8 @@ void HttpServer::Impl::stream(std::shared_ptr<Gen> g, Res& res) {
                 gone();
                 return false;
             }
-            if (ok && !a.text.empty()) ok = put(serve::chunk_event(g->ep, g->id, g->created, g->model, {a.text, ""}, false));
+            for (size_t i = 0; ok && i < a.pieces.size(); ++i)  // one event per token, as it came
+                ok = put(serve::chunk_event(g->ep, g->id, g->created, g->model, {a.pieces[i], ""}, false));
             if (ok && a.error) ok = put("data: " + serve::error_json(*a.error) + "\n\n") && put("data: [DONE]\n\n");
             if (ok && !a.finish.empty()) {
                 ok = put(serve::chunk_event(g->ep, g->id, g->created, g->model, {"", a.finish}, false));
@@ -418,6 +435,7 @@ int HttpServer::start() {
     if (port <= 0)
         PIPELM_THROW(ErrorCode::kIo, "cannot listen on --host ", m.opt.host, " --port ", m.opt.port,
                      ": the port is in use or the address is not on this host (--port 0 picks a free port)");
+    m.svr.raise_backlog();
     m.thread = std::thread([&m] {
         m.svr.listen_after_bind();
         m.ended = true;
