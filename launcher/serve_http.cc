@@ -428,7 +428,7 @@ int HttpServer::start() {
     // httplib takes ownership of the queue it gets from this factory.
     m.svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
     m.svr.set_payload_max_length(m.opt.max_body);
-    m.svr.set_keep_alive_timeout(2);
+    m.svr.set_keep_alive_timeout(5);
     int port = m.opt.port;
     if (port == 0) port = m.svr.bind_to_any_port(m.opt.host);
     else if (!m.svr.bind_to_port(m.opt.host, port)) port = -1;

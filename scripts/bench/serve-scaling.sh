@@ -35,6 +35,13 @@ UBATCH=${UBATCH:-64}
 SPLIT=${SPLIT:-13,11}
 
 log() { echo "[serve-scaling] $*" >&2; }
+# AUTOGROUP_NICE: run the whole measurement (servers and clients) in one scheduler autogroup with
+# that nice value (root only; see pipeline-scaling.sh), so that other sessions' work does not take
+# the cores and the clients keep up with the servers.
+if [[ -n ${AUTOGROUP_NICE:-} && -z ${SERVE_SCALING_GROUPED:-} ]]; then
+    exec setsid -w env SERVE_SCALING_GROUPED=1 bash -c 'echo "$0" > /proc/self/autogroup && exec "$@"' \
+        "$AUTOGROUP_NICE" bash "${BASH_SOURCE[0]}" "$@"
+fi
 [[ -x $PIPELM ]] || { log "no $PIPELM: build it (cmake --build build-serve --target pipelm)"; exit 1; }
 [[ -f $ROOT/node_modules/openai/package.json ]] || (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
 if [[ ! -f $MODEL ]]; then
@@ -55,15 +62,13 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-# start_server LOG STAGES: a server in its own session (and, with AUTOGROUP_NICE, its own
-# autogroup at that nice value: root only); waits until it serves. Sets PORT.
+# start_server LOG STAGES: starts a server and waits until it serves. Sets PORT.
 start_server() {
     local log=$1 stages=$2
     local args=(serve -m "$MODEL" --port 0 --threads 1 --stages "$stages" --parallel 16 --ubatch "$UBATCH"
                 --ctx $((PROMPT * 2 + MAX_TOKENS + 32)))
     if [[ $stages == 2 && $SPLIT != auto ]]; then args+=(--split "$SPLIT"); fi
-    setsid bash -c 'if [[ -n $1 ]]; then echo "$1" > /proc/self/autogroup; fi; shift; exec "$@"' _ \
-        "${AUTOGROUP_NICE:-}" "$PIPELM" "${args[@]}" > "$log" 2>&1 &
+    "$PIPELM" "${args[@]}" > "$log" 2>&1 &
     SERVER_PIDS+=($!)
     PORT=
     for _ in $(seq 600); do
@@ -86,7 +91,7 @@ run() {
     log "round $round: $config ($servers server(s) of $stages stage(s), $clients client(s), $n requests), load average $load"
     for ((i = 0; i < servers; ++i)); do
         node "$HERE/serve-load.mjs" --base-url "http://127.0.0.1:${ports[i]}" -n $((n / servers)) -c $((clients / servers)) \
-            --prompt-tokens "$PROMPT" --max-tokens "$MAX_TOKENS" --warmup 2 --json "$name.$i.json" > "$name.$i.txt" &
+            --prompt-tokens "$PROMPT" --max-tokens "$MAX_TOKENS" --warmup 2 --json "$name.$i.json" > "$name.$i.txt" || true &
         pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p"; done

@@ -7,13 +7,15 @@
 //     afterwards, RSS within 5 % of what it was before;
 //   - raw HTTP: OpenAI-style error JSON with a 4xx status for every bad input, the API key, 429
 //     with Retry-After when the queue is full, a dropped client freeing its slot, SSE ending in
-//     "data: [DONE]", /metrics, and /health answering 503 while the pipeline is not up.
+//     "data: [DONE]", /metrics, /health answering 503 while the pipeline is not up, and a TCP
+//     worker lost mid-stream (an error event, then exit code 7).
 // The openai-client tests skip (saying why) without node or without the npm package and registry.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "tests/serve/serve_util.h"
@@ -274,6 +276,42 @@ TEST_F(ServeTest, FullQueueGets429AndADroppedClientFreesItsSlot) {
     EXPECT_NE(m.find("pipelm_time_to_first_token_seconds_bucket{le=\"+Inf\"}"), std::string::npos) << m;
     EXPECT_NE(m.find("pipelm_stage_busy_seconds_total{stage=\"1\"}"), std::string::npos) << m;
     EXPECT_GE(metric_value(m, "pipelm_pipeline_bubble_ratio"), 0) << m;
+}
+
+// A TCP worker killed mid-stream: the open stream ends with an error event and [DONE] (not a
+// crash, not a hang), and the server exits 7 (peer lost) naming the worker.
+TEST_F(ServeTest, AWorkerLostMidStreamEndsTheStreamWithAnErrorAndExits7) {
+    if (start(ServeMode::kTcp, {"--ctx", "4096"}).port == 0) return;
+    std::string got;
+    std::mutex mu;
+    std::thread reader([&] {
+        auto rc = server_.client();
+        post_streamed(rc, R"({"prompt":"The whale","max_tokens":4000,"ignore_eos":true,"stream":true})",
+                      [&](const char* d, size_t n) {
+                          std::lock_guard<std::mutex> lock(mu);
+                          got.append(d, n);
+                          return true;
+                      });
+    });
+    for (int i = 0; i < 1000; ++i) {
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            if (got.size() > 1000) break;
+        }
+        std::this_thread::sleep_for(Ms(5));
+    }
+    server_.worker.proc.kill_all();
+    const auto t0 = Clock::now();
+    reader.join();
+    const double t_end = seconds_since(t0);
+    EXPECT_NE(got.find("data: {\"error\""), std::string::npos) << got.substr(got.size() > 600 ? got.size() - 600 : 0);
+    ASSERT_GE(got.size(), 14u);
+    EXPECT_EQ(got.substr(got.size() - 14), "data: [DONE]\n\n");
+    const auto st = server_.proc.wait_for(Ms(30000));
+    ASSERT_TRUE(st.has_value()) << "the server still runs:\n" << server_.proc.log();
+    EXPECT_EQ(*st, 7) << server_.proc.log();
+    EXPECT_NE(server_.proc.log().find("error: "), std::string::npos) << server_.proc.log();
+    std::printf("stream ended %.2f s after the worker was killed; server exit %d\n", t_end, *st);
 }
 
 // /health is 503 (and generation 503) until the pipeline is up: here a TCP worker that is not
