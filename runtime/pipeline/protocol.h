@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <cereal/archives/portable_binary.hpp>
@@ -116,6 +117,7 @@ public:
         if (size > left())
             throw cereal::Exception("needs " + std::to_string(size) + " bytes at offset " + std::to_string(pos_) +
                                     ", the message has " + std::to_string(bytes_.size()));
+        if (size == 0) return;  // an empty container's data() may be null
         std::memcpy(data, bytes_.data() + pos_, size);
         pos_ += size;
         if (swap_ && elem > 1)
