@@ -31,6 +31,14 @@ struct Reply {
     bool stopped = false;  // by Ctrl-C
 };
 
+struct ChatSettings {
+    std::string system;
+    sampling::SamplerParams sampler;
+    int n_predict = 512;
+    int n_ctx = 0;
+    bool ignore_eos = false;
+};
+
 // Generates one reply, printing it as it comes; Ctrl-C cancels it (the slot is freed at the next
 // step and the history keeps what was printed).
 Reply generate(pipeline::Scheduler& sch, const tok::Tokenizer& tk, pipeline::GenRequest req) {
@@ -60,6 +68,63 @@ Reply generate(pipeline::Scheduler& sch, const tok::Tokenizer& tk, pipeline::Gen
     return r;
 }
 
+// The conversation loop: reads messages until /exit or the end of input.
+void converse(pipeline::Scheduler& sch, const tok::Tokenizer& tk, const ChatSettings& cs) {
+    const bool tty = ::isatty(0) != 0;
+    std::vector<tok::ChatMessage> history;
+    if (!cs.system.empty()) history.push_back({"system", cs.system});
+    const size_t base = history.size();
+    if (tty) std::fputs("pipelm chat: /reset clears the conversation, /exit quits, Ctrl-C stops a reply\n", stderr);
+    for (;;) {
+        if (tty) {
+            std::fputs("> ", stdout);
+            std::fflush(stdout);
+        }
+        std::string line;
+        if (!std::getline(std::cin, line)) {
+            if (!interrupted()) return;  // end of input
+            clear_interrupt();           // Ctrl-C at the prompt: a new prompt
+            std::cin.clear();
+            std::clearerr(stdin);
+            std::fputs("\n(/exit or Ctrl-D quits)\n", stderr);
+            continue;
+        }
+        line = trim(line);
+        if (line.empty()) continue;
+        if (line == "/exit" || line == "/quit") return;
+        if (line == "/reset") {
+            history.resize(base);
+            if (tty) std::fputs("(conversation cleared)\n", stderr);
+            continue;
+        }
+        if (line[0] == '/') {
+            std::fprintf(stderr, "unknown command %s: use /reset or /exit\n", line.c_str());
+            continue;
+        }
+        history.push_back({"user", line});
+        pipeline::GenRequest req;
+        req.prompt = tk.encode(tok::apply_chat_template(history, true), /*parse_special=*/true);
+        req.sampler = cs.sampler;
+        req.ignore_eos = cs.ignore_eos;
+        const int n_prompt = static_cast<int>(req.prompt.size());
+        if (n_prompt >= cs.n_ctx) {
+            std::fprintf(stderr, "error: the conversation has %d tokens and the context holds %d: /reset or raise --ctx\n",
+                         n_prompt, cs.n_ctx);
+            history.pop_back();
+            continue;
+        }
+        req.max_tokens = std::min(cs.n_predict, cs.n_ctx - n_prompt);
+        const Reply r = generate(sch, tk, std::move(req));
+        std::fputs("\n", stdout);
+        std::fflush(stdout);
+        if (r.stopped) {
+            clear_interrupt();
+            std::fputs("[stopped]\n", stderr);
+        }
+        history.push_back({"assistant", r.text});
+    }
+}
+
 }  // namespace
 
 int cmd_chat(int argc, char** argv) {
@@ -81,9 +146,12 @@ int cmd_chat(int argc, char** argv) {
         o.model_path = default_model_path();
         if (!a.has("--stages") && o.workers.empty()) o.n_stages = 2;
     }
-    const int n_predict = static_cast<int>(a.integer("--n-predict"));
-    if (n_predict < 1) PIPELM_THROW(ErrorCode::kInvalidArgument, "--n-predict must be at least 1");
-    sampling::SamplerParams sp;
+    ChatSettings cs;
+    cs.system = a.str("--system");
+    cs.n_predict = static_cast<int>(a.integer("--n-predict"));
+    cs.ignore_eos = a.flag("--ignore-eos");
+    if (cs.n_predict < 1) PIPELM_THROW(ErrorCode::kInvalidArgument, "--n-predict must be at least 1");
+    auto& sp = cs.sampler;
     sp.temperature = static_cast<float>(a.number("--temp"));
     sp.top_k = static_cast<int>(a.integer("--top-k"));
     sp.top_p = static_cast<float>(a.number("--top-p"));
@@ -96,68 +164,15 @@ int cmd_chat(int argc, char** argv) {
     auto session = Session::open(o);
     if (!session->is_coordinator()) return 0;
     const tok::Tokenizer& tk = session->tokenizer();
-    const int n_ctx = session->n_ctx();
+    cs.n_ctx = session->n_ctx();
     pipeline::SchedulerOptions so;
     so.n_slots = 1;
     so.ubatch = o.ubatch;
-    so.n_ctx = n_ctx;
+    so.n_ctx = cs.n_ctx;
     so.max_queue = 0;
     so.eog = tk.eog_ids();
     pipeline::Scheduler sch(session->engine(), so);
-
-    const bool tty = ::isatty(0) != 0;
-    std::vector<tok::ChatMessage> history;
-    if (a.has("--system")) history.push_back({"system", a.str("--system")});
-    const size_t base = history.size();
-    if (tty) std::fputs("pipelm chat: /reset clears the conversation, /exit quits, Ctrl-C stops a reply\n", stderr);
-    for (;;) {
-        if (tty) {
-            std::fputs("> ", stdout);
-            std::fflush(stdout);
-        }
-        std::string line;
-        if (!std::getline(std::cin, line)) {
-            if (!interrupted()) break;  // end of input
-            clear_interrupt();          // Ctrl-C at the prompt: a new prompt
-            std::cin.clear();
-            std::clearerr(stdin);
-            std::fputs("\n(/exit or Ctrl-D quits)\n", stderr);
-            continue;
-        }
-        line = trim(line);
-        if (line.empty()) continue;
-        if (line == "/exit" || line == "/quit") break;
-        if (line == "/reset") {
-            history.resize(base);
-            if (tty) std::fputs("(conversation cleared)\n", stderr);
-            continue;
-        }
-        if (line[0] == '/') {
-            std::fprintf(stderr, "unknown command %s: use /reset or /exit\n", line.c_str());
-            continue;
-        }
-        history.push_back({"user", line});
-        pipeline::GenRequest req;
-        req.prompt = tk.encode(tok::apply_chat_template(history, true), /*parse_special=*/true);
-        req.sampler = sp;
-        req.ignore_eos = a.flag("--ignore-eos");
-        const int n_prompt = static_cast<int>(req.prompt.size());
-        if (n_prompt >= n_ctx) {
-            std::fprintf(stderr, "error: the conversation has %d tokens and the context holds %d: /reset or raise --ctx\n",
-                         n_prompt, n_ctx);
-            history.pop_back();
-            continue;
-        }
-        req.max_tokens = std::min(n_predict, n_ctx - n_prompt);
-        const Reply r = generate(sch, tk, std::move(req));
-        std::fputs("\n", stdout);
-        std::fflush(stdout);
-        if (r.stopped) {
-            clear_interrupt();
-            std::fputs("[stopped]\n", stderr);
-        }
-        history.push_back({"assistant", r.text});
-    }
+    converse(sch, tk, cs);
     sch.close();
     while (sch.step(std::chrono::milliseconds(0))) {
     }
