@@ -2,12 +2,13 @@
 // read loop, and prefill GEMM throughput.
 //
 //   bench_matmul [--threads 1,2] [--types q4_0,q8_0,...] [--mb 256] [--tokens 512]
-//                [--kb N] [--best] [--sweep] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2]
-//                [--aq none,q8,q8r]
+//                [--kb N] [--best] [--sweep] [--no-gemv] [--no-gemm] [--gemm-cols N]
+//                [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]
 //
 // Timing: 1 thread = the thread's CPU time (robust on a shared machine), more = wall time.
 // GEMV: one weight of `--mb` MiB (4096 columns; far larger than the L3) streamed per call,
-// n_tokens = 1, 4, 8; reports weight GB/s (weight bytes / time). GEMM: 1024x1024 and 7680x1024 weights (rows x cols)
+// n_tokens = 1, 4, 8; reports weight GB/s (weight bytes / time). GEMM: 1024xC and 7680xC weights (rows x cols, C =
+// --gemm-cols, 1024 by default)
 // times `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call). `--aq` lists the
 // activation modes to run (none: exact f32 activations; q8: ActQuant::kQ8, rows marked "+q8";
 // q8r: kQ8 on the weight repacked at load (Q8_0), rows "+q8r"; types without an integer kernel
@@ -179,6 +180,7 @@ int main(int argc, char** argv) {
     size_t mb = 256;
     size_t kb = 0;  // GEMV weight size in KiB instead of --mb (fits in cache: measures compute)
     int64_t tokens = 512;
+    int64_t gemm_cols = 1024;
     bool gemv = true, gemm = true, sweep = false;
     std::vector<Mode> aqs = {kModeNone, kModeQ8, kModeQ8r};
     for (int i = 1; i < argc; ++i) {
@@ -203,6 +205,8 @@ int main(int argc, char** argv) {
             sweep = true;
         } else if (a == "--tokens") {
             tokens = std::atoll(next().c_str());
+        } else if (a == "--gemm-cols") {
+            gemm_cols = std::atoll(next().c_str());
         } else if (a == "--aq") {
             aqs.clear();
             for (const auto& m : split(next())) aqs.push_back(m == "q8r" ? kModeQ8r : m == "q8" ? kModeQ8 : kModeNone);
@@ -217,7 +221,7 @@ int main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr, "usage: %s [--threads 1,2] [--types q4_0,...] [--mb N] [--tokens N] "
-                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--isa auto|scalar|avx2] [--aq none,q8,q8r]\n", argv[0]);
+                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--gemm-cols N] [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]\n", argv[0]);
             return 2;
         }
     }
@@ -298,7 +302,7 @@ int main(int argc, char** argv) {
         for (const auto& name : gemm_types) {
             const GgmlType type = parse_ggml_type(name);
             for (int64_t rows : {1024, 7680}) {
-                const int64_t cols = 1024;
+                const int64_t cols = gemm_cols;
                 const auto w = make_weight(type, rows, cols);
                 const Matrix m0 = prepare(type, w, rows, cols), mr = prepare(type, w, rows, cols, true);
                 std::vector<float> x(tokens * cols), y(tokens * rows);
