@@ -68,8 +68,8 @@ public:
 private:
     int rank_ = 0;
     int size_ = 1;
-    bool finalize_ = false;
 #if PIPELM_WITH_MPI
+    bool finalize_ = false;  // this object initialized MPI, so it finalizes it
     MPI_Comm comm_ = MPI_COMM_NULL;
 #endif
 };
