@@ -110,7 +110,9 @@ struct Operand {
     bool has_q8 = false;
     detail::ActQ8 a;
 
-    void quantize(int64_t K) {
+    // Each token is quantized on its own (the same bits whichever thread does it); a batch of
+    // many tokens is split over the pool (prefill: otherwise the other threads wait).
+    void quantize(int64_t K, ThreadPool& pool) {
         const bool avx2 = detail::isa_avx2(detail::active_isa());
         const int64_t nb = K / 32, ldd = (nb + 7) / 8 * 8, ldq = ldd * 32;
         const size_t q_floats = static_cast<size_t>(n * ldq) / 4;
@@ -120,15 +122,21 @@ struct Operand {
         float* d = buf + 2 * q_floats;
         float* s = d + n * ldd;
         int32_t* hs = reinterpret_cast<int32_t*>(s + n * ldd);
-        for (int64_t t = 0; t < n; ++t) {
-            int8_t* qt = qn + t * ldq;
-            if (avx2)
-                detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd, hs + t * ldd);
-            else
-                detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd, hs + t * ldd);
-            std::memset(qt + K, 0, static_cast<size_t>(ldq - K));
-            detail::interleave_act_q8(qt, K, ldd, qi + t * ldq);
-        }
+        auto tokens = [&](int64_t t0, int64_t t1, int) {
+            for (int64_t t = t0; t < t1; ++t) {
+                int8_t* qt = qn + t * ldq;
+                if (avx2)
+                    detail::quantize_act_q8_avx2(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd, hs + t * ldd);
+                else
+                    detail::quantize_act_q8_scalar(x + t * ldx, K, ldd, qt, d + t * ldd, s + t * ldd, hs + t * ldd);
+                std::memset(qt + K, 0, static_cast<size_t>(ldq - K));
+                detail::interleave_act_q8(qt, K, ldd, qi + t * ldq);
+            }
+        };
+        if (pool.size() > 1 && n * K >= (1 << 16))
+            pool.parallel_for(n, tokens, std::max<int64_t>(1, (1 << 14) / K));
+        else
+            tokens(0, n, 0);
         a.hs = hs;
         a.q = qn;
         a.qi = qi;
@@ -165,6 +173,8 @@ void run_rows(const Part& p, int64_t r0, int64_t r1, const Operand& op) {
             detail::matmul_q8_packed_avx2(layout, r0, r1, op.a, p.y, p.ldy, op.n);
     } else if (p.q8)
         (avx2 ? detail::matmul_q8_block_avx2 : detail::matmul_q8_block_scalar)(*p.v, r0, r1, op.a, p.y, p.ldy, op.n);
+    else if (detail::isa_avx512(isa))
+        detail::matmul_block_avx512(*p.v, r0, r1, op.x, op.ldx, p.y, p.ldy, op.n);
     else
         (avx2 ? detail::matmul_block_avx2 : detail::matmul_block_scalar)(*p.v, r0, r1, op.x, op.ldx, p.y, p.ldy,
                                                                           op.n);
@@ -240,7 +250,7 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
     p.y = y;
     p.ldy = ldy;
     p.q8 = uses_q8(v, aq);
-    if (p.q8) op.quantize(v.cols);
+    if (p.q8) op.quantize(v.cols, pool);
     run_parts(&p, 1, op, pool);
 }
 
@@ -274,7 +284,7 @@ void matmul_group(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx
     op.x = x;
     op.ldx = ldx;
     op.n = n_tokens;
-    if (any_q8) op.quantize(K);
+    if (any_q8) op.quantize(K, pool);
     run_parts(parts, n_outs, op, pool);
 }
 
