@@ -162,6 +162,23 @@ TEST_P(MatmulIsa, BitIdenticalToScalar) {
     }
 }
 
+// More tokens than one token block of either GEMM (96 / 128), several k blocks, a float tail.
+TEST_P(MatmulIsa, LargeBatchBitIdenticalToScalar) {
+    const std::string isa = GetParam();
+    {
+        testing::ForcedIsa f(isa);
+        if (!f.ok) GTEST_SKIP() << testing::isa_skip_reason(isa);
+    }
+    std::mt19937_64 rng(13);
+    ThreadPool pool(2);
+    for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_K, GgmlType::kQ5_0}) {
+        const int64_t cols = type == GgmlType::kF32 ? 1029 : 1280;
+        Weight w = make_weight(type, 21, cols, rng);
+        const auto x = random_normal_x(203, cols, rng);
+        ASSERT_NO_FATAL_FAILURE(testing::check_isa_matches_scalar(w, w.m, x, 203, pool, ActQuant::kNone, isa, false, false));
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, MatmulIsa, ::testing::ValuesIn(testing::simd_isas()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
