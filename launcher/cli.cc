@@ -129,10 +129,11 @@ std::vector<FlagSpec> pipeline_flags() {
         {"--parallel", "-np", true, "N", "sequence slots (concurrent sequences)", "1"},
         {"--cache-type-k", "-ctk", true, "TYPE", "KV cache type for K: f32, f16, q8_0", "f32"},
         {"--cache-type-v", "-ctv", true, "TYPE", "KV cache type for V: f32, f16, q8_0", "f32"},
-        {"--act-quant", "", true, "none|q8",
-         "CPU matmuls on quantized weights: none = f32 activations (exact), q8 = activations rounded to int8 per "
-         "32 values for integer dot products (llama.cpp's scheme: faster, not exact)",
-         "none"},
+        {"--act-quant", "", true, "auto|none|q8",
+         "CPU matmuls on quantized weights: q8 = activations rounded to int8 per 32 values for integer dot "
+         "products (llama.cpp's scheme: faster, not exact), none = f32 activations (exact); auto = q8 for "
+         "quantized weights, exact for F32/F16/BF16",
+         "auto"},
         {"--attn-precision", "", true, "f32|f16", "accumulation precision of attention on CUDA (f16 only to demonstrate the failure)", "arch default"},
         {"--no-check-finite", "", false, "", "skip the NaN/Inf check after every layer", ""},
         {"--verbose", "-v", false, "", "more log output", ""},

@@ -24,6 +24,7 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "kernels/matmul.h"
 #include "runtime/base/log.h"
 #include "runtime/base/thread_pool.h"
 #include "runtime/model/tensors.h"
@@ -75,6 +76,7 @@ Cell int_cell(int64_t v) {
 std::string md_name(const std::string& k) {
     static const std::map<std::string, std::string> names = {
         {"tps", "t/s"}, {"busy_pct", "busy % per stage"}, {"bubble_pct", "bubble %"}, {"link_mb", "link MB/run"},
+        {"cpu_isa", "CPU kernels"}, {"act_quant", "act-quant"},
         {"bw_gbs", "read GB/s"}, {"bw_frac", "roofline frac"}, {"ttft_ms_p50", "TTFT p50 ms"},
         {"ttft_ms_p99", "TTFT p99 ms"}, {"itl_ms_p50", "ITL p50 ms"}, {"itl_ms_p99", "ITL p99 ms"},
         {"n_kv", "N_KV"}, {"pp", "PP"}, {"tg", "TG"}, {"t_pp_s", "T_PP s"}, {"s_pp_tps", "S_PP t/s"},
@@ -523,9 +525,14 @@ int cmd_bench(int argc, char** argv) {
     Bench bench(eng, eng.options().ubatch);
 
     const std::string n_params = std::to_string(mi.params);
+    // Which CPU kernels ran (the run-time ISA choice of this process; every level gives the same
+    // bits, only the speed differs) and the activation mode of the CPU matmuls.
+    const std::string isa = kernels::cpu_isa_name(), aq = o.act_quant.empty() ? "auto" : o.act_quant;
+    PIPELM_INFO("bench: CPU kernels ", isa, ", --act-quant ", aq);
     Row base = {{"model", str_cell(mi.name)}, {"type", str_cell(mi.type)},
                 {"params", {n_params, n_params, fmt("%.2f M", mi.params / 1e6), true}}, {"stages", int_cell(S)},
-                {"link", str_cell(mode_name(session->mode()))}, {"threads", int_cell(threads)}};
+                {"link", str_cell(mode_name(session->mode()))}, {"threads", int_cell(threads)},
+                {"cpu_isa", str_cell(isa)}, {"act_quant", str_cell(aq)}};
 
     if (a.flag("--sweep")) {
         std::vector<Row> rows = bench.sweep(session->n_ctx());

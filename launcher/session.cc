@@ -59,9 +59,10 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
     }
     if (a.has("--act-quant")) {
         const std::string q = a.str("--act-quant");
-        if (q != "none" && q != "q8")
+        if (q != "auto" && q != "none" && q != "q8")
             PIPELM_THROW(ErrorCode::kInvalidArgument, "--act-quant ", q,
-                         ": use none (f32 activations, exact) or q8 (int8 activations per 32-value block)");
+                         ": use auto (the default: q8 for quantized weights, exact for F32/F16/BF16), none (f32 "
+                         "activations, exact) or q8 (int8 activations per 32-value block)");
         o.act_quant = q;
     }
     if (!o.devices.empty()) {

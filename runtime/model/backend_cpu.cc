@@ -1,5 +1,5 @@
-// The CPU backend: the ops of backend.h over kernels/ (FP32 activations and accumulation; with
-// --act-quant q8, int8 activations for quantized weights). Memory is host memory: upload() and
+// The CPU backend: the ops of backend.h over kernels/ (FP32 activations and accumulation; int8
+// activations for quantized weights unless --act-quant none). Memory is host memory: upload() and
 // output_buffer() hand back the caller's buffers, so a forward pass copies nothing.
 #include "runtime/model/backend_cpu.h"
 
@@ -161,10 +161,13 @@ private:
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, const std::string& act_quant) {
-    kernels::ActQuant aq = kernels::ActQuant::kNone;
-    if (act_quant == "q8") aq = kernels::ActQuant::kQ8;
-    else if (!act_quant.empty() && act_quant != "none")
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "--act-quant ", act_quant, ": use none or q8");
+    // kQ8 already keeps F32/F16/BF16 weights (no integer kernel) on the exact path, so "auto" and
+    // "q8" are the same mode.
+    kernels::ActQuant aq = kernels::ActQuant::kQ8;
+    if (act_quant == "none")
+        aq = kernels::ActQuant::kNone;
+    else if (!act_quant.empty() && act_quant != "auto" && act_quant != "q8")
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--act-quant ", act_quant, ": use auto, none or q8");
     return std::make_unique<CpuBackend>(pool, aq);
 }
 

@@ -35,7 +35,7 @@ struct StageOptions {
     PrecisionPolicy precision;
     // CPU matmuls on quantized weights: "none" = f32 activations (exact), "q8" = activations
     // rounded to int8 per 32 values for integer dot products (llama.cpp's scheme: faster, not
-    // exact); "" = the default ("none").
+    // exact); "auto" or "" = the default (q8 for quantized weights, exact for F32/F16/BF16).
     std::string act_quant;
     // Tokens per forward the memory plan of a device stage reserves scratch for (--ubatch);
     // larger batches still run (the scratch grows).

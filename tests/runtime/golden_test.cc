@@ -84,13 +84,17 @@ TEST(GoldenTiny, F32MatchesTransformersFloat64) {
 //   error per position (measured); the bound is 2x llama.cpp's largest error, and the argmax of
 //   every position must agree with the exact forward. F16/BF16 have no integer kernel: q8 gives
 //   exactly the f32-activation bits there.
+// - the default (`--act-quant auto`) is q8: the same bytes.
 TEST(GoldenTiny, ReducedPrecisionFilesMatchTheirExactForward) {
     for (const char* v : {"f16", "bf16", "q8_0"}) {
         for (const char* p : kPrompts) {
             const auto ids = prompt_ids("glm4-tiny", p);
             const std::string file = std::string("models/glm4-tiny/model-") + v + ".gguf";
-            const auto x = logits(file, ids);
+            const auto x = logits(file, ids, "--act-quant none");
             const auto fast = logits(file, ids, "--act-quant q8");
+            const auto dflt = logits(file, ids);
+            ASSERT_EQ(dflt.size(), fast.size()) << v << " " << p;
+            EXPECT_EQ(0, std::memcmp(dflt.data(), fast.data(), fast.size() * 4)) << v << " " << p << ": default vs q8";
             const auto exact = read_f32(data_path(std::string("models/glm4-tiny/ref/logits-exact-") + v + "-" + p + ".f32"));
             const auto llama = read_f32(data_path(std::string("models/glm4-tiny/ref/logits-") + v + "-" + p + ".f32"));
             const Compare ours = compare(x, exact, kTinyVocab);
@@ -197,6 +201,7 @@ namespace {
 //   for the K-quants, Q8_K): measured 0.65-1.12x llama.cpp's largest error per file and prompt;
 //   the bound is 1.5x; over all files, the argmax agrees with the exact forward about as often as
 //   llama.cpp's does (these random models have flat logits, so neither always agrees).
+// - the default (`--act-quant auto`): the q8 bytes.
 TEST(GoldenQuant, EveryFileMatchesItsExactForward) {
     const char* models[][11] = {
         {"glm4-quant", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs"},
@@ -207,8 +212,13 @@ TEST(GoldenQuant, EveryFileMatchesItsExactForward) {
             for (const char* p : {"p1", "p7"}) {
                 const std::string dir = std::string("models/") + m[0];
                 const auto ids = prompt_ids(m[0], p);
-                const auto x = logits(dir + "/model-" + m[k] + ".gguf", ids);
+                const auto x = logits(dir + "/model-" + m[k] + ".gguf", ids, "--act-quant none");
                 const auto fast = logits(dir + "/model-" + m[k] + ".gguf", ids, "--act-quant q8");
+                if (std::string(p) == "p7") {
+                    const auto dflt = logits(dir + "/model-" + m[k] + ".gguf", ids, "--act-quant auto");
+                    ASSERT_EQ(dflt.size(), fast.size()) << m[k];
+                    EXPECT_EQ(0, std::memcmp(dflt.data(), fast.data(), fast.size() * 4)) << m[0] << " " << m[k] << ": auto vs q8";
+                }
                 const auto exact = read_f32(data_path(dir + "/ref/logits-exact-" + m[k] + "-" + p + ".f32"));
                 const auto llama = read_f32(data_path(dir + "/ref/logits-" + m[k] + "-" + p + ".f32"));
                 const Compare ours = compare(x, exact, kTinyVocab);

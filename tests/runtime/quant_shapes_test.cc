@@ -1,7 +1,7 @@
 // Quantized GLM-4 files of shapes no reference file has: `pipelm mkmodel --ftype` writes
 // llama-quantize's per-tensor mixes (with the 256-value fallbacks where a row is not a multiple
 // of 256) at odd sizes, and every one must
-//   1. give, with FP32 activations, logits byte-identical to its own F32 dequantization
+//   1. give, with FP32 activations (--act-quant none), logits byte-identical to its own F32 dequantization
 //      (`pipelm quantize --type f32`): the exact kernels decode each block to the value the
 //      reference dequantizer gives (itself checked bit for bit against llama.cpp's, GgufBlocks.*)
 //      and accumulate in an order that does not depend on the weight type, so any decode,
@@ -61,8 +61,8 @@ TEST(QuantShapes, UnseenShapesMatchTheirDequantizedF32AndAreInvariantWithQ8Activ
             r = run_cmd(pipelm_cmd("quantize -m " + q + " --type f32 -o " + f));
             ASSERT_EQ(r.status, 0) << what << "\n" << r.output;
 
-            const auto exact = logits(q, "");
-            const auto deq = logits(f, "");
+            const auto exact = logits(q, "--act-quant none");
+            const auto deq = logits(f, "");  // (F32 weights: exact in every mode)
             ASSERT_EQ(exact.size(), static_cast<size_t>(kTokenCount) * s.vocab) << what;
             ASSERT_EQ(deq.size(), exact.size()) << what;
             EXPECT_EQ(0, std::memcmp(exact.data(), deq.data(), exact.size() * 4))
