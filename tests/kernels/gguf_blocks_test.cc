@@ -180,6 +180,13 @@ TEST(GgufBlocks, MatmulEveryIsaAgreesWithScalarOnRealWeights) {
             v.rows = t.ne[1];
             v.row_bytes = ggml_row_bytes(type, v.cols);
             const Matrix m = Matrix::prepare(v);
+            std::vector<Matrix> packed;  // per ISA: the layout it reads with kQ8
+            for (const std::string& isa : isas) {
+                ASSERT_TRUE(force_cpu_isa(isa.c_str()));
+                Matrix::Options opt;
+                opt.repack_q8 = true;
+                packed.push_back(Matrix::prepare(v, opt));
+            }
             for (ActQuant aq : {ActQuant::kNone, ActQuant::kQ8}) {
                 for (int64_t n : {1, 7}) {
                     std::vector<float> x(n * v.cols);
@@ -187,14 +194,11 @@ TEST(GgufBlocks, MatmulEveryIsaAgreesWithScalarOnRealWeights) {
                     std::vector<float> ya(n * v.rows), ys(n * v.rows);
                     ASSERT_TRUE(force_cpu_isa("scalar"));
                     matmul(m, x.data(), v.cols, ys.data(), v.rows, n, pool, aq);
-                    for (const std::string& isa : isas) {
-                        ASSERT_TRUE(force_cpu_isa(isa.c_str()));
-                        Matrix::Options opt;
-                        opt.repack_q8 = true;
-                        const Matrix mp = Matrix::prepare(v, opt);  // the layout this ISA reads
-                        matmul(aq == ActQuant::kQ8 ? mp : m, x.data(), v.cols, ya.data(), v.rows, n, pool, aq);
+                    for (size_t i = 0; i < isas.size(); ++i) {
+                        ASSERT_TRUE(force_cpu_isa(isas[i].c_str()));
+                        matmul(aq == ActQuant::kQ8 ? packed[i] : m, x.data(), v.cols, ya.data(), v.rows, n, pool, aq);
                         ASSERT_EQ(testing::first_bit_diff(ya.data(), ys.data(), n * v.rows), -1)
-                            << isa << " " << path << " " << t.name << " n=" << n << " aq " << static_cast<int>(aq);
+                            << isas[i] << " " << path << " " << t.name << " n=" << n << " aq " << static_cast<int>(aq);
                     }
                     force_cpu_isa("auto");
                 }
