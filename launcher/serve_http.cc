@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <httplib.h>
@@ -12,7 +11,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -35,42 +36,65 @@ using Res = httplib::Response;
 // within this time, and its slot is free at the scheduler's next step.
 constexpr std::chrono::milliseconds kPoll(20);
 
-int port_of(int fd, int (*name)(int, sockaddr*, socklen_t*), std::string* addr) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (name(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return -1;
-    char buf[INET6_ADDRSTRLEN] = {0};
-    if (ss.ss_family == AF_INET) {
-        const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-        if (addr) *addr = ::inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf) ? buf : "";
-        return ntohs(a->sin_port);
+// The inode of the TCP connection between local port `lport` and the remote `raddr`:`rport`, from
+// the kernel's socket tables (/proc/net/tcp, tcp6); 0 when absent. Addresses there are the
+// 32-bit words of the address in network order, printed as host-order hex.
+uint64_t tcp_inode(int lport, const std::string& raddr, int rport) {
+    uint32_t want[4] = {0, 0, 0, 0};
+    in_addr a4{};
+    in6_addr a6{};
+    int words = 0;
+    if (::inet_pton(AF_INET, raddr.c_str(), &a4) == 1) {
+        want[0] = a4.s_addr;
+        words = 1;
+    } else if (::inet_pton(AF_INET6, raddr.c_str(), &a6) == 1) {
+        std::memcpy(want, &a6, sizeof want);
+        words = 4;
     }
-    if (ss.ss_family == AF_INET6) {
-        const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-        if (addr) *addr = ::inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf) ? buf : "";
-        return ntohs(a->sin6_port);
+    for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+        std::ifstream in(table);
+        std::string line;
+        std::getline(in, line);  // header
+        while (std::getline(in, line)) {
+            std::istringstream ss(line);
+            std::string sl, local, remote, st, queues, timer, retr, uid, timeout;
+            uint64_t inode = 0;
+            ss >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> inode;
+            const size_t lc = local.find(':'), rc = remote.find(':');
+            if (!ss || lc == std::string::npos || rc == std::string::npos) continue;
+            if (std::strtol(local.c_str() + lc + 1, nullptr, 16) != lport ||
+                std::strtol(remote.c_str() + rc + 1, nullptr, 16) != rport)
+                continue;
+            const std::string hex = remote.substr(0, rc);
+            bool same = true;  // an address we cannot parse: the ports decide
+            if (words > 0) {
+                same = hex.size() == static_cast<size_t>(8 * words);
+                for (int w = 0; same && w < words; ++w)
+                    same = static_cast<uint32_t>(std::strtoul(hex.substr(8 * w, 8).c_str(), nullptr, 16)) == want[w];
+            }
+            if (same) return inode;
+        }
     }
-    return -1;
+    return 0;
 }
 
 // The socket of the connection a request came on, or -1. cpp-httplib 0.11 gives a handler neither
 // the socket nor a way to learn that the client went away before a write to it fails, so the
-// socket is found by its two ends (this process's sockets whose peer and local address are the
-// request's).
+// connection's inode is looked up by its addresses and then the descriptor that links to it
+// (path lookups only: the other threads' descriptors are never touched).
 int connection_fd(const Req& req) {
+    const uint64_t inode = tcp_inode(req.local_port, req.remote_addr, req.remote_port);
+    if (inode == 0) return -1;
+    const std::string target = "socket:[" + std::to_string(inode) + "]";
     DIR* d = ::opendir("/proc/self/fd");
     if (!d) return -1;
     int found = -1;
+    char link[64];
     while (dirent* e = ::readdir(d)) {
-        char* end = nullptr;
-        const long fd = std::strtol(e->d_name, &end, 10);
-        if (*end != '\0' || fd < 0) continue;
-        struct stat st {};
-        if (::fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
-        std::string peer;
-        if (port_of(static_cast<int>(fd), ::getpeername, &peer) == req.remote_port && peer == req.remote_addr &&
-            port_of(static_cast<int>(fd), ::getsockname, nullptr) == req.local_port) {
-            found = static_cast<int>(fd);
+        const std::string path = std::string("/proc/self/fd/") + e->d_name;
+        const ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
+        if (n > 0 && target.compare(0, std::string::npos, link, static_cast<size_t>(n)) == 0) {
+            found = std::atoi(e->d_name);
             break;
         }
     }
