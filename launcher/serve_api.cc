@@ -200,7 +200,7 @@ ParsedRequest parse_request(Endpoint ep, const std::string& body, const tok::Tok
     sp.top_k = static_cast<int>(integer(j, "top_k", 0, 0, std::numeric_limits<int32_t>::max()));
     sp.min_p = static_cast<float>(number(j, "min_p", 0.0, 0.0, 1.0));
     sp.repeat_penalty = static_cast<float>(number(j, "repeat_penalty", 1.0, 1e-3, 100.0));
-    sp.repeat_last_n = static_cast<int>(integer(j, "repeat_last_n", 64, 0, 1 << 20));
+    sp.repeat_last_n = static_cast<int>(integer(j, "repeat_last_n", 64, 0, pipeline::kMaxHistory));
     // A seed is a JSON integer; negative ones wrap like the OpenAI SDKs' 64-bit values.
     sp.seed = field(j, "seed") ? static_cast<uint64_t>(integer(j, "seed", 0, std::numeric_limits<int64_t>::min(),
                                                                std::numeric_limits<int64_t>::max()))

@@ -203,9 +203,11 @@ void Scheduler::admit() {
         s->n_sent_ = s->n_past_ = reuse;
         s->reused_.store(reuse);
         slot_tokens_[slot].resize(static_cast<size_t>(reuse));
-        // The sampler keeps only the last repeat_last_n tokens for the penalty: send no more.
+        // The sampler keeps only the last repeat_last_n tokens for the penalty: send no more, and
+        // at most kMaxHistory (the message must fit a link's control-size limit).
         const auto& p = s->req_.prompt;
-        const size_t keep = std::min(p.size(), static_cast<size_t>(std::max(0, s->req_.sampler.repeat_last_n)));
+        const size_t keep = std::min({p.size(), static_cast<size_t>(std::max(0, s->req_.sampler.repeat_last_n)),
+                                      static_cast<size_t>(kMaxHistory)});
         eng_.start_seq(slot, s->req_.sampler, std::vector<int32_t>(p.end() - static_cast<ptrdiff_t>(keep), p.end()));
         running_.push_back(s);
         std::lock_guard<std::mutex> lock(mu_);

@@ -95,6 +95,10 @@ private:
     std::chrono::steady_clock::time_point t_arrive_, t_last_;
 };
 
+// Prompt tokens a sequence start carries for the repetition penalty (its window looks back at most
+// this far into the prompt).
+constexpr int kMaxHistory = 4096;
+
 struct SchedulerOptions {
     int n_slots = 1;        // the engine's sequence slots (--parallel)
     int ubatch = 64;        // token budget of one ubatch (--ubatch)

@@ -176,6 +176,11 @@ TEST_F(ServeTest, BadInputGetsOpenAiErrorJsonWith4xx) {
     expect_error(post(c, "/v1/completions", R"({"prompt":"x","temperature":"hot"})", key), 400, inv, "temperature string");
     expect_error(post(c, "/v1/completions", R"({"prompt":"x","stream":"yes"})", key), 400, inv, "stream string");
     expect_error(post(c, "/v1/completions", R"({"prompt":"x","temperature":7})", key), 400, inv, "temperature range");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","repeat_last_n":100000})", key), 400, inv,
+                 "repeat_last_n over the history a sequence start carries");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","n":2})", key), 400, inv, "n > 1");
+    expect_error(post(c, "/v1/completions", R"({"prompt":"x","stop":["a","b","c","d","e"]})", key), 400, inv,
+                 "more than 4 stop strings");
     expect_error(post(c, "/v1/completions", R"({"prompt":"x","max_tokens":0})", key), 400, inv, "max_tokens 0");
     expect_error(post(c, "/v1/completions", R"({"prompt":"x","max_tokens":-3})", key), 400, inv, "max_tokens < 0");
     json unk = expect_error(post(c, "/v1/completions", R"({"prompt":"x","model":"gpt-4o"})", key), 404, inv,
