@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/matmul.h"
 #include "launcher/commands.h"
 #include "launcher/signals.h"
 #include "runtime/base/error.h"
@@ -27,7 +28,8 @@ const char* kUsage =
     "  worker      serve pipeline stages over TCP for `run --workers`\n"
     "  serve       OpenAI-compatible HTTP server with continuous batching over the pipeline\n"
     "  chat        interactive chat in the terminal (multi-turn, streaming)\n\n"
-    "modes: in-process (--stages N), MPI (mpirun -np N pipelm run ...), TCP (--workers h:p,...)\n";
+    "modes: in-process (--stages N), MPI (mpirun -np N pipelm run ...), TCP (--workers h:p,...)\n"
+    "pipelm --version: the CPU kernels this machine runs, CUDA and MPI support\n";
 
 int exit_code(pipelm::ErrorCode c) {
     switch (c) {
@@ -54,6 +56,14 @@ int main(int argc, char** argv) {
         return argc < 2 ? 2 : 0;
     }
     const std::string cmd = argv[1];
+    if (cmd == "--version" || cmd == "version") {
+        // What this build and this CPU run: the CPU kernel level is chosen at run time (the best
+        // the CPU has, or $PIPELM_CPU_ISA), every level giving the same bits.
+        std::printf("pipelm\ncpu kernels: %s\ncuda: %s\nmpi: %s\n", pipelm::kernels::cpu_isa_name(),
+                    PIPELM_WITH_CUDA ? "built (loaded by the first cuda stage)" : "not built",
+                    PIPELM_WITH_MPI ? "built" : "not built");
+        return 0;
+    }
     try {
         using namespace pipelm::launcher;
         if (cmd == "run") return cmd_run(argc, argv);

@@ -11,7 +11,8 @@
 #    made with --dtype, and are not reused). Marks the byte tokens NORMAL so that llama.cpp loads it
 #    (see gguf-byte-tokens-normal.py; pipelm reads it the same way).
 # 2. Installs node-llama-cpp into scripts/bench/node_modules if missing (npm registry).
-# 3. Runs `pipelm bench` (exact, and with --act-quant q8 on quantized types) and llamacpp-bench.mjs ALTERNATELY, $REPS times each, same file, same
+# 3. Runs `pipelm bench` (--act-quant none, and --act-quant q8 on quantized types: what the default, auto,
+#    does for them) and llamacpp-bench.mjs ALTERNATELY, $REPS times each, same file, same
 #    thread count, pp$N_PROMPT and tg$N_GEN (each invocation does its own warm-up run first).
 # 4. Prints a markdown table: t/s of both and the ratio pipelm / llama.cpp per test and type.
 #
@@ -81,14 +82,16 @@ for t in $TYPES; do
 done
 
 grep -m1 "model name" /proc/cpuinfo | sed 's/^/[compare] cpu: /' >&2
+"$PIPELM" --version 2>/dev/null | grep "cpu kernels" | sed 's/^/[compare] pipelm /' >&2 || true
 results=$OUT/results.jsonl
 : > "$results"
 for entry in "${models[@]}"; do
     t=${entry%%:*}
     m=${entry#*:}
     for ((r = 1; r <= REPS; r++)); do
-        # pipelm twice on quantized types: exact (f32 activations, the default) and --act-quant q8
-        # (activations rounded to int8 per 32 values, the scheme llama.cpp uses on CPUs).
+        # pipelm twice on quantized types: exact (f32 activations, --act-quant none) and --act-quant q8
+        # (activations rounded to int8 per 32 values, the scheme llama.cpp uses on CPUs; what the
+        # default, auto, does for quantized weights). F16: exact is the default.
         modes=(none)
         [[ $t != f16 && $t != bf16 && $t != f32 ]] && modes+=(q8)
         for aq in "${modes[@]}"; do
@@ -118,7 +121,7 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 threads, reps = sys.argv[2], sys.argv[3]
 print(f"\n{threads} threads, {reps} alternating runs per tool (mean ± stddev t/s)\n")
-print("| type | test | pipelm t/s (exact) | pipelm t/s (--act-quant q8) | llama.cpp t/s | exact / llama.cpp | q8 / llama.cpp |")
+print("| type | test | pipelm t/s (exact, --act-quant none) | pipelm t/s (q8 = default auto) | llama.cpp t/s | exact / llama.cpp | q8 / llama.cpp |")
 print("|---|---|---:|---:|---:|---:|---:|")
 keys = []
 for r in rows:
