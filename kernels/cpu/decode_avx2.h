@@ -1,6 +1,9 @@
 // AVX2 weight decoders: GGUF blocks -> 8-float vectors, in registers, bit-identical to
-// dequantize_row (quant_cpu.cc). Included only by matmul_avx2.cc, inside its
-// "avx2,fma,f16c" target region; everything here has internal linkage.
+// dequantize_row (quant_cpu.cc), and the small primitives every x86 kernel file shares
+// (static_for, min64, hsum8, load256, nibble_vectors, add_bit4). Included by each kernel file
+// inside its target region (matmul_avx2.cc, matmul_avx512.cc, matmul_q8_avx2.cc,
+// matmul_q8_avx512vnni.cc, matmul_q8_avxvnni.cc), so every copy is compiled for that file's
+// instruction set; everything here has internal linkage.
 //
 // Decoder interface (struct D):
 //   D::QK, D::BYTES    elements / bytes per block
@@ -28,6 +31,54 @@
 namespace {
 
 #define PIPELM_AI inline __attribute__((always_inline))
+#define AI_LAMBDA __attribute__((always_inline))
+
+// f(std::integral_constant<int, i>) for i = 0 .. N-1, fully unrolled at compile time (GCC's own
+// unroller otherwise turns the row loop into a runtime loop with the accumulators in memory).
+template <class F, int... I>
+PIPELM_AI void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+PIPELM_AI void static_for(F&& f) {
+    static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+PIPELM_AI int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Fixed horizontal reduction: ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)), as reduce8().
+PIPELM_AI float hsum8(__m256 a) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));  // a_i + a_{i+4}
+    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));                                // (0+2), (1+3)
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+PIPELM_AI __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// P_0..P_3 (32 bytes each at q) -> byte vectors k = P_k & 15, k + 4 = P_k >> 4.
+PIPELM_AI void nibble_vectors(const uint8_t* q, __m256i* v) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < 4; ++k) {
+        const __m256i P = load256(q + 32 * k);
+        v[k] = _mm256_and_si256(P, m4);
+        v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(P, 4), m4);
+    }
+}
+// v[k] |= bit k of H's bytes, moved to bit 4 (16-bit shifts: a bit that crosses a byte lands
+// outside 0x10).
+PIPELM_AI void add_bit4(const uint8_t* h, __m256i* v) {
+    const __m256i H = load256(h), b4 = _mm256_set1_epi8(0x10);
+    static_for<8>([&](auto k) AI_LAMBDA {
+        __m256i x;
+        if constexpr (k < 4)
+            x = _mm256_slli_epi16(H, 4 - k);
+        else if constexpr (k == 4)
+            x = H;
+        else
+            x = _mm256_srli_epi16(H, k - 4);
+        v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b4));
+    });
+}
 
 PIPELM_AI uint32_t load_u32(const uint8_t* p) {
     uint32_t v;

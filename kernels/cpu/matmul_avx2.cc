@@ -37,28 +37,6 @@
 namespace pipelm::kernels::detail {
 namespace {
 
-// Fixed horizontal reduction: ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)), as reduce8().
-PIPELM_AI float hsum8(__m256 a) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));  // a_i + a_{i+4}
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));                                // (0+2), (1+3)
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
-
-// f(std::integral_constant<int, i>) for i = 0 .. N-1, fully unrolled at compile time (GCC's own
-// unroller otherwise turns the row loop into a runtime loop with the accumulators in memory).
-template <class F, int... I>
-PIPELM_AI void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
-    (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, class F>
-PIPELM_AI void static_for(F&& f) {
-    static_for_impl(f, std::make_integer_sequence<int, N>{});
-}
-
-#define AI_LAMBDA __attribute__((always_inline))
-
-PIPELM_AI int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
 PIPELM_AI __m256i tail_mask(int n) {  // lanes < n all-ones
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }

@@ -40,25 +40,6 @@
 namespace pipelm::kernels::detail {
 namespace {
 
-template <class F, int... I>
-PIPELM_AI void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
-    (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, class F>
-PIPELM_AI void static_for(F&& f) {
-    static_for_impl(f, std::make_integer_sequence<int, N>{});
-}
-#define AI_LAMBDA __attribute__((always_inline))
-
-PIPELM_AI int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)) of one 8-lane half, as reduce8().
-PIPELM_AI float hsum8(__m256 a) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
-
 constexpr int kMR = 8;      // rows per row group (4 zmm row pairs)
 constexpr int kKC = 512;    // k values per block (multiple of every block size)
 constexpr int kNC = 128;    // tokens per token block (multiple of 4)

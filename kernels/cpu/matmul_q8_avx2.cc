@@ -40,26 +40,6 @@
 namespace pipelm::kernels::detail {
 namespace {
 
-#define AI_LAMBDA __attribute__((always_inline))
-
-template <class F, int... I>
-PIPELM_AI void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
-    (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, class F>
-PIPELM_AI void static_for(F&& f) {
-    static_for_impl(f, std::make_integer_sequence<int, N>{});
-}
-
-PIPELM_AI int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)), as reduce8().
-PIPELM_AI float hsum8(__m256 a) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
-
 // ------------------------------------------------------------------ integer decoders
 struct Blk {
     __m256i u, sg, m;
@@ -68,7 +48,6 @@ struct Blk {
 PIPELM_AI __m256i ones16() { return _mm256_set1_epi16(1); }
 PIPELM_AI Blk signed_blk(__m256i v, __m256i m) { return {_mm256_abs_epi8(v), v, m}; }
 PIPELM_AI Blk unsigned_blk(__m256i v, __m256i m) { return {v, v, m}; }
-PIPELM_AI __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 PIPELM_AI __m256i iq4_lut(__m256i idx) {
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4Lut)));
     return _mm256_shuffle_epi8(lut, idx);
@@ -537,29 +516,6 @@ PIPELM_AI PGK kquant_lanes(const uint8_t* rec) {
     const GK g = kquant_group(rec);
     const __m256i sc = pairs16(_mm256_cvtepi16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(g.sc))));
     return {g.f, g.mn, sc, sc, _mm256_setzero_si256()};
-}
-PIPELM_AI void nibble_vectors(const uint8_t* q, __m256i* v) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int k = 0; k < 4; ++k) {
-        const __m256i P = load256(q + 32 * k);
-        v[k] = _mm256_and_si256(P, m4);
-        v[k + 4] = _mm256_and_si256(_mm256_srli_epi16(P, 4), m4);
-    }
-}
-// v[k] |= bit k of H's bytes, moved to bit 4 (16-bit shifts: a bit that crosses a byte lands
-// outside 0x10).
-PIPELM_AI void add_bit4(const uint8_t* h, __m256i* v) {
-    const __m256i H = load256(h), b4 = _mm256_set1_epi8(0x10);
-    static_for<8>([&](auto k) AI_LAMBDA {
-        __m256i x;
-        if constexpr (k < 4)
-            x = _mm256_slli_epi16(H, 4 - k);
-        else if constexpr (k == 4)
-            x = H;
-        else
-            x = _mm256_srli_epi16(H, k - 4);
-        v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b4));
-    });
 }
 struct PQ8_0 : PFlags<EQ8_0> {
     static constexpr int REC = 272;

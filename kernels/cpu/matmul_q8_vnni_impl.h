@@ -35,28 +35,7 @@
 namespace pipelm::kernels::detail {
 namespace {
 
-#define VN_AI inline __attribute__((always_inline))
-#define VN_AI_LAMBDA __attribute__((always_inline))
-
-template <class F, int... I>
-VN_AI void vn_static_for_impl(F&& f, std::integer_sequence<int, I...>) {
-    (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, class F>
-VN_AI void vn_static_for(F&& f) {
-    vn_static_for_impl(f, std::make_integer_sequence<int, N>{});
-}
-
-VN_AI int64_t vn_min(int64_t a, int64_t b) { return a < b ? a : b; }
-VN_AI __m256i vn_load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-VN_AI __m256i vn_dp(__m256i acc, __m256i u, __m256i s) { return PIPELM_VNNI_DP256(acc, u, s); }
-
-// ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)), as reduce8().
-VN_AI float vn_hsum8(__m256 a) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-}
+PIPELM_AI __m256i vn_dp(__m256i acc, __m256i u, __m256i s) { return PIPELM_VNNI_DP256(acc, u, s); }
 
 }  // namespace
 }  // namespace pipelm::kernels::detail
@@ -77,44 +56,44 @@ __attribute__((noinline)) void rec_tile(const uint8_t* w, size_t rs, int64_t ng,
                                         int64_t ldy, int64_t ys) {
     __m256 acc[NR][NT];
     const int8_t* xq[NT];
-    vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+    static_for<NT>([&](auto t) AI_LAMBDA {
         xq[t] = a.qi + (t0 + t) * a.ldq;
-        vn_static_for<NR>([&](auto i) VN_AI_LAMBDA { acc[i][t] = _mm256_setzero_ps(); });
+        static_for<NR>([&](auto i) AI_LAMBDA { acc[i][t] = _mm256_setzero_ps(); });
     });
     for (int64_t g = 0; g < ng; ++g) {
         const uint8_t* wg = w + g * T::REC;
-        vn_static_for<NR>([&](auto i) VN_AI_LAMBDA {
+        static_for<NR>([&](auto i) AI_LAMBDA {
             for (int off = 0; off < T::REC; off += 64)
                 _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kVnPrefetchBytes + off), _MM_HINT_T0);
         });
         constexpr bool kSplit = T::MUL == Mul::kSplit;
         __m256i b0[NT], b1[NT];  // bias starts: whole block, or the two halves (kSplit)
-        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+        static_for<NT>([&](auto t) AI_LAMBDA {
             b0[t] = vn_bias<T::BIAS>(a, t0 + t, g, kSplit ? 1 : 0);
             if constexpr (kSplit) b1[t] = vn_bias<T::BIAS>(a, t0 + t, g, 2);
         });
-        vn_static_for<NR>([&](auto i) VN_AI_LAMBDA {
+        static_for<NR>([&](auto i) AI_LAMBDA {
             const uint8_t* rec = wg + i * rs;
             const RG G = T::prep(rec);
             __m256i v[8];
             T::codes(rec, v);
-            vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+            static_for<NT>([&](auto t) AI_LAMBDA {
                 const int8_t* x = xq[t] + 256 * g;
                 __m256 S;  // float(S_b), exact
                 if constexpr (kSplit) {
-                    __m256i e = vn_dp(b0[t], v[0], vn_load(x)), o = vn_dp(_mm256_setzero_si256(), v[1], vn_load(x + 32));
-                    e = vn_dp(e, v[2], vn_load(x + 64));
-                    o = vn_dp(o, v[3], vn_load(x + 96));
-                    __m256i e2 = vn_dp(b1[t], v[4], vn_load(x + 128)), o2 = vn_dp(_mm256_setzero_si256(), v[5], vn_load(x + 160));
-                    e2 = vn_dp(e2, v[6], vn_load(x + 192));
-                    o2 = vn_dp(o2, v[7], vn_load(x + 224));
+                    __m256i e = vn_dp(b0[t], v[0], load256(x)), o = vn_dp(_mm256_setzero_si256(), v[1], load256(x + 32));
+                    e = vn_dp(e, v[2], load256(x + 64));
+                    o = vn_dp(o, v[3], load256(x + 96));
+                    __m256i e2 = vn_dp(b1[t], v[4], load256(x + 128)), o2 = vn_dp(_mm256_setzero_si256(), v[5], load256(x + 160));
+                    e2 = vn_dp(e2, v[6], load256(x + 192));
+                    o2 = vn_dp(o2, v[7], load256(x + 224));
                     S = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(e2, o2)), G.mhi,
                                         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(e, o)), G.mlo));
                 } else {
                     __m256i e = b0[t], o = _mm256_setzero_si256();
-                    vn_static_for<4>([&](auto k) VN_AI_LAMBDA {
-                        e = vn_dp(e, v[2 * k], vn_load(x + 64 * k));
-                        o = vn_dp(o, v[2 * k + 1], vn_load(x + 64 * k + 32));
+                    static_for<4>([&](auto k) AI_LAMBDA {
+                        e = vn_dp(e, v[2 * k], load256(x + 64 * k));
+                        o = vn_dp(o, v[2 * k + 1], load256(x + 64 * k + 32));
                     });
                     S = _mm256_cvtepi32_ps(_mm256_add_epi32(e, o));
                     if constexpr (T::MUL == Mul::kLane) S = _mm256_mul_ps(S, G.mlo);
@@ -125,8 +104,8 @@ __attribute__((noinline)) void rec_tile(const uint8_t* w, size_t rs, int64_t ng,
             });
         });
     }
-    vn_static_for<NR>([&](auto i) VN_AI_LAMBDA {
-        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { y[t * ldy + i * ys] = vn_hsum8(acc[i][t]); });
+    static_for<NR>([&](auto i) AI_LAMBDA {
+        static_for<NT>([&](auto t) AI_LAMBDA { y[t * ldy + i * ys] = hsum8(acc[i][t]); });
     });
 }
 
@@ -160,34 +139,34 @@ void rec_gemv(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, flo
 using VI = __m512i;
 using VF = __m512;
 constexpr int kRV = 2;  // rows per vector
-VN_AI VI v_zero() { return _mm512_setzero_si512(); }
-VN_AI VF vf_zero() { return _mm512_setzero_ps(); }
-VN_AI VI v_bcast(__m256i x) { return _mm512_broadcast_i64x4(x); }
-VN_AI VI v_bcast_mem(const void* p) { return _mm512_broadcast_i64x4(vn_load(p)); }
-VN_AI VF vf_bcast_mem(const float* p) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(p)); }
-VN_AI VI v_dp(VI acc, VI u, VI s) { return _mm512_dpbusd_epi32(acc, u, s); }
-VN_AI VF vf_cvt(VI a) { return _mm512_cvtepi32_ps(a); }
-VN_AI VF vf_mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
-VN_AI VF vf_fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
-VN_AI VF vf_load(const float* p) { return _mm512_load_ps(p); }
-VN_AI void vf_store(float* p, VF v) { _mm512_store_ps(p, v); }
-VN_AI float vf_hsum(VF v, int h) { return vn_hsum8(h == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1)); }
+PIPELM_AI VI v_zero() { return _mm512_setzero_si512(); }
+PIPELM_AI VF vf_zero() { return _mm512_setzero_ps(); }
+PIPELM_AI VI v_bcast(__m256i x) { return _mm512_broadcast_i64x4(x); }
+PIPELM_AI VI v_bcast_mem(const void* p) { return _mm512_broadcast_i64x4(load256(p)); }
+PIPELM_AI VF vf_bcast_mem(const float* p) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(p)); }
+PIPELM_AI VI v_dp(VI acc, VI u, VI s) { return _mm512_dpbusd_epi32(acc, u, s); }
+PIPELM_AI VF vf_cvt(VI a) { return _mm512_cvtepi32_ps(a); }
+PIPELM_AI VF vf_mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+PIPELM_AI VF vf_fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+PIPELM_AI VF vf_load(const float* p) { return _mm512_load_ps(p); }
+PIPELM_AI void vf_store(float* p, VF v) { _mm512_store_ps(p, v); }
+PIPELM_AI float vf_hsum(VF v, int h) { return hsum8(h == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1)); }
 #else
 using VI = __m256i;
 using VF = __m256;
 constexpr int kRV = 1;
-VN_AI VI v_zero() { return _mm256_setzero_si256(); }
-VN_AI VF vf_zero() { return _mm256_setzero_ps(); }
-VN_AI VI v_bcast(__m256i x) { return x; }
-VN_AI VI v_bcast_mem(const void* p) { return vn_load(p); }
-VN_AI VF vf_bcast_mem(const float* p) { return _mm256_loadu_ps(p); }
-VN_AI VI v_dp(VI acc, VI u, VI s) { return vn_dp(acc, u, s); }
-VN_AI VF vf_cvt(VI a) { return _mm256_cvtepi32_ps(a); }
-VN_AI VF vf_mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
-VN_AI VF vf_fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
-VN_AI VF vf_load(const float* p) { return _mm256_load_ps(p); }
-VN_AI void vf_store(float* p, VF v) { _mm256_store_ps(p, v); }
-VN_AI float vf_hsum(VF v, int) { return vn_hsum8(v); }
+PIPELM_AI VI v_zero() { return _mm256_setzero_si256(); }
+PIPELM_AI VF vf_zero() { return _mm256_setzero_ps(); }
+PIPELM_AI VI v_bcast(__m256i x) { return x; }
+PIPELM_AI VI v_bcast_mem(const void* p) { return load256(p); }
+PIPELM_AI VF vf_bcast_mem(const float* p) { return _mm256_loadu_ps(p); }
+PIPELM_AI VI v_dp(VI acc, VI u, VI s) { return vn_dp(acc, u, s); }
+PIPELM_AI VF vf_cvt(VI a) { return _mm256_cvtepi32_ps(a); }
+PIPELM_AI VF vf_mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
+PIPELM_AI VF vf_fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+PIPELM_AI VF vf_load(const float* p) { return _mm256_load_ps(p); }
+PIPELM_AI void vf_store(float* p, VF v) { _mm256_store_ps(p, v); }
+PIPELM_AI float vf_hsum(VF v, int) { return hsum8(v); }
 #endif
 constexpr int kVB = 32 * kRV;  // bytes per panel vector
 
@@ -200,7 +179,7 @@ struct alignas(64) PanelG {
 };
 
 template <class T>
-VN_AI void unpack_group(const uint8_t* rec, int h, PanelG& P) {
+PIPELM_AI void unpack_group(const uint8_t* rec, int h, PanelG& P) {
     const RG G = T::prep(rec);
     __m256i v[8];
     T::codes(rec, v);
@@ -222,8 +201,8 @@ __attribute__((noinline)) void gemm_tile(const PanelG* pan, int64_t pstride, int
                                          int64_t ldy, int nrows) {
     constexpr bool kSplit = T::MUL == Mul::kSplit;
     VF acc[R][NT];
-    vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
-        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+    static_for<R>([&](auto i) AI_LAMBDA {
+        static_for<NT>([&](auto t) AI_LAMBDA {
             acc[i][t] = first ? vf_zero() : vf_load(cacc + (i * cstride + t) * 8 * kRV);
         });
     });
@@ -232,35 +211,35 @@ __attribute__((noinline)) void gemm_tile(const PanelG* pan, int64_t pstride, int
         VI X[R][NT];
         VF Slo[R][NT];  // kSplit: float(m_lo X_lo), exact
         VI start[NT];
-        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+        static_for<NT>([&](auto t) AI_LAMBDA {
             start[t] = v_bcast(vn_bias<T::BIAS>(a, t0 + t, g, kSplit ? 1 : 0));
         });
-        vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
-            vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { X[i][t] = start[t]; });
+        static_for<R>([&](auto i) AI_LAMBDA {
+            static_for<NT>([&](auto t) AI_LAMBDA { X[i][t] = start[t]; });
         });
-        vn_static_for<8>([&](auto k) VN_AI_LAMBDA {
+        static_for<8>([&](auto k) AI_LAMBDA {
             if constexpr (kSplit && k == 4) {
-                vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { start[t] = v_bcast(vn_bias<T::BIAS>(a, t0 + t, g, 2)); });
-                vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
-                    vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+                static_for<NT>([&](auto t) AI_LAMBDA { start[t] = v_bcast(vn_bias<T::BIAS>(a, t0 + t, g, 2)); });
+                static_for<R>([&](auto i) AI_LAMBDA {
+                    static_for<NT>([&](auto t) AI_LAMBDA {
                         Slo[i][t] = vf_mul(vf_cvt(X[i][t]), pan[i * pstride + gg].mlo);
                         X[i][t] = start[t];
                     });
                 });
             }
             VI xk[NT];
-            vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { xk[t] = v_bcast_mem(a.qi + (t0 + t) * a.ldq + 256 * g + 32 * k); });
-            vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+            static_for<NT>([&](auto t) AI_LAMBDA { xk[t] = v_bcast_mem(a.qi + (t0 + t) * a.ldq + 256 * g + 32 * k); });
+            static_for<R>([&](auto i) AI_LAMBDA {
                 const VI wk = pan[i * pstride + gg].c[k];
-                vn_static_for<NT>([&](auto t) VN_AI_LAMBDA { X[i][t] = v_dp(X[i][t], wk, xk[t]); });
+                static_for<NT>([&](auto t) AI_LAMBDA { X[i][t] = v_dp(X[i][t], wk, xk[t]); });
             });
         });
-        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+        static_for<NT>([&](auto t) AI_LAMBDA {
             const int64_t off = (t0 + t) * a.ldd + 8 * g;
             const VF d = vf_bcast_mem(a.d + off);
             VF s;
             if constexpr (T::MIN) s = vf_bcast_mem(a.s + off);
-            vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
+            static_for<R>([&](auto i) AI_LAMBDA {
                 const PanelG& P = pan[i * pstride + gg];
                 VF S = vf_cvt(X[i][t]);  // float(S_b), exact
                 if constexpr (kSplit)
@@ -272,8 +251,8 @@ __attribute__((noinline)) void gemm_tile(const PanelG* pan, int64_t pstride, int
             });
         });
     }
-    vn_static_for<R>([&](auto i) VN_AI_LAMBDA {
-        vn_static_for<NT>([&](auto t) VN_AI_LAMBDA {
+    static_for<R>([&](auto i) AI_LAMBDA {
+        static_for<NT>([&](auto t) AI_LAMBDA {
             if (!last) {
                 vf_store(cacc + (i * cstride + t) * 8 * kRV, acc[i][t]);
                 return;
@@ -305,7 +284,7 @@ void gemm_tokens(const PanelG* pan, int64_t pstride, int64_t ng, int64_t g0, con
     static constexpr Fn kTail[4] = {gemm_tile<T, R, 1>, gemm_tile<T, R, NT >= 2 ? 2 : 1>,
                                     gemm_tile<T, R, NT >= 3 ? 3 : 1>, gemm_tile<T, R, NT >= 4 ? 4 : 1>};
     for (int64_t t = tb; t < te;) {
-        const int64_t nt = vn_min(NT, te - t);
+        const int64_t nt = min64(NT, te - t);
         float* ca = cacc + (t - tb) * 8 * kRV;
         float* yt = y + t * ldy;
         if (nt == NT)
@@ -329,8 +308,8 @@ void vnni_gemm(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, fl
     constexpr int R = TileShape<T>::R;
     constexpr int NT = TileShape<T>::NT;
     constexpr int64_t RB = R * kRV;  // rows per row block
-    const int64_t kg = vn_min(kVnKGroups, p.ng);
-    const int64_t nc = vn_min(n, (kVnL2ActBytes / (a.ldq + 12 * a.ldd)) / NT * NT + NT);
+    const int64_t kg = min64(kVnKGroups, p.ng);
+    const int64_t nc = min64(n, (kVnL2ActBytes / (a.ldq + 12 * a.ldd)) / NT * NT + NT);
     // scratch: panel [R][kg] then the accumulators [R][nc rounded up to NT][kRV * 8]
     const size_t pan_floats = static_cast<size_t>(R * kg) * sizeof(PanelG) / 4;
     const int64_t ncr = (nc + NT) / NT * NT;
@@ -338,12 +317,12 @@ void vnni_gemm(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, fl
     PanelG* pan = reinterpret_cast<PanelG*>(scratch);
     float* cacc = scratch + pan_floats;
     for (int64_t tb = 0; tb < n; tb += nc) {
-        const int64_t te = vn_min(n, tb + nc);
+        const int64_t te = min64(n, tb + nc);
         for (int64_t rb = r0; rb < r1; rb += RB) {
-            const int nrows = static_cast<int>(vn_min(RB, r1 - rb));
+            const int nrows = static_cast<int>(min64(RB, r1 - rb));
             const int nvec = (nrows + kRV - 1) / kRV;
             for (int64_t g0 = 0; g0 < p.ng; g0 += kg) {
-                const int64_t ng = vn_min(kg, p.ng - g0);
+                const int64_t ng = min64(kg, p.ng - g0);
                 for (int i = 0; i < nvec; ++i) {
                     const int64_t rv = rb + i * kRV;  // first row of vector i
                     for (int64_t gg = 0; gg < ng; ++gg) {
