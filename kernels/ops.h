@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/attention_heads.h"
 #include "runtime/base/ggml_types.h"
 #include "runtime/base/thread_pool.h"
 
@@ -34,16 +35,7 @@ void add_inplace(float* x, const float* y, int64_t n);
 // Converts n floats into `type` at dst / back.
 void store_row(GgmlType type, const float* src, void* dst, int64_t n);
 
-struct AttentionArgs {
-    const float* q = nullptr;  // [n_tokens][n_head * head_dim], row stride ldq (post-RoPE)
-    int64_t ldq = 0;
-    float* out = nullptr;      // [n_tokens][n_head * head_dim], row stride ldo
-    int64_t ldo = 0;
-    int64_t n_tokens = 0;
-    int n_head = 0;
-    int n_head_kv = 0;
-    int head_dim = 0;
-    float scale = 1.f;
+struct AttentionArgs : AttentionHeads {
     // Per token: the K/V rows it attends to are rows [0, n_kv[t]) of its sequence's cache,
     // k_rows[t] / v_rows[t] point at row 0; each row holds n_head_kv * head_dim values of kv_type.
     const void* const* k_rows = nullptr;

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/attention_heads.h"
 #include "kernels/cuda/launch.h"
 #include "runtime/base/ggml_types.h"
 
@@ -136,16 +137,7 @@ void kv_store(const float* k, int64_t ldk, const float* v, int64_t ldv, int64_t 
               const int32_t* pos, const int32_t* seq, int n_ctx, GgmlType kv_type, void* k_cache, void* v_cache,
               cudaStream_t stream);
 
-struct AttentionArgs {
-    const float* q = nullptr;  // [n_tokens][n_head * head_dim], row stride ldq (post-RoPE)
-    int64_t ldq = 0;
-    float* out = nullptr;      // [n_tokens][n_head * head_dim], row stride ldo
-    int64_t ldo = 0;
-    int64_t n_tokens = 0;
-    int n_head = 0;
-    int n_head_kv = 0;
-    int head_dim = 0;
-    float scale = 1.f;
+struct AttentionArgs : kernels::AttentionHeads {
     const void* k_cache = nullptr;  // this layer's K / V: [n_seq][n_ctx][kv_dim] of kv_type
     const void* v_cache = nullptr;
     int n_ctx = 0;

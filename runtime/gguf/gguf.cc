@@ -161,16 +161,10 @@ constexpr uint64_t kNestedCost = 16;
 constexpr size_t kMaxNameBytes = 64;  // GGML_MAX_NAME, including the terminating NUL
 constexpr uint32_t kMaxDims = 4;
 
+// Smallest number of file bytes one element of type t takes.
 size_t scalar_size(ValueType t) {
-    switch (t) {
-        case ValueType::kU8: case ValueType::kI8: case ValueType::kBool: return 1;
-        case ValueType::kU16: case ValueType::kI16: return 2;
-        case ValueType::kU32: case ValueType::kI32: case ValueType::kF32: return 4;
-        case ValueType::kU64: case ValueType::kI64: case ValueType::kF64: return 8;
-        case ValueType::kString: return 8;   // at least the length field
-        case ValueType::kArray: return 12;   // at least type + count
-    }
-    return 1;
+    if (const size_t n = value_size(t)) return n;
+    return t == ValueType::kString ? 8 : 12;  // the length field; type + count of an array
 }
 
 // A name read from the file, made safe for a one-line message: control bytes escaped, long names cut.

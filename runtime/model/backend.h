@@ -15,11 +15,13 @@
 // Errors: Error{kOutOfMemory} naming the device and what the bytes were for. Non-finite
 // activations are reported (check_finite, finish) for the model to name the stage and layer.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "kernels/attention_heads.h"
 #include "kernels/matmul.h"
 #include "runtime/base/ggml_types.h"
 #include "runtime/model/arch.h"
@@ -52,6 +54,21 @@ struct BackendShape {
     GgmlType cache_type_k = GgmlType::kF32;
     GgmlType cache_type_v = GgmlType::kF32;
     int64_t kv_dim() const { return static_cast<int64_t>(n_head_kv) * head_dim; }
+    int64_t q_dim() const { return static_cast<int64_t>(n_head) * head_dim; }
+    // The query side of attention over n tokens (rows of q_dim() values, scale 1/sqrt(head_dim)).
+    kernels::AttentionHeads heads(const float* q, float* out, int64_t n) const {
+        kernels::AttentionHeads a;
+        a.q = q;
+        a.ldq = q_dim();
+        a.out = out;
+        a.ldo = q_dim();
+        a.n_tokens = n;
+        a.n_head = n_head;
+        a.n_head_kv = n_head_kv;
+        a.head_dim = head_dim;
+        a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+        return a;
+    }
 };
 
 // What one stage will hold and compute, known before any weight is read: a device backend checks

@@ -3,7 +3,6 @@
 // output_buffer() hand back the caller's buffers, so a forward pass copies nothing.
 #include "runtime/model/backend_cpu.h"
 
-#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -122,17 +121,8 @@ public:
             v_rows_[t] = kv_.v_row(layer, batch_.seq[t], 0);
             n_kv_[t] = batch_.pos[t] + 1;
         }
-        const int64_t Q = static_cast<int64_t>(shape_.n_head) * shape_.head_dim;
         kernels::AttentionArgs a;
-        a.q = q;
-        a.ldq = Q;
-        a.out = out;
-        a.ldo = Q;
-        a.n_tokens = n_tokens;
-        a.n_head = shape_.n_head;
-        a.n_head_kv = shape_.n_head_kv;
-        a.head_dim = shape_.head_dim;
-        a.scale = 1.0f / std::sqrt(static_cast<float>(shape_.head_dim));
+        static_cast<kernels::AttentionHeads&>(a) = shape_.heads(q, out, n_tokens);
         a.k_rows = k_rows_.data();
         a.v_rows = v_rows_.data();
         a.n_kv = n_kv_.data();

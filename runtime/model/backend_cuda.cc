@@ -7,7 +7,6 @@
 // Threads: a backend belongs to the stage's thread; the entry points of a forward pass
 // (reserve, matrix, vector, set_batch, upload, output_buffer) make its device current.
 #include <algorithm>
-#include <cmath>
 #include <memory>
 #include <cstring>
 #include <string>
@@ -280,17 +279,8 @@ public:
                      v_cache(layer), st());
     }
     void attention(int layer, const float* q, float* out, int64_t n_tokens, Precision kq, Precision softmax_v) override {
-        const int64_t Q = static_cast<int64_t>(shape_.n_head) * shape_.head_dim;
         kc::AttentionArgs a;
-        a.q = q;
-        a.ldq = Q;
-        a.out = out;
-        a.ldo = Q;
-        a.n_tokens = n_tokens;
-        a.n_head = shape_.n_head;
-        a.n_head_kv = shape_.n_head_kv;
-        a.head_dim = shape_.head_dim;
-        a.scale = 1.0f / std::sqrt(static_cast<float>(shape_.head_dim));
+        static_cast<kernels::AttentionHeads&>(a) = shape_.heads(q, out, n_tokens);
         a.k_cache = k_cache(layer);
         a.v_cache = v_cache(layer);
         a.n_ctx = shape_.n_ctx;

@@ -74,13 +74,12 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
     s.rope_base = cfg.rope_base;
     s.cache_type_k = opt.cache_type_k;
     s.cache_type_v = opt.cache_type_v;
-    for (int l = -1; l < cfg.n_layer; ++l)
-        for (const TensorDef& d : glm4_tensors()) {
-            if (d.per_layer != (l >= 0) || !stage_reads(d.id, l, spec, cfg)) continue;
-            const gguf::TensorInfo& t = file_->tensor(tensor_name(d.id, l));
-            if (d.kind == TensorKind::kMatrix) plan.matrices.push_back(view_of(t));
-            else plan.vector_bytes += static_cast<uint64_t>(t.n_elements()) * sizeof(float);
-        }
+    for_each_tensor(cfg, cfg.n_layer, [&](TensorId id, int l) {
+        if (!stage_reads(id, l, spec, cfg)) return;
+        const gguf::TensorInfo& t = file_->tensor(tensor_name(id, l));
+        if (tensor_def(id).kind == TensorKind::kMatrix) plan.matrices.push_back(view_of(t));
+        else plan.vector_bytes += static_cast<uint64_t>(t.n_elements()) * sizeof(float);
+    });
     plan.max_tokens = std::max(1, opt.n_ubatch);
     plan.scratch_floats_per_token =
         3 * static_cast<int64_t>(cfg.n_embd) + 2 * cfg.q_dim() + 2 * cfg.kv_dim() + 3 * static_cast<int64_t>(cfg.n_ff);
@@ -149,8 +148,9 @@ void Glm4Stage::forward(float* x, const Batch& b) {
     if (n <= 0 || layers_.empty()) return;
     be_->set_batch(b);
     float* xd = be_->upload(x, n * E, kX);
+    const Scratch sc = scratch(n);
     for (size_t l = 0; l < layers_.size(); ++l) {
-        layer_forward(static_cast<int>(l), xd, n);
+        layer_forward(static_cast<int>(l), xd, n, sc);
         if (opt_.check_finite && be_->check_finite(xd, n * E, static_cast<int>(l)) >= 0)
             throw_non_finite(static_cast<int>(l));
     }
@@ -160,19 +160,26 @@ void Glm4Stage::forward(float* x, const Batch& b) {
 }
 
 // The GLM-4 block (docs/glm4-spec.md): sandwich RMSNorms around attention and the FFN.
-void Glm4Stage::layer_forward(int li, float* x, int64_t n) {
+Glm4Stage::Scratch Glm4Stage::scratch(int64_t n) {
+    const int64_t E = cfg_.n_embd, Q = cfg_.q_dim(), KV = cfg_.kv_dim(), F = cfg_.n_ff;
+    Scratch sc;
+    sc.h = be_->scratch(kH, n * E, "normed activations");
+    sc.q = be_->scratch(kQ, n * Q, "queries");
+    sc.k = be_->scratch(kK, n * KV, "keys");
+    sc.v = be_->scratch(kV, n * KV, "values");
+    sc.att = be_->scratch(kAtt, n * Q, "attention output");
+    sc.o = be_->scratch(kO, n * E, "projection output");
+    sc.gu = be_->scratch(kGu, n * 2 * F, "FFN gate/up");
+    sc.m = be_->scratch(kM, n * F, "FFN hidden");
+    return sc;
+}
+
+void Glm4Stage::layer_forward(int li, float* x, int64_t n, const Scratch& sc) {
     const Layer& L = layers_[li];
     Backend& be = *be_;
     const PrecisionPolicy& prec = opt_.precision;
     const int64_t E = cfg_.n_embd, Q = cfg_.q_dim(), KV = cfg_.kv_dim(), F = cfg_.n_ff;
-    float* h = be.scratch(kH, n * E, "normed activations");
-    float* q = be.scratch(kQ, n * Q, "queries");
-    float* k = be.scratch(kK, n * KV, "keys");
-    float* v = be.scratch(kV, n * KV, "values");
-    float* att = be.scratch(kAtt, n * Q, "attention output");
-    float* o = be.scratch(kO, n * E, "projection output");
-    float* gu = be.scratch(kGu, n * 2 * F, "FFN gate/up");
-    float* m = be.scratch(kM, n * F, "FFN hidden");
+    float *h = sc.h, *q = sc.q, *k = sc.k, *v = sc.v, *att = sc.att, *o = sc.o, *gu = sc.gu, *m = sc.m;
     // Attention block: x += post_attention_norm(wo · attention(rope(wq·h), rope(wk·h), wv·h)).
     be.rms_norm(x, L.attn_norm, h, n, E, cfg_.eps, false);
     const Backend::MatmulOut qkv[3] = {{L.wq.get(), q, Q}, {L.wk.get(), k, KV}, {L.wv.get(), v, KV}};

@@ -50,7 +50,12 @@ private:
     // Scratch slots of the backend.
     enum Slot { kX, kH, kQ, kK, kV, kAtt, kO, kGu, kM, kLogits, kSlots };
 
-    void layer_forward(int local, float* x, int64_t n);
+    // The backend's buffers of one forward pass of n tokens (taken once per pass, not per layer).
+    struct Scratch {
+        float *h, *q, *k, *v, *att, *o, *gu, *m;
+    };
+    Scratch scratch(int64_t n);
+    void layer_forward(int local, float* x, int64_t n, const Scratch& sc);
     const float* norm(TensorId id, int layer);
     const float* bias(TensorId id, int layer);
     W matrix(TensorId id, int layer, WeightUse use);

@@ -17,6 +17,22 @@
 namespace pipelm::model {
 namespace {
 
+// The hyperparameters of a file mkmodel writes for spec s (it always writes output.weight).
+Glm4Config spec_config(const MkModelSpec& s) {
+    Glm4Config c;
+    c.n_layer = s.n_layer;
+    c.n_embd = s.n_embd;
+    c.n_head = s.n_head;
+    c.n_head_kv = s.n_head_kv;
+    c.head_dim = s.head_dim;
+    c.n_rot = s.n_rot;
+    c.n_ff = s.n_ff;
+    c.n_vocab = s.n_vocab;
+    c.qkv_bias = s.qkv_bias;
+    c.tied_output = false;
+    return c;
+}
+
 // general.file_type holds llama.cpp's llama_ftype code ("mostly <type>"), not the ggml type id.
 uint32_t llama_ftype(GgmlType t) {
     switch (t) {
@@ -221,11 +237,16 @@ GgmlType ftype_tensor_type(Ftype f, TensorId id, int64_t ne0, int layer, const M
     return fits(t) ? t : GgmlType::kF16;
 }
 
+// The parameters of the tensors mkmodel_write writes (the weight table's, for this shape).
 uint64_t mkmodel_params(const MkModelSpec& s) {
-    const uint64_t E = s.n_embd, Q = uint64_t(s.n_head) * s.head_dim, KV = uint64_t(s.n_head_kv) * s.head_dim;
-    uint64_t per_layer = E * Q + 2 * E * KV + Q * E + E * 2 * s.n_ff + uint64_t(s.n_ff) * E + 4 * E;
-    if (s.qkv_bias) per_layer += Q + 2 * KV;
-    return per_layer * s.n_layer + 2 * E * s.n_vocab + E;
+    const Glm4Config cfg = spec_config(s);
+    uint64_t n = 0;
+    for_each_tensor(cfg, s.n_layer, [&](TensorId id, int) {
+        uint64_t e = 1;
+        for (int64_t d : tensor_shape(id, cfg)) e *= static_cast<uint64_t>(d);
+        n += e;
+    });
+    return n;
 }
 
 void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads) {
@@ -312,16 +333,7 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
         });
     };
     // The weight table gives names, shapes and order; mkmodel adds only the random init.
-    Glm4Config cfg;
-    cfg.n_layer = s.n_layer;
-    cfg.n_embd = s.n_embd;
-    cfg.n_head = s.n_head;
-    cfg.n_head_kv = s.n_head_kv;
-    cfg.head_dim = s.head_dim;
-    cfg.n_ff = s.n_ff;
-    cfg.n_vocab = s.n_vocab;
-    cfg.qkv_bias = s.qkv_bias;
-    cfg.tied_output = false;
+    const Glm4Config cfg = spec_config(s);
     for_each_tensor(cfg, s.n_layer, [&](TensorId id, int layer) {
         const std::string name = tensor_name(id, layer);
         const std::vector<int64_t> ne = tensor_shape(id, cfg);
