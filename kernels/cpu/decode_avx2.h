@@ -437,4 +437,27 @@ struct DecIQ4_XS {  // sub-block ib: y = kvalues[q] * (d * (ls - 32)); part = su
     }
 };
 
+// f(D{}) with the decoder D of `type` (every file compiles its kernels for it through this one
+// table); false for a type without a decoder (Matrix::prepare refuses those).
+template <class F>
+PIPELM_AI bool with_decoder(pipelm::GgmlType type, F&& f) {
+    using T = pipelm::GgmlType;
+    switch (type) {
+        case T::kF32: f(DecF32{}); return true;
+        case T::kF16: f(DecF16{}); return true;
+        case T::kBF16: f(DecBF16{}); return true;
+        case T::kQ8_0: f(DecQ8_0{}); return true;
+        case T::kQ4_0: f(DecQ4_0{}); return true;
+        case T::kQ4_1: f(DecQ4_1{}); return true;
+        case T::kQ5_0: f(DecQ5_0{}); return true;
+        case T::kQ5_1: f(DecQ5_1{}); return true;
+        case T::kIQ4_NL: f(DecIQ4_NL{}); return true;
+        case T::kQ4_K: f(DecQ4_K{}); return true;
+        case T::kQ5_K: f(DecQ5_K{}); return true;
+        case T::kQ6_K: f(DecQ6_K{}); return true;
+        case T::kIQ4_XS: f(DecIQ4_XS{}); return true;
+        default: return false;
+    }
+}
+
 }  // namespace

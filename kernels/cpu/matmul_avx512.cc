@@ -199,22 +199,8 @@ void run(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t ld
 
 void matmul_block_avx512(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
                          int64_t ldy, int64_t n) {
-    switch (w.type) {
-        case GgmlType::kF32: return run<DecF32>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kF16: return run<DecF16>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kBF16: return run<DecBF16>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ8_0: return run<DecQ8_0>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ4_0: return run<DecQ4_0>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ4_1: return run<DecQ4_1>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ5_0: return run<DecQ5_0>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ5_1: return run<DecQ5_1>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kIQ4_NL: return run<DecIQ4_NL>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ4_K: return run<DecQ4_K>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ5_K: return run<DecQ5_K>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kQ6_K: return run<DecQ6_K>(w, r0, r1, x, ldx, y, ldy, n);
-        case GgmlType::kIQ4_XS: return run<DecIQ4_XS>(w, r0, r1, x, ldx, y, ldy, n);
-        default: matmul_block_scalar(w, r0, r1, x, ldx, y, ldy, n);  // unreachable: prepare() checks
-    }
+    if (!with_decoder(w.type, [&](auto d) { run<decltype(d)>(w, r0, r1, x, ldx, y, ldy, n); }))
+        matmul_block_scalar(w, r0, r1, x, ldx, y, ldy, n);  // unreachable: prepare() checks
 }
 
 }  // namespace pipelm::kernels::detail
