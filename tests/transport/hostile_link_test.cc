@@ -20,33 +20,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-std::vector<uint8_t> frame_header(wire::FrameKind kind, uint32_t control, uint64_t payload) {
-    wire::FrameHeader h;
-    h.kind = kind;
-    h.control_bytes = control;
-    h.payload_bytes = payload;
-    std::vector<uint8_t> b(wire::kFrameHeaderBytes);
-    wire::encode_frame_header(h, b.data());
-    return b;
-}
-
-// An accepted link whose peer is a raw socket that passed the greeting.
-struct RawPeer {
-    std::unique_ptr<TcpListener> listener;
-    std::unique_ptr<RawClient> raw;
-    std::shared_ptr<Link> link;
-};
-
-RawPeer raw_peer(const TcpOptions& options = {}) {
-    RawPeer p;
-    p.listener = TcpListener::bind("127.0.0.1:0", kToken, options);
-    std::thread acceptor([&] { p.link = p.listener->accept(10s, "raw peer"); });
-    p.raw = std::make_unique<RawClient>(p.listener->port());
-    EXPECT_TRUE(raw_authenticate(*p.raw, kToken));
-    acceptor.join();
-    return p;
-}
-
 // ---- frames: memory follows the bytes that arrive -----------------------------------------
 
 // Issue 17 §2.3: a frame announcing 2^31 payload bytes made the link allocate them at once

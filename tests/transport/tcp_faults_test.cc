@@ -22,33 +22,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// An accepted server-side link whose client is a raw socket that already passed the greeting.
-struct RawPeer {
-    std::unique_ptr<TcpListener> listener;
-    std::unique_ptr<RawClient> raw;
-    std::shared_ptr<Link> link;
-};
-
-RawPeer raw_peer(const TcpOptions& options = {}) {
-    RawPeer p;
-    p.listener = TcpListener::bind("127.0.0.1:0", kToken, options);
-    std::thread acceptor([&] { p.link = p.listener->accept(10s, "raw peer"); });
-    p.raw = std::make_unique<RawClient>(p.listener->port());
-    EXPECT_TRUE(raw_authenticate(*p.raw, kToken));
-    acceptor.join();
-    return p;
-}
-
-std::vector<uint8_t> header(wire::FrameKind kind, uint32_t control, uint64_t payload) {
-    wire::FrameHeader h;
-    h.kind = kind;
-    h.control_bytes = control;
-    h.payload_bytes = payload;
-    std::vector<uint8_t> b(wire::kFrameHeaderBytes);
-    wire::encode_frame_header(h, b.data());
-    return b;
-}
-
 // Expects the link's recv to fail with `code` and a message containing `needle`, and the raw
 // socket to be closed by the link.
 void expect_recv_fails(RawPeer& p, ErrorCode code, const std::string& needle) {
@@ -73,27 +46,27 @@ TEST(TcpFaults, GarbageAfterAuthIsAProtocolError) {
 TEST(TcpFaults, OversizedPayloadLengthIsRefusedBeforeAllocating) {
     RawPeer p = raw_peer();
     // 2^62 bytes could not be allocated: reaching the allocator would show up as kOutOfMemory.
-    p.raw->write(header(wire::FrameKind::kData, 0, uint64_t(1) << 62));
+    p.raw->write(frame_header(wire::FrameKind::kData, 0, uint64_t(1) << 62));
     expect_recv_fails(p, ErrorCode::kProtocol, "payload bytes, over the limit");
 }
 
 TEST(TcpFaults, OversizedControlLengthIsRefused) {
     RawPeer p = raw_peer();
-    p.raw->write(header(wire::FrameKind::kData, 0xFFFFFFFFu, 0));
+    p.raw->write(frame_header(wire::FrameKind::kData, 0xFFFFFFFFu, 0));
     expect_recv_fails(p, ErrorCode::kProtocol, "control bytes, over the limit");
 }
 
 TEST(TcpFaults, WrongVersionAndUnknownKindAreRefused) {
     {
         RawPeer p = raw_peer();
-        auto h = header(wire::FrameKind::kData, 0, 0);
+        auto h = frame_header(wire::FrameKind::kData, 0, 0);
         h[4] = 7;
         p.raw->write(h);
         expect_recv_fails(p, ErrorCode::kProtocol, "protocol version 7");
     }
     {
         RawPeer p = raw_peer();
-        auto h = header(wire::FrameKind::kData, 0, 0);
+        auto h = frame_header(wire::FrameKind::kData, 0, 0);
         h[6] = 0x42;
         p.raw->write(h);
         expect_recv_fails(p, ErrorCode::kProtocol, "unknown kind");
@@ -102,7 +75,7 @@ TEST(TcpFaults, WrongVersionAndUnknownKindAreRefused) {
 
 TEST(TcpFaults, ValidFramesBeforeGarbageAreDelivered) {
     RawPeer p = raw_peer();
-    auto good = header(wire::FrameKind::kData, 2, 3);
+    auto good = frame_header(wire::FrameKind::kData, 2, 3);
     for (int b : {int('h'), int('i'), 1, 2, 3}) good.push_back(static_cast<uint8_t>(b));
     p.raw->write(good);
     Message m = p.link->recv(5s);
@@ -131,9 +104,9 @@ TEST(TcpFaults, SilentHalfOpenPeerIsLostAfterPeerTimeout) {
 
 TEST(TcpFaults, AbortFramePreemptsQueuedMessages) {
     RawPeer p = raw_peer();
-    std::vector<uint8_t> bytes = header(wire::FrameKind::kData, 0, 0);
+    std::vector<uint8_t> bytes = frame_header(wire::FrameKind::kData, 0, 0);
     const std::string reason = "out of memory on stage 2";
-    auto abort = header(wire::FrameKind::kAbort, static_cast<uint32_t>(reason.size()), 0);
+    auto abort = frame_header(wire::FrameKind::kAbort, static_cast<uint32_t>(reason.size()), 0);
     bytes.insert(bytes.end(), abort.begin(), abort.end());
     bytes.insert(bytes.end(), reason.begin(), reason.end());
     p.raw->write(bytes);

@@ -1,6 +1,7 @@
 // Helpers for the TCP tests: a connected pair over 127.0.0.1 and a raw socket client that
 // speaks (or breaks) the wire format by hand.
 #pragma once
+#include <gtest/gtest.h>
 #include <poll.h>
 
 #include <asio.hpp>
@@ -123,6 +124,35 @@ inline bool raw_authenticate(RawClient& raw, const std::string& token) {
     if (!auth::proofs_equal(theirs, auth::proof(token, auth::Role::kListener, nc, ns))) return false;
     raw.write(std::vector<uint8_t>{uint8_t(wire::AuthReply::kAccepted)});
     return true;
+}
+
+// A frame header as a peer would send it (kind, control and payload lengths as given).
+inline std::vector<uint8_t> frame_header(wire::FrameKind kind, uint32_t control, uint64_t payload) {
+    wire::FrameHeader h;
+    h.kind = kind;
+    h.control_bytes = control;
+    h.payload_bytes = payload;
+    std::vector<uint8_t> b(wire::kFrameHeaderBytes);
+    wire::encode_frame_header(h, b.data());
+    return b;
+}
+
+// An accepted server-side link whose client is a raw socket that already passed the greeting.
+struct RawPeer {
+    std::unique_ptr<TcpListener> listener;
+    std::unique_ptr<RawClient> raw;
+    std::shared_ptr<Link> link;
+};
+
+inline RawPeer raw_peer(const TcpOptions& options = {}) {
+    using namespace std::chrono_literals;
+    RawPeer p;
+    p.listener = TcpListener::bind("127.0.0.1:0", kToken, options);
+    std::thread acceptor([&] { p.link = p.listener->accept(10s, "raw peer"); });
+    p.raw = std::make_unique<RawClient>(p.listener->port());
+    EXPECT_TRUE(raw_authenticate(*p.raw, kToken));
+    acceptor.join();
+    return p;
 }
 
 }  // namespace pipelm::transport::testing
