@@ -437,6 +437,35 @@ struct DecIQ4_XS {  // sub-block ib: y = kvalues[q] * (d * (ls - 32)); part = su
     }
 };
 
+// Prefetches `bytes` bytes of each of `mr` rows (row i at p + i*rb) into L2.
+PIPELM_AI void prefetch_rows(const uint8_t* p, size_t rb, int mr, int64_t bytes) {
+    for (int i = 0; i < mr; ++i)
+        for (int64_t off = 0; off < bytes; off += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(p + i * rb + off), _MM_HINT_T1);
+}
+
+// The 6-bit codes of a packed Q6_K record (matmul_q8.h; 32 sub-block values per vector): low
+// nibbles at +82, bit pairs 2i..2i+1 of the 64 bytes at +18 moved to bits 4..5. The codes are
+// unsigned, c = v + 32.
+PIPELM_AI void q6k_codes(const uint8_t* rec, __m256i* v) {
+    nibble_vectors(rec + 82, v);
+    const __m256i b45 = _mm256_set1_epi8(0x30);
+    static_for<2>([&](auto a) AI_LAMBDA {
+        const __m256i H = load256(rec + 18 + 32 * a);
+        static_for<4>([&](auto i) AI_LAMBDA {  // bits 2i..2i+1 -> bits 4..5
+            __m256i x;
+            if constexpr (i < 2)
+                x = _mm256_slli_epi16(H, 4 - 2 * i);
+            else if constexpr (i == 2)
+                x = H;
+            else
+                x = _mm256_srli_epi16(H, 2);
+            constexpr int k = 4 * a + i;
+            v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b45));
+        });
+    });
+}
+
 // f(D{}) with the decoder D of `type` (every file compiles its kernels for it through this one
 // table); false for a type without a decoder (Matrix::prepare refuses those).
 template <class F>

@@ -183,12 +183,6 @@ void decode_panel(const uint8_t* w, size_t rb, int mr, int64_t b0, int64_t b1, i
     }
 }
 
-// Prefetches `bytes` bytes of each of `mr` rows (row i at p + i*rb) into L2.
-PIPELM_AI void prefetch_rows(const uint8_t* p, size_t rb, int mr, int64_t bytes) {
-    for (int i = 0; i < mr; ++i)
-        for (int64_t off = 0; off < bytes; off += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(p + i * rb + off), _MM_HINT_T1);
-}
 
 // Register tile. Shapes: MR (<= 4) rows from the decoded panel `wp` ([step][4 rows][8], 32
 // floats per step) x NT (<= 3) tokens x[t*ldx + 8s] of the current k block: `steps` full 8-wide

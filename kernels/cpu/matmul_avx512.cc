@@ -66,11 +66,6 @@ void decode_panel(const uint8_t* w, size_t rb, int mr, int64_t b0, int64_t b1, i
     }
 }
 
-PIPELM_AI void prefetch_rows(const uint8_t* p, size_t rb, int mr, int64_t bytes) {
-    for (int i = 0; i < mr; ++i)
-        for (int64_t off = 0; off < bytes; off += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(p + i * rb + off), _MM_HINT_T1);
-}
 
 // Register tile: RP row pairs (rows 2p, 2p+1 of the panel) x NT tokens x[t*ldx + 8s] of the
 // current k block: `steps` full steps, then, if tail > 0, one step whose x loads are masked to

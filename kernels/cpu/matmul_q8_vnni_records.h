@@ -118,22 +118,7 @@ struct VQ6_K {
                 _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(rec + 10))))};
     }
     static PIPELM_AI void codes(const uint8_t* rec, __m256i* v) {
-        nibble_vectors(rec + 82, v);
-        const __m256i b45 = _mm256_set1_epi8(0x30);
-        static_for<2>([&](auto a) AI_LAMBDA {
-            const __m256i H = load256(rec + 18 + 32 * a);
-            static_for<4>([&](auto i) AI_LAMBDA {  // bits 2i..2i+1 -> bits 4..5
-                __m256i x;
-                if constexpr (i < 2)
-                    x = _mm256_slli_epi16(H, 4 - 2 * i);
-                else if constexpr (i == 2)
-                    x = H;
-                else
-                    x = _mm256_srli_epi16(H, 2);
-                constexpr int k = 4 * a + i;
-                v[k] = _mm256_or_si256(v[k], _mm256_and_si256(x, b45));
-            });
-        });
+        q6k_codes(rec, v);
     }
 };
 struct VIQ4_XS {
