@@ -10,23 +10,28 @@
 #   scripts/cluster/hosts.sh exec N [--rate R] -- CMD...   up, run CMD, down (also on failure)
 #   scripts/cluster/hosts.sh hostfile              print an Open MPI hostfile (one slot per host)
 #
-# Names (all prefixed so they never collide with anything else on the machine):
-#   namespace  ${PIPELM_NS_PREFIX:-pipelm-h}I       address 10.77.0.(I+1)/24 on its "eth0"
-#   bridge     pipelm-br0 in the root namespace     address 10.77.0.254/24 (mpirun may run here)
-#   veth       plh-I (bridge end, root namespace) <-> eth0 (inside the namespace)
-# Environment: PIPELM_NS_PREFIX (pipelm-h), PIPELM_NET (10.77.0: the first three octets).
+# Names (all prefixed so they never collide with anything else on the machine; T is the tag):
+#   namespace  pipelm-TI                      address 10.77.0.(I+1)/24 on its "eth0"
+#   bridge     pipelm-Tbr (root namespace)    address 10.77.0.254/24 (mpirun may run here)
+#   veth       plT-I (bridge end, root namespace) <-> eth0 (inside the namespace)
+# Environment: PIPELM_CLUSTER_TAG (h; 1-3 lower-case letters: a second set of hosts, e.g. the
+# tests' "t", lives beside the first), PIPELM_NET (10.77.0: the first three octets, /24).
 #
 # Needs root (CAP_NET_ADMIN). Exit codes: 0 ok, 2 bad arguments, 4 not root / no namespaces here,
 # 5 a command failed (everything this run made is removed again).
 set -euo pipefail
 
-PREFIX=${PIPELM_NS_PREFIX:-pipelm-h}
+TAG=${PIPELM_CLUSTER_TAG:-h}
+[[ $TAG =~ ^[a-z]{1,3}$ ]] || { echo "hosts.sh: PIPELM_CLUSTER_TAG=$TAG: use 1-3 lower-case letters" >&2; exit 2; }
+PREFIX=pipelm-$TAG
 NET=${PIPELM_NET:-10.77.0}
-BRIDGE=pipelm-br0
+[[ $NET =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || { echo "hosts.sh: PIPELM_NET=$NET: give three octets like 10.77.0" >&2; exit 2; }
+BRIDGE=pipelm-${TAG}br
+VETH=pl$TAG
 MAX_HOSTS=64
 
 die() { local code=$1; shift; echo "hosts.sh: $*" >&2; exit "$code"; }
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 need_root() {
     [[ $(id -u) -eq 0 ]] || die 4 "needs root (network namespaces and tc need CAP_NET_ADMIN); run it with sudo"
@@ -61,7 +66,7 @@ down() {
     local ns i
     for ns in $(our_namespaces); do
         i=${ns#"$PREFIX"}
-        ip link del "plh-$i" 2>/dev/null || true
+        ip link del "$VETH-$i" 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
     ip link del "$BRIDGE" 2>/dev/null || true
@@ -80,14 +85,14 @@ up() {
     for ((i = 0; i < n; ++i)); do
         ns=$PREFIX$i
         ip netns add "$ns"
-        ip link add "plh-$i" type veth peer name eth0 netns "$ns"
-        ip link set "plh-$i" master "$BRIDGE" up
+        ip link add "$VETH-$i" type veth peer name eth0 netns "$ns"
+        ip link set "$VETH-$i" master "$BRIDGE" up
         ip -n "$ns" link set lo up
         ip -n "$ns" addr add "$NET.$((i + 1))/24" dev eth0
         ip -n "$ns" link set eth0 up
         if [[ -n $rate ]]; then
             tc -n "$ns" qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 100ms
-            tc qdisc replace dev "plh-$i" root tbf rate "$rate" burst "$burst" latency 100ms
+            tc qdisc replace dev "$VETH-$i" root tbf rate "$rate" burst "$burst" latency 100ms
         fi
     done
     trap - ERR

@@ -9,7 +9,7 @@
 #
 # Exit codes: CMD's, or 2 (no host given) / 4 (no namespace has that address; run hosts.sh up).
 set -euo pipefail
-PREFIX=${PIPELM_NS_PREFIX:-pipelm-h}
+PREFIX=pipelm-${PIPELM_CLUSTER_TAG:-h}  # as in hosts.sh
 while [[ $# -gt 0 && $1 == -* ]]; do shift; done  # ssh options mpirun may add (-x, -T, ...)
 [[ $# -ge 1 ]] || { echo "ns-rsh.sh: usage: ns-rsh.sh HOST CMD..." >&2; exit 2; }
 host=$1
