@@ -11,6 +11,7 @@
 #include "launcher/commands.h"
 #include "launcher/session.h"
 #include "runtime/base/log.h"
+#include "runtime/hf/hf_folder.h"
 #include "runtime/model/mkmodel.h"
 
 namespace pipelm::launcher {
@@ -28,7 +29,7 @@ int cmd_tokenize(int argc, char** argv) {
         if (!in) PIPELM_THROW(ErrorCode::kIo, a.str("--file"), ": cannot read");
         text.assign(std::istreambuf_iterator<char>(in), {});
     }
-    auto f = gguf::GgufFile::open(a.str("--model"));
+    auto f = hf::open_model(a.str("--model"));
     tok::Tokenizer t(vocab_from_gguf(*f));
     const auto ids = t.encode(text, a.flag("--special"));
     std::ostringstream os;
@@ -74,7 +75,7 @@ int cmd_inspect(int argc, char** argv) {
     cli::Args a("inspect", {{"--model", "-m", true, "FILE", "GGUF file", ""}});
     if (!a.parse(argc, argv, 2, "Prints a GGUF file's metadata, tensor table and bits per weight.")) return 0;
     if (!a.has("--model")) PIPELM_THROW(ErrorCode::kInvalidArgument, "inspect: pass -m FILE.gguf");
-    auto f = gguf::GgufFile::open(a.str("--model"));
+    auto f = hf::open_model(a.str("--model"));
     std::printf("file: %s\nGGUF version %u, alignment %llu, %zu metadata keys, %zu tensors, %llu bytes\n\n",
                 f->path().c_str(), f->version(), (unsigned long long)f->alignment(), f->metadata().size(),
                 f->tensors().size(), (unsigned long long)f->file_size());
@@ -176,7 +177,7 @@ int cmd_plan(int argc, char** argv) {
         return 0;
     SessionOptions o = SessionOptions::from_args(a);
     if (o.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: pass -m FILE.gguf");
-    auto f = gguf::GgufFile::open(o.model_path);
+    auto f = hf::open_model(o.model_path);
     auto cfg = model::Glm4Config::from_gguf(*f);
     const int n_ctx = resolve_ctx(o, cfg);
     int S = o.n_stages;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "runtime/base/log.h"
+#include "runtime/hf/hf_folder.h"
 #include "transport/inproc_link.h"
 #include "launcher/session_net.h"
 
@@ -141,7 +142,7 @@ std::unique_ptr<Session> Session::open(const SessionOptions& opt) {
     }
     if (opt.model_path.empty())
         PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
-    s->file_ = gguf::GgufFile::open(opt.model_path);
+    s->file_ = hf::open_model(opt.model_path);
     s->cfg_ = model::Glm4Config::from_gguf(*s->file_);
     s->tokenizer_ = std::make_unique<tok::Tokenizer>(vocab_from_gguf(*s->file_));
     s->n_ctx_ = resolve_ctx(opt, s->cfg_);

@@ -11,6 +11,7 @@
 #include "launcher/session_net.h"
 #include "launcher/signals.h"
 #include "runtime/base/log.h"
+#include "runtime/hf/hf_folder.h"
 #include "transport/mpi_link.h"
 #include "transport/tcp_bootstrap.h"
 #include "transport/tcp_link.h"
@@ -76,7 +77,7 @@ void Session::start_mpi(const SessionOptions& opt) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", opt.n_stages, " but mpirun started ", S,
                      " ranks: under mpirun every rank is one stage (drop --stages or use -np ", opt.n_stages, ")");
     if (opt.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
-    file_ = gguf::GgufFile::open(opt.model_path);
+    file_ = hf::open_model(opt.model_path);
     cfg_ = model::Glm4Config::from_gguf(*file_);
     n_ctx_ = resolve_ctx(opt, cfg_);
     plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
@@ -206,7 +207,7 @@ PreparedJob prepare_job(const transport::TcpJob& tj, const std::vector<std::stri
                      "), context ", j.n_ctx, " x ", j.n_seq, " slots (at most ", kMaxJobCtx, " x ", kMaxJobSeq,
                      ", ", kMaxJobKvRows, " rows in all)");
     p.path = select_model(j.model_path, models);
-    p.file = gguf::GgufFile::open(p.path);
+    p.file = hf::open_model(p.path);
     p.cfg = model::Glm4Config::from_gguf(*p.file);
     return p;
 }
@@ -246,7 +247,7 @@ int run_worker(const WorkerOptions& opt) {
     if (opt.models.empty())
         PIPELM_THROW(ErrorCode::kInvalidArgument,
                      "worker: pass -m FILE.gguf[,FILE2.gguf]: the models this worker serves (it opens no other file)");
-    for (const auto& m : opt.models) gguf::GgufFile::open(m);  // unreadable or malformed: say so now
+    for (const auto& m : opt.models) hf::open_model(m);  // unreadable or malformed: say so now
     const std::string token = transport::read_token_file(opt.token_file);
     transport::TcpOptions bootstrap;
     bootstrap.receive_limits = transport::LinkLimits{};

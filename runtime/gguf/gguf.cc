@@ -315,7 +315,31 @@ Value read_value(Cursor& c, ValueType type, const std::string& key, int depth, u
 
 GgufFile::~GgufFile() = default;
 
-uint64_t GgufFile::file_size() const { return map_->size(); }
+uint64_t GgufFile::file_size() const { return map_ ? map_->size() : source_->total_bytes(); }
+
+std::shared_ptr<GgufFile> GgufFile::assemble(const std::string& path, std::vector<std::pair<std::string, Value>> metadata,
+                                             std::vector<TensorInfo> tensors, std::shared_ptr<const TensorSource> source) {
+    PIPELM_CHECK(source != nullptr, path, ": an assembled file needs a tensor source");
+    std::shared_ptr<GgufFile> f(new GgufFile());
+    f->path_ = path;
+    f->version_ = 3;
+    f->source_ = std::move(source);
+    f->kv_ = std::move(metadata);
+    for (size_t k = 0; k < f->kv_.size(); ++k)
+        if (!f->kv_index_.emplace(f->kv_[k].first, k).second)
+            PIPELM_THROW(ErrorCode::kFormat, path, ": duplicate metadata key '", f->kv_[k].first, "'");
+    f->tensors_ = std::move(tensors);
+    for (size_t k = 0; k < f->tensors_.size(); ++k)
+        if (!f->tensor_index_.emplace(f->tensors_[k].name, k).second)
+            PIPELM_THROW(ErrorCode::kFormat, path, ": duplicate tensor '", f->tensors_[k].name, "'");
+    return f;
+}
+
+const uint8_t* GgufFile::data(const TensorInfo& t) const {
+    if (t.data || t.bytes == 0) return t.data;
+    PIPELM_CHECK(source_ != nullptr, path_, ": tensor '", t.name, "' has no data");
+    return source_->map(t);
+}
 
 std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) {
     std::shared_ptr<GgufFile> f(new GgufFile());
@@ -533,10 +557,12 @@ const TensorInfo& GgufFile::tensor(const std::string& name) const {
 }
 
 void GgufFile::advise_willneed(const TensorInfo& t) const {
+    if (!map_) return;  // an assembled file's source maps exactly the tensor on use
     map_->advise_willneed(static_cast<size_t>(data_offset_ + t.offset), static_cast<size_t>(t.bytes));
 }
 
 void GgufFile::advise_dontneed(const TensorInfo& t) const {
+    if (!map_) return;
     map_->advise_dontneed(static_cast<size_t>(data_offset_ + t.offset), static_cast<size_t>(t.bytes));
 }
 

@@ -54,17 +54,38 @@ struct TensorInfo {
     GgmlType type = GgmlType::kF32;
     uint64_t offset = 0;      // relative to the data section
     uint64_t bytes = 0;
-    const uint8_t* data = nullptr;  // into the mapping
+    // Into the mapping. nullptr for a tensor that a TensorSource maps on first use (an HF
+    // folder's large weights): read the bytes with GgufFile::data(t), which works for both.
+    const uint8_t* data = nullptr;
     int64_t n_elements() const;
 };
 
 class MappedFile;
+
+// Where the bytes of an assembled file's tensors come from (an HF folder's safetensors shards,
+// runtime/hf/hf_folder.h): each tensor is mapped on the first data() call, so a stage maps only
+// the tensors it reads. Thread-safe: stages of one process may load at once.
+class TensorSource {
+public:
+    virtual ~TensorSource() = default;
+    // The t.bytes bytes of `t` (kept mapped while the source lives). Throws Error{kIo}.
+    virtual const uint8_t* map(const TensorInfo& t) const = 0;
+    // Total bytes of the files behind the tensors.
+    virtual uint64_t total_bytes() const = 0;
+};
 
 class GgufFile {
 public:
     // Opens and validates `path`. Throws Error{kIo} if it cannot be read, Error{kFormat} on any
     // malformed content.
     static std::shared_ptr<GgufFile> open(const std::string& path);
+    // A file assembled from another format with GGUF's vocabulary (metadata keys and tensor names
+    // as llama.cpp's converter writes them): `tensors` have offsets as a GGUF writer would lay them
+    // out (version 3, alignment 32); those with data == nullptr are mapped by `source` on use.
+    static std::shared_ptr<GgufFile> assemble(const std::string& path,
+                                              std::vector<std::pair<std::string, Value>> metadata,
+                                              std::vector<TensorInfo> tensors,
+                                              std::shared_ptr<const TensorSource> source);
 
     const std::string& path() const { return path_; }
     uint32_t version() const { return version_; }
@@ -90,6 +111,9 @@ public:
     const TensorInfo* find_tensor(const std::string& name) const;
     // Throws Error{kFormat} "<file>: missing tensor '<name>'".
     const TensorInfo& tensor(const std::string& name) const;
+    // The tensor's bytes: t.data, or mapped now by the TensorSource of an assembled file.
+    const uint8_t* data(const TensorInfo& t) const;
+    const TensorSource* source() const { return source_.get(); }
 
     // Asks the OS to page in / drop the bytes of a tensor (a stage touches only its own).
     void advise_willneed(const TensorInfo& t) const;
@@ -103,7 +127,8 @@ private:
     void parse();
 
     std::string path_;
-    std::unique_ptr<MappedFile> map_;
+    std::unique_ptr<MappedFile> map_;            // nullptr for an assembled file
+    std::shared_ptr<const TensorSource> source_;  // assembled files only
     uint32_t version_ = 0;
     uint64_t alignment_ = 32;
     uint64_t data_offset_ = 0;

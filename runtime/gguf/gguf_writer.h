@@ -31,6 +31,8 @@ public:
     void write(const std::string& path, uint32_t version = 3) const;
 
     static Value make_string(const std::string& s);
+    // The keys set so far, in order (an HF folder's metadata is built with the setters above).
+    const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
 
 private:
     struct PendingTensor {

@@ -10,10 +10,11 @@
 namespace pipelm::model {
 namespace {
 
-kernels::WeightView view_of(const gguf::TensorInfo& t) {
+// `f` maps the tensor if it is not mapped yet (an HF folder's weights: only the stage's own).
+kernels::WeightView view_of(const gguf::GgufFile& f, const gguf::TensorInfo& t) {
     kernels::WeightView v;
     v.type = t.type;
-    v.data = t.data;
+    v.data = f.data(t);
     v.cols = t.ne[0];
     v.rows = t.ne.size() > 1 ? t.ne[1] : 1;
     v.row_bytes = ggml_row_bytes(t.type, v.cols);
@@ -29,7 +30,7 @@ const float* Glm4Stage::norm(TensorId id, int layer) {
     if (t.type != GgmlType::kF32 || t.n_elements() != n)
         PIPELM_THROW(ErrorCode::kFormat, file_->path(), ": tensor '", name, "' must be F32 with ", n, " elements");
     weight_bytes_ += t.bytes;
-    return be_->vector(reinterpret_cast<const float*>(t.data), n, name);
+    return be_->vector(reinterpret_cast<const float*>(file_->data(t)), n, name);
 }
 
 const float* Glm4Stage::bias(TensorId id, int layer) {
@@ -37,7 +38,7 @@ const float* Glm4Stage::bias(TensorId id, int layer) {
     const gguf::TensorInfo& t = file_->tensor(name);
     weight_bytes_ += t.bytes;
     std::vector<float>& v = host_vectors_.emplace_back(static_cast<size_t>(t.n_elements()));
-    kernels::dequantize_row(t.type, t.data, v.data(), t.n_elements());
+    kernels::dequantize_row(t.type, file_->data(t), v.data(), t.n_elements());
     return be_->vector(v.data(), t.n_elements(), name);
 }
 
@@ -46,7 +47,7 @@ Glm4Stage::W Glm4Stage::matrix(TensorId id, int layer, WeightUse use) {
     const gguf::TensorInfo& t = file_->tensor(name);
     file_->advise_willneed(t);
     weight_bytes_ += t.bytes;
-    W w = be_->matrix(view_of(t), use, name);
+    W w = be_->matrix(view_of(*file_, t), use, name);
     if (w->copied()) file_->advise_dontneed(t);  // the backend's copy is what the ops read
     return w;
 }
@@ -77,7 +78,7 @@ Glm4Stage::Glm4Stage(std::shared_ptr<const gguf::GgufFile> file, const Glm4Confi
     for_each_tensor(cfg, cfg.n_layer, [&](TensorId id, int l) {
         if (!stage_reads(id, l, spec, cfg)) return;
         const gguf::TensorInfo& t = file_->tensor(tensor_name(id, l));
-        if (tensor_def(id).kind == TensorKind::kMatrix) plan.matrices.push_back(view_of(t));
+        if (tensor_def(id).kind == TensorKind::kMatrix) plan.matrices.push_back(view_of(*file_, t));
         else plan.vector_bytes += static_cast<uint64_t>(t.n_elements()) * sizeof(float);
     });
     plan.max_tokens = std::max(1, opt.n_ubatch);

@@ -11,22 +11,22 @@ const std::vector<TensorDef>& glm4_tensors() {
     using K = TensorKind;
     using P = TensorPresence;
     static const std::vector<TensorDef> t = {
-        {TensorId::kTokenEmbd, "token_embd", "weight", false, K::kMatrix, P::kAlways},
-        {TensorId::kAttnNorm, "attn_norm", "weight", true, K::kNorm, P::kAlways},
-        {TensorId::kAttnQ, "attn_q", "weight", true, K::kMatrix, P::kAlways},
-        {TensorId::kAttnK, "attn_k", "weight", true, K::kMatrix, P::kAlways},
-        {TensorId::kAttnV, "attn_v", "weight", true, K::kMatrix, P::kAlways},
-        {TensorId::kAttnQBias, "attn_q", "bias", true, K::kBias, P::kIfQkvBias},
-        {TensorId::kAttnKBias, "attn_k", "bias", true, K::kBias, P::kIfQkvBias},
-        {TensorId::kAttnVBias, "attn_v", "bias", true, K::kBias, P::kIfQkvBias},
-        {TensorId::kAttnOutput, "attn_output", "weight", true, K::kMatrix, P::kAlways},
-        {TensorId::kPostAttnNorm, "post_attention_norm", "weight", true, K::kNorm, P::kAlways},
-        {TensorId::kFfnNorm, "ffn_norm", "weight", true, K::kNorm, P::kAlways},
-        {TensorId::kFfnUp, "ffn_up", "weight", true, K::kMatrix, P::kAlways},
-        {TensorId::kFfnDown, "ffn_down", "weight", true, K::kMatrix, P::kAlways},
-        {TensorId::kPostFfwNorm, "post_ffw_norm", "weight", true, K::kNorm, P::kAlways},
-        {TensorId::kOutputNorm, "output_norm", "weight", false, K::kNorm, P::kAlways},
-        {TensorId::kOutput, "output", "weight", false, K::kMatrix, P::kIfUntied},
+        {TensorId::kTokenEmbd, "token_embd", "weight", false, K::kMatrix, P::kAlways, "model.embed_tokens.weight"},
+        {TensorId::kAttnNorm, "attn_norm", "weight", true, K::kNorm, P::kAlways, "input_layernorm.weight"},
+        {TensorId::kAttnQ, "attn_q", "weight", true, K::kMatrix, P::kAlways, "self_attn.q_proj.weight"},
+        {TensorId::kAttnK, "attn_k", "weight", true, K::kMatrix, P::kAlways, "self_attn.k_proj.weight"},
+        {TensorId::kAttnV, "attn_v", "weight", true, K::kMatrix, P::kAlways, "self_attn.v_proj.weight"},
+        {TensorId::kAttnQBias, "attn_q", "bias", true, K::kBias, P::kIfQkvBias, "self_attn.q_proj.bias"},
+        {TensorId::kAttnKBias, "attn_k", "bias", true, K::kBias, P::kIfQkvBias, "self_attn.k_proj.bias"},
+        {TensorId::kAttnVBias, "attn_v", "bias", true, K::kBias, P::kIfQkvBias, "self_attn.v_proj.bias"},
+        {TensorId::kAttnOutput, "attn_output", "weight", true, K::kMatrix, P::kAlways, "self_attn.o_proj.weight"},
+        {TensorId::kPostAttnNorm, "post_attention_norm", "weight", true, K::kNorm, P::kAlways, "post_self_attn_layernorm.weight"},
+        {TensorId::kFfnNorm, "ffn_norm", "weight", true, K::kNorm, P::kAlways, "post_attention_layernorm.weight"},
+        {TensorId::kFfnUp, "ffn_up", "weight", true, K::kMatrix, P::kAlways, "mlp.gate_up_proj.weight"},
+        {TensorId::kFfnDown, "ffn_down", "weight", true, K::kMatrix, P::kAlways, "mlp.down_proj.weight"},
+        {TensorId::kPostFfwNorm, "post_ffw_norm", "weight", true, K::kNorm, P::kAlways, "post_mlp_layernorm.weight"},
+        {TensorId::kOutputNorm, "output_norm", "weight", false, K::kNorm, P::kAlways, "model.norm.weight"},
+        {TensorId::kOutput, "output", "weight", false, K::kMatrix, P::kIfUntied, "lm_head.weight"},
     };
     return t;
 }
@@ -42,6 +42,12 @@ std::string tensor_name(TensorId id, int layer) {
     std::string s;
     if (d.per_layer) s = "blk." + std::to_string(layer) + ".";
     return s + d.name + "." + d.suffix;
+}
+
+std::string hf_tensor_name(TensorId id, int layer) {
+    const TensorDef& d = tensor_def(id);
+    if (!d.per_layer) return d.hf;
+    return "model.layers." + std::to_string(layer) + "." + d.hf;
 }
 
 std::vector<int64_t> tensor_shape(TensorId id, const Glm4Config& c) {

@@ -1,4 +1,4 @@
-// The weight table of an architecture: one row per tensor (GGUF name, shape from the
+// The weight table of an architecture: one row per tensor (GGUF name, Hugging Face name, shape from the
 // hyperparameters, global or per layer, which stage holds it). It is the only place a GGUF tensor
 // name is written: the loader (glm4.cc), the shape checks (Glm4Config::from_gguf), the planner's
 // byte counts, mkmodel and the model identity all walk this table.
@@ -58,6 +58,11 @@ struct TensorDef {
     bool per_layer;      // "blk.<l>.<name>.<suffix>" when true, "<name>.<suffix>" otherwise
     TensorKind kind;
     TensorPresence presence;
+    // Hugging Face (transformers Glm4ForCausalLM) name: "model.layers.<l>.<hf>" when per_layer,
+    // else the whole name. The tensor is the same array under both names: HF [rows, cols] is
+    // ggml {cols, rows}; llama.cpp's converter permutes nothing for GLM-4 (mlp.gate_up_proj is
+    // ffn_up, gate first; q/k are not reordered), so the bytes are the same.
+    const char* hf;
 };
 
 // GLM-4's tensors in file order.
@@ -66,6 +71,8 @@ const TensorDef& tensor_def(TensorId id);
 
 // "blk.3.attn_q.weight" (layer ignored for global tensors).
 std::string tensor_name(TensorId id, int layer = -1);
+// "model.layers.3.self_attn.q_proj.weight" (layer ignored for global tensors).
+std::string hf_tensor_name(TensorId id, int layer = -1);
 // Shape in ggml order ({ne0} or {ne0, ne1}) that the hyperparameters require.
 std::vector<int64_t> tensor_shape(TensorId id, const Glm4Config& c);
 // Whether a file with these hyperparameters has the tensor.

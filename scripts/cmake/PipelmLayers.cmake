@@ -14,6 +14,7 @@ set(PIPELM_LAYERS
   "pipelm_tokenizer:pipelm_base,pipelm_gguf"
   "pipelm_transport:pipelm_base"
   "pipelm_model:pipelm_base,pipelm_gguf,pipelm_kernels"
+  "pipelm_hf:pipelm_base,pipelm_gguf,pipelm_kernels,pipelm_model,pipelm_tokenizer"
   "pipelm_pipeline:pipelm_base,pipelm_gguf,pipelm_kernels,pipelm_model,pipelm_transport"
   "pipelm_kernels_cuda:pipelm_base,pipelm_kernels")
 
