@@ -27,10 +27,10 @@ if ((${#missing[@]})); then
 fi
 
 # The npm `openai` client that the serve tests and scripts/bench/serve-load.mjs drive the server
-# with (pinned in package.json and package-lock.json; node_modules/ is git-ignored). Optional:
+# with (pinned in scripts/clients/package.json and its lock; node_modules/ is git-ignored). Optional:
 # without node or the npm registry those tests skip and say why.
-if command -v npm >/dev/null && [ ! -f node_modules/openai/package.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 ||
+if command -v npm >/dev/null && [ ! -f scripts/clients/node_modules/openai/package.json ]; then
+  (cd scripts/clients && npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1) ||
     echo "setup: npm ci failed (no npm registry?): the serve tests that use the openai client will skip"
 fi
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Load generator for `pipelm serve` (or any OpenAI-compatible server): N requests at concurrency
-// C through the npm `openai` client (pinned in the repository's package.json; `npm ci` at the
-// root), streamed, and the result in the layout of vLLM's benchmark_serving.py: request and token
+// C through the npm `openai` client (pinned in scripts/clients/package.json; `npm ci` there,
+// as scripts/setup.sh does), streamed, and the result in the layout of vLLM's benchmark_serving.py: request and token
 // throughput, then TTFT, TPOT (time per output token after the first), ITL (between streamed
 // token events) and E2EL (end-to-end latency), each as mean, median, P90 and P99, and the failures.
 //
@@ -13,8 +13,10 @@
 // distinct (request i starts with its number) and about --prompt-tokens tokens long: one request
 // first measures how many tokens a word takes with this model's tokenizer (the server counts them;
 // "Total input tokens" is the exact sum).
-import OpenAI from 'openai';
 import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const { OpenAI } = createRequire(new URL('../clients/package.json', import.meta.url))('openai');
 
 function parseArgs(argv) {
   const o = { baseUrl: 'http://127.0.0.1:8080', n: 64, c: 16, promptTokens: 32, maxTokens: 64, endpoint: 'completions',

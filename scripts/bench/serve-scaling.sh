@@ -43,7 +43,7 @@ if [[ -n ${AUTOGROUP_NICE:-} && -z ${SERVE_SCALING_GROUPED:-} ]]; then
         "$AUTOGROUP_NICE" bash "${BASH_SOURCE[0]}" "$@"
 fi
 [[ -x $PIPELM ]] || { log "no $PIPELM: build it (cmake --build build-serve --target pipelm)"; exit 1; }
-[[ -f $ROOT/node_modules/openai/package.json ]] || (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+[[ -f $ROOT/scripts/clients/node_modules/openai/package.json ]] || (cd "$ROOT/scripts/clients" && npm ci --no-audit --no-fund --loglevel=error)
 if [[ ! -f $MODEL ]]; then
     mkdir -p "$(dirname "$MODEL")"
     log "making $MODEL"

@@ -1,12 +1,15 @@
-// The serve tests' client: drives `pipelm serve` with the npm `openai` package (pinned in the
-// repository's package.json) and prints one JSON object with what it saw, for serve_test.cc to
+// The serve tests' client: drives `pipelm serve` with the npm `openai` package (pinned in
+// scripts/clients/package.json) and prints one JSON object with what it saw, for serve_test.cc to
 // check. Usage: node client.mjs SCENARIO BASE_URL MODEL [N C]
 //   basic       chat and completions, streamed and not, a stop string, /v1/models, two 4xx errors
 //   invariance  16 greedy requests (different prompts and lengths, both endpoints, streamed and
 //               not) one at a time, then all 16 at once: the texts must be byte-identical
 //   load N C    N requests at concurrency C, one in ten aborted by its client after its first
 //               streamed token; every finished answer is compared with the same request run alone
-import OpenAI from 'openai';
+import { createRequire } from 'node:module';
+
+// The pinned client lives in scripts/clients (npm ci there; scripts/setup.sh does).
+const { OpenAI } = createRequire(new URL('../../scripts/clients/package.json', import.meta.url))('openai');
 
 const [scenario, base, model, nArg, cArg] = process.argv.slice(2);
 const client = new OpenAI({

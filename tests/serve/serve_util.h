@@ -86,7 +86,7 @@ inline Server start_server(ServeMode mode, const std::string& dir, const std::ve
 // running at once install it once.
 inline std::string openai_client_missing() {
     static const std::string why = [] {
-        const std::string root = PIPELM_SOURCE_DIR;
+        const std::string root = std::string(PIPELM_SOURCE_DIR) + "/scripts/clients";
         const std::string pkg = root + "/node_modules/openai/package.json";
         if (!on_path("node")) return std::string("node is not on PATH (install Node.js >= 20 to run the openai-client tests)");
         if (::access(pkg.c_str(), R_OK) == 0) return std::string();
