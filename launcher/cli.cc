@@ -123,6 +123,7 @@ std::vector<FlagSpec> pipeline_flags() {
         {"--mem", "", true, "SIZES", "memory budget per stage, e.g. 8G,8G (plans that do not fit are refused)", ""},
         {"--devices", "", true, "LIST", "device per stage: cpu or cuda:N (e.g. cuda:0,cpu)", "cpu"},
         {"--workers", "", true, "H:P,..", "TCP mode: worker addresses for stages 1..N-1 (this process is stage 0)", ""},
+        {"--standby", "", true, "H:P,..", "TCP mode: spare workers; a lost stage is given to the next one and the job goes on", ""},
         {"--token-file", "", true, "FILE", "TCP mode: file with the shared secret token", ""},
         {"--connect-timeout", "", true, "SEC", "TCP mode: how long to retry reaching workers", "30"},
         {"--wire", "", true, "f32|bf16", "format of activations on links", "f32"},

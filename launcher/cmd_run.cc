@@ -168,6 +168,7 @@ int cmd_run(int argc, char** argv) {
                   ids.size(), ids.size() / std::max(t_prompt, 1e-9), n_gen, (n_gen - 1) / std::max(t_gen, 1e-9),
                   eng.n_stages(), mode_name(session->mode()), busy_line(eng.stats(), wall).c_str());
     PIPELM_INFO(buf);
+    for (const auto& line : pipeline::recovery_lines(eng.recoveries())) PIPELM_INFO(line);
     session->close();
     return interrupted() ? 130 : 0;
 }

@@ -40,6 +40,11 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
     o.mem = a.str("--mem");
     o.devices = a.has("--devices") ? a.str("--devices") : "";
     o.workers = a.str("--workers");
+    o.standby = a.str("--standby");
+    if (!o.standby.empty() && o.workers.empty())
+        PIPELM_THROW(ErrorCode::kInvalidArgument,
+                     "--standby works only with --workers (TCP mode): in-process and MPI pipelines end the job when a "
+                     "stage is lost");
     o.token_file = a.str("--token-file");
     o.connect_timeout_s = a.number("--connect-timeout");
     o.wire = pipeline::parse_wire(a.str("--wire"));

@@ -32,6 +32,7 @@ struct SessionOptions {
     std::string mem;
     std::string devices;
     std::string workers;
+    std::string standby;  // --standby: TCP workers that take over a lost stage
     std::string token_file;
     double connect_timeout_s = 30;
     pipeline::Wire wire = pipeline::Wire::kF32;

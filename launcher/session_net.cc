@@ -1,5 +1,6 @@
 // MPI and TCP wiring of a session, and the TCP worker loop.
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <cstdlib>
 #include <functional>
@@ -112,20 +113,101 @@ void Session::start_mpi(const SessionOptions& opt) {
     engine_->handshake();
 }
 
-void Session::start_tcp(const SessionOptions& opt) {
-    std::vector<std::string> workers;
-    std::stringstream ss(opt.workers);
+namespace {
+
+// The TCP pipeline of a coordinator, and what re-forming it after a loss needs (--standby).
+struct TcpPipeline {
+    std::vector<std::string> workers;   // address of stage i+1 now
+    std::vector<std::string> standbys;  // not used yet, in the order given
+    std::string token;
+    std::chrono::milliseconds timeout{30000};
+    transport::TcpOptions options;
+    std::vector<std::string> jobs;  // encoded WorkerJob of stage s (jobs[0] unused)
+    std::shared_ptr<transport::CoordinatorSession> session;
+};
+
+std::vector<std::string> split_list(const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream ss(list);
     std::string w;
     while (std::getline(ss, w, ','))
-        if (!w.empty()) workers.push_back(w);
-    const int S = 1 + static_cast<int>(workers.size());
+        if (!w.empty()) out.push_back(w);
+    return out;
+}
+
+// Connects to stage s+1's worker at `address`; null (with a warning) when it is gone or does
+// not answer within the pipeline's timeout.
+std::shared_ptr<transport::Link> reach(const TcpPipeline& p, int s, const std::string& address) {
+    if (transport::tcp_nobody_listens(address, std::chrono::milliseconds(1000))) {
+        PIPELM_WARN("stage ", s + 1, ": nothing listens at ", address, " any more");
+        return nullptr;
+    }
+    transport::TcpOptions o = p.options;
+    o.peer_label = "stage " + std::to_string(s + 1);
+    try {
+        return transport::tcp_connect(address, p.token, p.timeout, o);
+    } catch (const Error& e) {
+        PIPELM_WARN("stage ", s + 1, ": the worker at ", address, " does not answer: ", e.what());
+        return nullptr;
+    }
+}
+
+// Relink for the Engine: aborts the broken pipeline (its live workers go back to listening),
+// finds which workers are gone, gives each lost stage to the next standby that answers and wires
+// a new pipeline (same plan, same jobs). Rethrows `cause` when every worker still answers (the
+// pipeline broke for another reason: a worker's own error, Ctrl-C).
+pipeline::Relinked relink_tcp(TcpPipeline& p, const Error& cause) {
+    const std::string why = std::string("coordinator: re-forming the pipeline after: ") + cause.what();
+    for (const auto& l : p.session->workers)
+        if (l) l->abort(why);
+    p.session.reset();
+    const int n = static_cast<int>(p.workers.size());
+    std::vector<std::shared_ptr<transport::Link>> connected(n);
+    std::vector<int> lost;
+    for (int s = 0; s < n; ++s)
+        if (!(connected[s] = reach(p, s, p.workers[s]))) lost.push_back(s);
+    auto give_up = [&](const std::string& msg) {
+        for (const auto& l : connected)
+            if (l) l->abort(msg);
+        throw Error(lost.empty() ? cause.code() : ErrorCode::kPeerLost, msg);
+    };
+    if (lost.empty()) give_up(cause.what());
+    std::string replaced;
+    for (int s : lost) {
+        while (!connected[s]) {
+            if (p.standbys.empty())
+                give_up(::pipelm::detail::concat("stage ", s + 1, " (worker ", p.workers[s],
+                                       ") is lost and no standby is left (--standby H:P,...): ", cause.what()));
+            const std::string standby = p.standbys.front();
+            p.standbys.erase(p.standbys.begin());
+            if ((connected[s] = reach(p, s, standby))) {
+                replaced += ::pipelm::detail::concat(replaced.empty() ? "" : ", ", "stage ", s + 1, ": ", p.workers[s], " -> ", standby);
+                p.workers[s] = standby;
+            }
+        }
+    }
+    PIPELM_INFO("re-forming the pipeline: ", replaced);
+    p.session = std::make_shared<transport::CoordinatorSession>(transport::tcp_coordinator_wire(
+        connected, p.workers, p.timeout, [&p](int s) { return p.jobs[s]; }));
+    return pipeline::Relinked{p.session->links, replaced};
+}
+
+}  // namespace
+
+void Session::start_tcp(const SessionOptions& opt) {
+    auto tcp = std::make_shared<TcpPipeline>();
+    tcp->workers = split_list(opt.workers);
+    tcp->standbys = split_list(opt.standby);
+    for (const auto& a : tcp->standbys) transport::parse_host_port(a);  // a malformed address fails now
+    const int S = 1 + static_cast<int>(tcp->workers.size());
     if (opt.token_file.empty())
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--workers needs --token-file FILE (the secret the workers were started with)");
-    const std::string token = transport::read_token_file(opt.token_file);
+    tcp->token = transport::read_token_file(opt.token_file);
     plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
     if (!opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, TCP workers ", opt.workers, "\n", pipeline::format_plan(plan_));
     const std::string id = pipeline::model_identity(*file_);
-    auto job_for_stage = [&](int s) {
+    tcp->jobs.resize(S);
+    for (int s = 1; s < S; ++s) {
         WorkerJob j;
         j.model_path = opt.model_path;
         j.model_id = id;
@@ -141,15 +223,15 @@ void Session::start_tcp(const SessionOptions& opt) {
         j.device = plan_[s].device;
         j.attn_precision = opt.attn_precision;
         j.act_quant = opt.act_quant;
-        return pipeline::encode(j);
-    };
-    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
+        tcp->jobs[s] = pipeline::encode(j);
+    }
+    tcp->timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
     // What the last stage may send back: the outputs of one ubatch (at most --ubatch tokens, or
     // one per slot in a multi-sequence step), logits included.
-    transport::TcpOptions topts;
-    topts.receive_limits = job_limits(std::max(opt.ubatch, opt.n_seq), cfg_.n_vocab, S);
-    transport::CoordinatorSession cs = transport::tcp_coordinator_connect(workers, token, timeout, job_for_stage, topts);
-    keep_alive_.push_back(std::make_shared<transport::CoordinatorSession>(cs));
+    tcp->options.receive_limits = job_limits(std::max(opt.ubatch, opt.n_seq), cfg_.n_vocab, S);
+    tcp->session = std::make_shared<transport::CoordinatorSession>(transport::tcp_coordinator_connect(
+        tcp->workers, tcp->token, tcp->timeout, [&](int s) { return tcp->jobs[s]; }, tcp->options));
+    keep_alive_.push_back(tcp);
     const int threads = opt.threads > 0 ? opt.threads : default_threads(1);
     pools_.push_back(std::make_unique<ThreadPool>(threads));
     const auto& p = plan_[0];
@@ -159,8 +241,9 @@ void Session::start_tcp(const SessionOptions& opt) {
         stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision,
                       model::find_arch(cfg_.arch, file_->path()).precision, opt.act_quant),
         *pools_[0]));
-    const pipeline::EngineOptions eo = engine_options(opt, S, id);
-    engine_ = std::make_unique<pipeline::Engine>(*stages_[0], cs.links, eo);
+    pipeline::EngineOptions eo = engine_options(opt, S, id);
+    if (!tcp->standbys.empty()) eo.relink = [tcp](const Error& cause) { return relink_tcp(*tcp, cause); };
+    engine_ = std::make_unique<pipeline::Engine>(*stages_[0], tcp->session->links, eo);
     engine_->handshake();
 }
 
@@ -232,6 +315,15 @@ void serve_job(transport::WorkerSession& ws, const PreparedJob& p, int threads_f
     ro.n_seq = job.n_seq;
     ro.n_ctx = job.n_ctx;
     ro.should_stop = stop_after_signal(std::chrono::seconds(2));
+    // Fault-injection tests (tests/runtime/recovery_test.cc): SIGKILL this worker when the N-th
+    // ubatch of its job arrives.
+    if (const char* n = std::getenv("PIPELM_FAULT_KILL_AT_UBATCH"); n && std::atoll(n) > 0) {
+        auto seen = std::make_shared<long long>(0);
+        const long long at = std::atoll(n);
+        ro.on_ubatch = [seen, at] {
+            if (++*seen == at) ::raise(SIGKILL);
+        };
+    }
     pipeline::StageRunner runner(*stage_ptr, ws.links, ro);
     runner.run();
     PIPELM_INFO("job done");

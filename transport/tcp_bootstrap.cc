@@ -2,7 +2,13 @@
 // tcp_bootstrap.h for the wiring and the message layout).
 #include "transport/tcp_bootstrap.h"
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <random>
 
 #include "runtime/base/error.h"
@@ -112,27 +118,43 @@ CoordinatorSession tcp_coordinator_connect(const std::vector<std::string>& worke
                                            const TcpOptions& options) {
     PIPELM_CHECK(!workers.empty(), "tcp_coordinator_connect: give at least one worker address");
     const int n = static_cast<int>(workers.size());
-    const uint64_t session = new_session_id();
-    CoordinatorSession out;
-    out.workers.resize(workers.size());
+    std::vector<std::shared_ptr<Link>> connected(workers.size());
     try {
         const auto connect_deadline = detail::deadline_after(connect_timeout);
         for (int i = 0; i < n; ++i) {
             TcpOptions opts = options;
             opts.peer_label = stage_label(i + 1);
-            out.workers[i] = tcp_connect(workers[i], token, remaining(connect_deadline), opts);
+            connected[i] = tcp_connect(workers[i], token, remaining(connect_deadline), opts);
         }
+    } catch (const std::exception& e) {
+        abort_all(connected, std::string("coordinator: pipeline set-up failed: ") + e.what());
+        throw;
+    }
+    return tcp_coordinator_wire(std::move(connected), workers, connect_timeout, job_for_stage);
+}
+
+CoordinatorSession tcp_coordinator_wire(std::vector<std::shared_ptr<Link>> connected,
+                                        const std::vector<std::string>& workers,
+                                        std::chrono::milliseconds timeout,
+                                        const std::function<std::string(int stage)>& job_for_stage) {
+    PIPELM_CHECK(!workers.empty() && connected.size() == workers.size(),
+                 "tcp_coordinator_wire: one connected link per worker address");
+    const int n = static_cast<int>(workers.size());
+    const uint64_t session = new_session_id();
+    CoordinatorSession out;
+    out.workers = std::move(connected);
+    try {
         for (int i = 0; i < n; ++i) {
             Assign a;
             a.session = session;
             a.stage = i + 1;
             a.n_stages = n + 1;
-            a.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(connect_timeout.count(), UINT32_MAX));
+            a.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(timeout.count(), UINT32_MAX));
             a.next_address = i + 1 < n ? workers[i + 1] : std::string();
             a.job = job_for_stage(i + 1);
             out.workers[i]->send(make_message(kTagAssign, encode_assign(a)));
         }
-        const auto wire_deadline = detail::deadline_after(connect_timeout);
+        const auto wire_deadline = detail::deadline_after(timeout);
         for (int i = 0; i < n; ++i) {
             const int stage = expect_stage_msg(*out.workers[i], kTagReady, "Ready", session, remaining(wire_deadline));
             if (stage != i + 1)
@@ -147,6 +169,48 @@ CoordinatorSession tcp_coordinator_connect(const std::vector<std::string>& worke
     out.links.next = out.workers.front();
     out.links.ring = out.workers.back();
     return out;
+}
+
+namespace {
+
+// One connection attempt to `ai` bounded by `wait`: 1 connected, 0 refused or failed, -1 no answer.
+int try_connect(const addrinfo* ai, std::chrono::milliseconds wait) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) return 0;
+    int result = ::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 1 : 0;
+    if (result == 0 && errno == EINPROGRESS) {
+        pollfd p{fd, POLLOUT, 0};
+        const int ready = ::poll(&p, 1, static_cast<int>(wait.count()));
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (ready == 0) result = -1;
+        else if (ready == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) result = 1;
+    }
+    ::close(fd);
+    return result;
+}
+
+}  // namespace
+
+bool tcp_nobody_listens(const std::string& host_port, std::chrono::milliseconds timeout) {
+    const HostPort hp = parse_host_port(host_port);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(hp.host.c_str(), std::to_string(hp.port).c_str(), &hints, &res) != 0 || !res) return true;
+    // Short attempts until `timeout`: a process dying while we connect may drop our SYN (the next
+    // attempt is refused at once), where one long attempt would wait for the SYN's retransmission.
+    const auto deadline = detail::deadline_after(timeout);
+    int answer = -1;
+    while (answer == -1 && Clock::now() < deadline) {
+        answer = 0;
+        for (const addrinfo* ai = res; ai && answer != 1; ai = ai->ai_next) {
+            const int r = try_connect(ai, std::min(std::chrono::milliseconds(100), remaining(deadline)));
+            if (r != 0) answer = r;
+        }
+    }
+    ::freeaddrinfo(res);
+    return answer != 1;
 }
 
 namespace {

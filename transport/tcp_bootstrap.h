@@ -50,6 +50,20 @@ CoordinatorSession tcp_coordinator_connect(const std::vector<std::string>& worke
                                            const std::function<std::string(int stage)>& job_for_stage,
                                            const TcpOptions& options = {});
 
+// The wiring half of tcp_coordinator_connect, for workers already connected and authenticated:
+// connected[i] is the control connection to workers[i] (stage i+1). On failure every link is
+// aborted with the reason and the error rethrown. Used to re-form a pipeline after a loss.
+CoordinatorSession tcp_coordinator_wire(std::vector<std::shared_ptr<Link>> connected,
+                                        const std::vector<std::string>& workers,
+                                        std::chrono::milliseconds timeout,
+                                        const std::function<std::string(int stage)>& job_for_stage);
+
+// True when nothing accepts a TCP connection at `host_port` within `timeout`: refused (a worker
+// process that died: its kernel closed the port), unreachable, or no answer. A live worker's
+// listener is bound for its whole life, busy or not, so it is false for one. One attempt, no
+// retry, no bytes sent (the connection is closed at once; the worker logs a dropped greeting).
+bool tcp_nobody_listens(const std::string& host_port, std::chrono::milliseconds timeout);
+
 struct WorkerSession {
     TcpJob job;
     StageLinks links;

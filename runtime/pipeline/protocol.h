@@ -29,6 +29,7 @@ enum Tag : uint32_t {
     kSeqStart = 3,  // a sequence slot starts: sampler parameters for the last stage
     kUbatch = 4,    // hidden states of a ubatch
     kResult = 5,    // last stage -> stage 0: sampled ids and/or logits
+    kSeqResume = 6, // after a recovery: a sequence's sampler as it was after `draws` samples
 };
 
 enum class Wire : uint8_t { kF32 = 0, kBF16 = 1 };
@@ -63,6 +64,17 @@ struct SeqStart {
     std::vector<int32_t> history;  // prompt tokens (repetition penalty)
     template <class A>
     void serialize(A& ar) { ar(slot, sampler, history); }
+};
+
+// Sent to a re-formed pipeline (runtime/pipeline/engine_recovery.cc) for every live sequence:
+// the last stage rebuilds the sampler from `start` (whose history then holds the prompt and every
+// token sampled so far) and advances its generator by `draws` samples, so that the next sample
+// is the one the lost pipeline would have drawn. `draws` is bounded by the stage's context.
+struct SeqResume {
+    SeqStart start;
+    uint64_t draws = 0;
+    template <class A>
+    void serialize(A& ar) { ar(start, draws); }
 };
 
 struct UbatchHeader {

@@ -51,6 +51,17 @@ void Tail::start_seq(const SeqStart& s) {
     for (int32_t t : s.history) samplers_[s.slot].accept(t);
 }
 
+void Tail::resume_seq(const SeqResume& r, uint64_t max_draws) {
+    if (r.draws > max_draws)
+        PIPELM_THROW(ErrorCode::kProtocol, "sequence resume for slot ", r.start.slot, ": ", r.draws,
+                     " samples drawn, more than the ", max_draws, " this stage's context allows");
+    start_seq(r.start);
+    // Sampler::sample draws one uniform per non-greedy call whatever the logits; a one-entry
+    // vocabulary makes each call cheap. Greedy samplers draw nothing here either.
+    const float one_logit = 0.f;
+    for (uint64_t i = 0; i < r.draws; ++i) samplers_[r.start.slot].sample(&one_logit, 1);
+}
+
 ResultHeader Tail::run(const UbatchHeader& h, const float* x, std::vector<float>* logits) {
     ResultHeader r;
     r.id = h.id;
@@ -157,7 +168,14 @@ void StageRunner::loop() {
                 if (tail_) tail_->start_seq(decode<SeqStart>(m.control, "sequence start"));
                 if (links_.next) links_.next->send(std::move(m));
                 break;
+            case kSeqResume:
+                // A sequence samples at most once per position it writes (x4 for benchmarks that
+                // write positions again).
+                if (tail_) tail_->resume_seq(decode<SeqResume>(m.control, "sequence resume"), uint64_t(opt_.n_ctx) * 4);
+                if (links_.next) links_.next->send(std::move(m));
+                break;
             case kUbatch: {
+                if (opt_.on_ubatch) opt_.on_ubatch();
                 UbatchHeader h = decode<UbatchHeader>(m.control, "ubatch");
                 check_ubatch(h, opt_.n_seq, opt_.n_ctx);
                 if (h.busy_s.size() != static_cast<size_t>(stage_.spec().index))
@@ -194,6 +212,7 @@ Engine::Engine(model::Stage& stage0, transport::StageLinks links, EngineOptions 
     : stage_(stage0), links_(std::move(links)), opt_(std::move(opt)) {
     PIPELM_CHECK(opt_.ubatch > 0, "--ubatch must be positive");
     if (opt_.n_stages == 1) tail_ = std::make_unique<Tail>(stage_, opt_.n_seq);
+    else slots_.resize(opt_.n_seq);
     stats_.busy_s.assign(opt_.n_stages, 0.0);
 }
 
@@ -227,8 +246,21 @@ void Engine::start_seq(int slot, const sampling::SamplerParams& p, const std::ve
     s.slot = slot;
     s.sampler = p;
     s.history = history;
-    if (tail_) tail_->start_seq(s);
-    else links_.next->send(make_message(kSeqStart, s));
+    if (tail_) {
+        tail_->start_seq(s);
+        return;
+    }
+    PIPELM_CHECK(slot >= 0 && slot < opt_.n_seq, "start_seq: slot ", slot, " outside [0, ", opt_.n_seq, ")");
+    SlotLog& log = slots_[slot];
+    log = SlotLog{};
+    log.started = true;
+    log.start = s;
+    try {
+        links_.next->send(make_message(kSeqStart, s));
+    } catch (const Error& e) {
+        if (!opt_.relink || e.code() != ErrorCode::kPeerLost) throw;
+        recover(e);  // sends every started slot's sampler again, this one included
+    }
 }
 
 uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<int32_t>& seq,
@@ -236,38 +268,71 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
                         bool want_logits) {
     PIPELM_CHECK(tokens.size() == seq.size() && tokens.size() == pos.size() && !tokens.empty(),
                  "submit: tokens, slots and positions differ in length");
-    const int64_t n = static_cast<int64_t>(tokens.size()), E = stage_.n_embd();
-    UbatchHeader h;
-    h.id = next_id_++;
-    h.seq = seq;
-    h.pos = pos;
-    h.out_rows = out_rows;
-    h.sample = sample;
-    h.want_logits = want_logits;
-    h.wire = static_cast<uint8_t>(opt_.wire);
-    check_ubatch(h, opt_.n_seq, 1 << 30);
-    x_.resize(n * E);
-    const auto t0 = Clock::now();
-    stage_.embed(tokens.data(), n, x_.data());
-    model::Batch b{n, h.pos.data(), h.seq.data()};
-    stage_.forward(x_.data(), b);
-    ++in_flight_;
+    Asked a;
+    a.id = next_id_++;
+    a.tokens = tokens;
+    a.seq = seq;
+    a.pos = pos;
+    a.out_rows = out_rows;
+    a.sample = sample;
+    a.want_logits = want_logits && !out_rows.empty();
     if (tail_) {
+        UbatchHeader h;
+        h.id = a.id;
+        h.seq = seq;
+        h.pos = pos;
+        h.out_rows = out_rows;
+        h.sample = sample;
+        h.want_logits = want_logits;
+        check_ubatch(h, opt_.n_seq, 1 << 30);
+        const int64_t n = static_cast<int64_t>(tokens.size());
+        x_.resize(n * stage_.n_embd());
+        const auto t0 = Clock::now();
+        stage_.embed(tokens.data(), n, x_.data());
+        model::Batch b{n, h.pos.data(), h.seq.data()};
+        stage_.forward(x_.data(), b);
         Result r;
         r.header = tail_->run(h, x_.data(), &r.logits);
         r.header.busy_s = {seconds_since(t0)};
         local_.push_back(std::move(r));
-    } else {
-        h.busy_s.push_back(seconds_since(t0));
-        Asked a;
-        a.id = h.id;
-        for (int32_t row : h.out_rows) a.out_slots.push_back(h.seq[row]);
-        a.sample = sample;
-        a.want_logits = want_logits && !h.out_rows.empty();
-        links_.next->send(make_message(kUbatch, h, pack_hidden(x_.data(), n * E, opt_.wire)));
-        asked_.push_back(std::move(a));
+        ++in_flight_;
+        return a.id;
     }
-    return h.id;
+    for (int32_t row : out_rows)
+        if (row >= 0 && row < static_cast<int32_t>(seq.size())) a.out_slots.push_back(seq[row]);
+    asked_.push_back(std::move(a));
+    ++in_flight_;
+    try {
+        send_ubatch(asked_.back());
+    } catch (const Error& e) {
+        if (!opt_.relink || e.code() != ErrorCode::kPeerLost) {
+            asked_.pop_back();
+            --in_flight_;
+            throw;
+        }
+        recover(e);  // sends every ubatch in flight again, this one included
+    }
+    return asked_.back().id;
+}
+
+void Engine::send_ubatch(const Asked& a) {
+    const int64_t n = static_cast<int64_t>(a.tokens.size()), E = stage_.n_embd();
+    UbatchHeader h;
+    h.id = a.id;
+    h.seq = a.seq;
+    h.pos = a.pos;
+    h.out_rows = a.out_rows;
+    h.sample = a.sample;
+    h.want_logits = a.want_logits;
+    h.wire = static_cast<uint8_t>(opt_.wire);
+    check_ubatch(h, opt_.n_seq, 1 << 30);
+    x_.resize(n * E);
+    const auto t0 = Clock::now();
+    stage_.embed(a.tokens.data(), n, x_.data());
+    model::Batch b{n, h.pos.data(), h.seq.data()};
+    stage_.forward(x_.data(), b);
+    h.busy_s.push_back(seconds_since(t0));
+    links_.next->send(make_message(kUbatch, h, pack_hidden(x_.data(), n * E, opt_.wire)));
 }
 
 void Engine::check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const {
@@ -302,16 +367,15 @@ Result Engine::next_result() {
         r = std::move(local_.front());
         local_.pop_front();
     } else {
-        transport::Message m = links_.ring->recv(opt_.result_timeout);
-        if (m.kind != transport::MsgKind::kData || m.tag != kResult)
-            PIPELM_THROW(ErrorCode::kProtocol, "expected a result from the last stage (", links_.ring->peer_name(),
-                         "), got tag ", m.tag);
-        PIPELM_CHECK(!asked_.empty(), "next_result: no ubatch in flight to the last stage");
-        r.header = decode<ResultHeader>(m.control, "result");
-        check_result(r.header, m.payload.size(), asked_.front());
-        asked_.pop_front();
-        r.logits.resize(m.payload.size() / sizeof(float));
-        if (!m.payload.empty()) std::memcpy(r.logits.data(), m.payload.data(), m.payload.size());
+        for (;;) {
+            try {
+                r = receive_result();
+                break;
+            } catch (const Error& e) {
+                if (!opt_.relink || e.code() != ErrorCode::kPeerLost) throw;
+                recover(e);  // then wait for the same ubatch's result from the re-formed pipeline
+            }
+        }
     }
     --in_flight_;
     ++stats_.ubatches;

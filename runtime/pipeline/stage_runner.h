@@ -22,6 +22,9 @@ class Tail {
 public:
     Tail(model::Stage& stage, int n_seq);
     void start_seq(const SeqStart& s);
+    // start_seq(r.start), then `r.draws` samples' worth of the generator skipped (one uniform
+    // draw per non-greedy sample, as Sampler::sample takes); at most `max_draws`.
+    void resume_seq(const SeqResume& r, uint64_t max_draws);
     // Computes the outputs the header asks for from the ubatch's hidden states x.
     ResultHeader run(const UbatchHeader& h, const float* x, std::vector<float>* logits);
 
@@ -39,6 +42,8 @@ struct RunnerOptions {
     std::chrono::milliseconds idle_timeout{std::chrono::seconds(1)};
     // Polled while idle: true stops the stage with Error{kCancelled} (links aborted).
     std::function<bool()> should_stop;
+    // Called on the stage's thread when a ubatch arrives, before it is used (fault-injection tests).
+    std::function<void()> on_ubatch;
 };
 
 // Stages 1..S-1. Returns on kShutdown; on any error aborts its links (so neighbours stop
@@ -60,6 +65,25 @@ private:
     std::vector<float> logits_;
 };
 
+// A pipeline re-formed after a stage was lost (TCP mode with --standby): the new links of stage 0
+// and what changed, for the summary ("stage 2: 127.0.0.1:7002 -> 127.0.0.1:7004").
+struct Relinked {
+    transport::StageLinks links;
+    std::string replaced;
+};
+// Given the error that broke the pipeline, re-forms it (every stage starts with an empty KV cache)
+// or throws: the cause again when no stage is actually lost, Error{kPeerLost} naming the stage when
+// no standby is left.
+using Relink = std::function<Relinked(const Error& cause)>;
+
+// One recovery, for the run's summary and /metrics.
+struct Recovery {
+    std::string replaced;    // which stage moved where
+    std::string cause;       // the error that broke the pipeline
+    double seconds = 0;      // from the failure to the pipeline carrying on
+    int64_t tokens_replayed = 0;
+};
+
 struct EngineOptions {
     int n_stages = 1;
     int ubatch = 512;
@@ -69,6 +93,8 @@ struct EngineOptions {
     std::string model_name;
     std::vector<LayerRange> plan;
     std::chrono::milliseconds result_timeout{std::chrono::minutes(10)};
+    Relink relink;        // unset: a lost stage ends the job (Error{kPeerLost})
+    int max_recoveries = 16;
 };
 
 struct Result {
@@ -118,16 +144,38 @@ public:
     const PipelineStats& stats() const { return stats_; }
     void reset_stats();
     uint64_t link_bytes() const;
+    // Every recovery of this engine so far (not cleared by reset_stats).
+    const std::vector<Recovery>& recoveries() const { return recoveries_; }
 
 private:
-    // What was asked of a ubatch in flight to the last stage, to check its result against.
+    // A ubatch in flight to the last stage: its inputs (to send it again after a recovery) and
+    // what its result must match.
     struct Asked {
         uint64_t id = 0;
+        std::vector<int32_t> tokens, seq, pos, out_rows;
         std::vector<int32_t> out_slots;  // slot of each output row
         bool sample = false;
         bool want_logits = false;
+        bool replay = false;  // sent by a recovery: its tokens are already in history_
+    };
+    // What a re-formed pipeline needs of a sequence slot: its sampler and the tokens whose K/V the
+    // stages hold, by position (-1: never written since the slot started).
+    struct SlotLog {
+        bool started = false;
+        SeqStart start;
+        std::vector<int32_t> sampled;  // every token the last stage sampled for this slot since
+        std::vector<int32_t> tokens;   // token at each position, in the order results came back
     };
     void check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const;
+    void send_ubatch(const Asked& a);  // runs stage 0 on a's tokens and sends them on
+    Result receive_result();           // the next result from the last stage, checked, logged
+    void log_result(const Asked& a, const ResultHeader& r);
+    // Re-forms the pipeline after `cause` (engine_recovery.cc): new links, handshake, every
+    // sequence's sampler, a replay of every logged token, then the ubatches that were in flight.
+    void recover(const Error& cause);
+    int64_t replay_tokens();
+    std::vector<SlotLog> slots_;
+    std::vector<Recovery> recoveries_;
 
     model::Stage& stage_;
     transport::StageLinks links_;
@@ -141,6 +189,9 @@ private:
     std::vector<float> x_;
     PipelineStats stats_;
 };
+
+// One line per recovery: "recovery: stage 2: A -> B in 0.412 s, 57 tokens replayed (cause: ...)".
+std::vector<std::string> recovery_lines(const std::vector<Recovery>& rs);
 
 // Model identity for the handshake: hash of the metadata and tensor table (not the data).
 std::string model_identity(const gguf::GgufFile& f);
