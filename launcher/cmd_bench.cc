@@ -4,275 +4,43 @@
 // n_stages groups, one group per stage in flight), a sweep-bench table over the context, and a
 // roofline check (measured read bandwidth vs the weight bytes each token reads). Every test runs
 // once to warm up and then -r times; t/s is mean ± stddev over the runs. Per-stage busy % and the
-// bubble come from the busy seconds each stage reports with every result.
+// bubble come from the busy seconds each stage reports with every result. Value lists (-p, -n,
+// --sequences, and in one process --stages and --ubatch) make a scaling sweep: one session per
+// (stages, ubatch), every test on each. Tables, statistics and the bandwidth probe live in
+// launcher/bench_{table,stats,bandwidth}.cc (launcher/bench.h).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <fstream>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 #include <functional>
-#include <limits>
 #include <map>
 #include <sstream>
 
+#include "launcher/bench.h"
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "launcher/session_net.h"
 #include "kernels/matmul.h"
 #include "runtime/base/log.h"
-#include "runtime/base/thread_pool.h"
 #include "runtime/model/tensors.h"
 
 namespace pipelm::launcher {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-std::string fmt(const char* f, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, f);
-    std::vsnprintf(buf, sizeof buf, f, ap);
-    va_end(ap);
-    return buf;
-}
-
-// ---- tables: one row = ordered (key, cell); columns are the union of keys ----------------------
-
-struct Cell {
-    std::string text;  // csv (and md unless md is set)
-    std::string json;  // JSON value
-    std::string md;    // markdown text when different from text
-    bool num = false;
-};
-using Row = std::vector<std::pair<std::string, Cell>>;
-
-std::string json_quote(const std::string& s) {
-    std::string o = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') o += '\\', o += c;
-        else if (static_cast<unsigned char>(c) < 0x20) o += fmt("\\u%04x", c);
-        else o += c;
-    }
-    return o + "\"";
-}
-Cell str_cell(const std::string& s) { return {s, json_quote(s), "", false}; }
-Cell num_cell(double v, int prec) {
-    const std::string t = fmt("%.*f", prec, v);
-    return {t, std::isfinite(v) ? t : "null", "", true};
-}
-Cell int_cell(int64_t v) {
-    const std::string t = std::to_string(v);
-    return {t, t, "", true};
-}
-
-std::string md_name(const std::string& k) {
-    static const std::map<std::string, std::string> names = {
-        {"tps", "t/s"}, {"busy_pct", "busy % per stage"}, {"bubble_pct", "bubble %"}, {"link_mb", "link MB/run"},
-        {"cpu_isa", "CPU kernels"}, {"act_quant", "act-quant"},
-        {"bw_gbs", "read GB/s"}, {"bw_frac", "roofline frac"}, {"ttft_ms_p50", "TTFT p50 ms"},
-        {"ttft_ms_p99", "TTFT p99 ms"}, {"itl_ms_p50", "ITL p50 ms"}, {"itl_ms_p99", "ITL p99 ms"},
-        {"n_kv", "N_KV"}, {"pp", "PP"}, {"tg", "TG"}, {"t_pp_s", "T_PP s"}, {"s_pp_tps", "S_PP t/s"},
-        {"t_tg_s", "T_TG s"}, {"s_tg_tps", "S_TG t/s"}};
-    auto it = names.find(k);
-    return it == names.end() ? k : it->second;
-}
-
-void print_table(const std::vector<Row>& rows, const std::string& format) {
-    std::vector<std::string> cols;
-    for (const auto& r : rows)
-        for (const auto& kv : r)
-            if (std::find(cols.begin(), cols.end(), kv.first) == cols.end()) cols.push_back(kv.first);
-    auto get = [](const Row& r, const std::string& k) -> const Cell* {
-        for (const auto& kv : r)
-            if (kv.first == k) return &kv.second;
-        return nullptr;
-    };
-    std::ostringstream os;
-    if (format == "json") {
-        os << "[\n";
-        for (size_t i = 0; i < rows.size(); ++i) {
-            os << "  {";
-            for (size_t j = 0; j < rows[i].size(); ++j)
-                os << (j ? ", " : "") << json_quote(rows[i][j].first) << ": " << rows[i][j].second.json;
-            os << (i + 1 < rows.size() ? "},\n" : "}\n");
-        }
-        os << "]\n";
-    } else if (format == "csv") {
-        auto q = [](const std::string& s) {
-            if (s.find_first_of(",\"\n") == std::string::npos) return s;
-            std::string o = "\"";
-            for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
-            return o + "\"";
-        };
-        for (size_t j = 0; j < cols.size(); ++j) os << (j ? "," : "") << q(cols[j]);
-        os << "\n";
-        for (const auto& r : rows) {
-            for (size_t j = 0; j < cols.size(); ++j) {
-                const Cell* c = get(r, cols[j]);
-                os << (j ? "," : "") << (c ? q(c->text) : "");
-            }
-            os << "\n";
-        }
-    } else {
-        cols.erase(std::remove_if(cols.begin(), cols.end(), [](const std::string& k) {  // folded into "a ± b"
-                       return k.size() > 3 && k.compare(k.size() - 3, 3, "_sd") == 0;
-                   }), cols.end());
-        std::vector<std::string> head;
-        std::vector<size_t> w;
-        std::vector<bool> right;
-        for (const auto& k : cols) {
-            head.push_back(md_name(k));
-            w.push_back(head.back().size());
-            right.push_back(false);
-        }
-        std::vector<std::vector<std::string>> text(rows.size(), std::vector<std::string>(cols.size()));
-        for (size_t i = 0; i < rows.size(); ++i)
-            for (size_t j = 0; j < cols.size(); ++j)
-                if (const Cell* c = get(rows[i], cols[j])) {
-                    text[i][j] = c->md.empty() ? c->text : c->md;
-                    w[j] = std::max(w[j], text[i][j].size());
-                    if (c->num) right[j] = true;
-                }
-        auto line = [&](const std::vector<std::string>& v) {
-            os << "|";
-            for (size_t j = 0; j < cols.size(); ++j) {
-                const std::string pad(w[j] - std::min(w[j], v[j].size()), ' ');
-                os << " " << (right[j] ? pad + v[j] : v[j] + pad) << " |";
-            }
-            os << "\n";
-        };
-        line(head);
-        os << "|";
-        for (size_t j = 0; j < cols.size(); ++j) os << std::string(w[j] + 1, '-') << (right[j] ? ":|" : "-|");
-        os << "\n";
-        for (const auto& t : text) line(t);
-    }
-    std::fputs(os.str().c_str(), stdout);
-    std::fflush(stdout);
-}
-
-// ---- statistics -------------------------------------------------------------------------------
-
-struct MeanSd {
-    double mean = 0, sd = 0;
-};
-MeanSd mean_sd(const std::vector<double>& v) {
-    MeanSd m;
-    if (v.empty()) return m;
-    for (double x : v) m.mean += x;
-    m.mean /= static_cast<double>(v.size());
-    if (v.size() > 1) {
-        double ss = 0;
-        for (double x : v) ss += (x - m.mean) * (x - m.mean);
-        m.sd = std::sqrt(ss / static_cast<double>(v.size() - 1));
-    }
-    return m;
-}
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return std::nan("");
-    std::sort(v.begin(), v.end());
-    const double idx = p * static_cast<double>(v.size() - 1);
-    const size_t lo = static_cast<size_t>(idx), hi = std::min(lo + 1, v.size() - 1);
-    return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
-}
-
-// ---- roofline: STREAM-like read bandwidth (sum of a buffer much larger than the LLC) ------------
-
-uint64_t llc_bytes() {
-    uint64_t best = 0;
-    int best_level = 0;
-    for (int i = 0; i < 16; ++i) {
-        const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
-        std::ifstream fl(dir + "level"), fs(dir + "size");
-        int level = 0;
-        std::string size;
-        if (!(fl >> level) || !(fs >> size) || size.empty()) continue;
-        uint64_t v = std::strtoull(size.c_str(), nullptr, 10);
-        const char unit = size.back();
-        if (unit == 'K') v <<= 10;
-        else if (unit == 'M') v <<= 20;
-        else if (unit == 'G') v <<= 30;
-        if (level > best_level || (level == best_level && v > best)) best = v, best_level = level;
-    }
-    return best ? best : (32ull << 20);
-}
-
-// Sum of p[0..n): 256-bit loads when the CPU has AVX2 (as the matmul kernels use), else scalar.
-#if defined(__x86_64__)
-__attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, int64_t n) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
-        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
-        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
-    }
-    alignas(32) uint64_t lane[4];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lane), _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
-    uint64_t s = lane[0] + lane[1] + lane[2] + lane[3];
-    for (; i < n; ++i) s += p[i];
-    return s;
-}
-#endif
-uint64_t sum_scalar(const uint64_t* p, int64_t n) {
-    uint64_t s = 0;
-    for (int64_t i = 0; i < n; ++i) s += p[i];
-    return s;
-}
-
-struct Bandwidth {
-    uint64_t buffer_bytes = 0, llc = 0;
-    std::map<int, double> gbs;  // threads -> best GB/s
-};
-
-// Best of `passes` timed passes per thread count.
-Bandwidth measure_bandwidth(const std::vector<int>& thread_counts, int passes = 7) {
-    Bandwidth bw;
-    bw.llc = llc_bytes();
-    bw.buffer_bytes = std::max<uint64_t>(4 * bw.llc, 512ull << 20);
-    const int64_t n = static_cast<int64_t>(bw.buffer_bytes / 8);
-    std::vector<uint64_t> buf(n);
-#if defined(__x86_64__)
-    const bool avx2 = __builtin_cpu_supports("avx2");
-#endif
-    for (int threads : thread_counts) {
-        if (bw.gbs.count(threads)) continue;
-        ThreadPool pool(threads);
-        pool.parallel_for(n, [&](int64_t b, int64_t e, int) {  // first touch by the readers
-            for (int64_t i = b; i < e; ++i) buf[i] = static_cast<uint64_t>(i);
-        }, 512);
-        std::vector<uint64_t> sums(threads * 8);
-        double best = 1e30;
-        for (int rep = 0; rep < passes; ++rep) {
-            const auto t0 = Clock::now();
-            pool.parallel_for(n, [&](int64_t b, int64_t e, int t) {
-#if defined(__x86_64__)
-                if (avx2) {
-                    sums[t * 8] += sum_avx2(buf.data() + b, e - b);
-                    return;
-                }
-#endif
-                sums[t * 8] += sum_scalar(buf.data() + b, e - b);
-            }, 512);
-            best = std::min(best, since(t0));
-        }
-        uint64_t check = 0;
-        for (uint64_t s : sums) check += s;
-        const uint64_t expect = static_cast<uint64_t>(n) * static_cast<uint64_t>(n - 1) / 2 * passes;
-        PIPELM_CHECK(check == expect, "roofline: read benchmark summed wrongly");
-        bw.gbs[threads] = static_cast<double>(bw.buffer_bytes) / best / 1e9;
-    }
-    return bw;
-}
+using bench::Bandwidth;
+using bench::Cell;
+using bench::Clock;
+using bench::fmt;
+using bench::int_cell;
+using bench::MeanSd;
+using bench::num_cell;
+using bench::Row;
+using bench::since;
+using bench::str_cell;
 
 // ---- the tests --------------------------------------------------------------------------------
 
@@ -455,96 +223,168 @@ ModelInfo model_info(const gguf::GgufFile& f, const model::Glm4Config& cfg) {
     return m;
 }
 
-}  // namespace
-
-int cmd_bench(int argc, char** argv) {
-    auto flags = cli::concat(cli::pipeline_flags(), {
-        {"--n-prompt", "-p", true, "N", "prompt tokens of the pp test (0 = no pp test)", "512"},
-        {"--n-gen", "-n", true, "N", "generated tokens of the tg test (0 = no tg test)", "128"},
-        {"--repetitions", "-r", true, "N", "measured runs per test (after one warm-up run)", "3"},
-        {"--pg", "", false, "", "also run prompt + generation combined (ppP+tgN)", ""},
-        {"--sequences", "", true, "N,..", "tg test with N concurrent sequences of -n tokens each (up to n_stages groups in flight) instead of one", ""},
-        {"--seq-prompt", "", true, "N", "prompt tokens per sequence of the --sequences test (in its time)", "1"},
-        {"--sweep", "", false, "", "instead of the tests: PP and TG speed as the context fills up to --ctx (default -p + -n), in --ubatch steps", ""},
-        {"--roofline", "", false, "", "measure read bandwidth; report tg results as a fraction of the roofline", ""},
-        {"--output", "-o", true, "md|csv|json", "output format", "md"},
-        {"--synthetic", "", true, "PRESET", "build the model in memory (not supported on CPU: use pipelm mkmodel)", ""},
-    });
-    cli::Args a("bench", flags);
-    if (!a.parse(argc, argv, 2,
-                 "Measures prompt processing (ppN, in --ubatch chunks that overlap across stages), generation (tgN,\n"
-                 "greedy, ignoring EOS), optionally both (--pg), concurrent sequences (--sequences) or a sweep over the\n"
-                 "context (--sweep), with random prompt ids. One warm-up run, then -r runs: mean ± stddev t/s, busy %\n"
-                 "of every stage, the bubble (1 - sum busy / (stages x wall)) and bytes on links per run."))
-        return 0;
-    if (a.has("--synthetic"))
-        PIPELM_THROW(ErrorCode::kUnsupported, "bench --synthetic ", a.str("--synthetic"),
-                     ": in-memory synthetic models are not supported by the CPU backend; write one with `pipelm mkmodel "
-                     "--preset ", a.str("--synthetic"), " -o FILE.gguf` and pass -m FILE.gguf");
-    const int n_prompt = static_cast<int>(a.integer("--n-prompt"));
-    const int n_gen = static_cast<int>(a.integer("--n-gen"));
-    const int reps = static_cast<int>(a.integer("--repetitions"));
-    std::vector<int> seq_list;
-    std::stringstream seq_ss(a.str("--sequences"));
-    for (std::string item; std::getline(seq_ss, item, ',');) {
-        char* end = nullptr;
-        const long v = std::strtol(item.c_str(), &end, 10);
-        if (item.empty() || *end != '\0' || v < 1 || v > 4096)
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences ", a.str("--sequences"), ": give counts 1..4096 like 8 or 1,4,8");
-        seq_list.push_back(static_cast<int>(v));
+// One test on the session: a warm-up run, then `reps` measured runs; appends t/s (mean ± sd), busy %
+// per stage, the bubble, link bytes, and with bw_threads > 0 the roofline fraction (read
+// bandwidth with that many threads sampled around every run) and latency percentiles to `row`.
+void measure_test(Bench& bench, const Test& t, int reps, int S, int bw_threads, uint64_t weight_bytes_per_pass, Row& row) {
+    PIPELM_INFO("bench: ", t.name, " warm-up");
+    bench.measure(t.body);
+    std::vector<Run> runs;
+    // Roofline tests: the read bandwidth is sampled before every repetition and after the
+    // last, and each repetition is compared with the mean of the two samples around it. The
+    // bandwidth of a shared machine drifts by +-20 % within seconds; a sample taken minutes
+    // away (or the best of all samples) would mostly measure that drift.
+    const bool roof = bw_threads > 0;
+    std::vector<double> bw_samples;
+    if (roof) bw_samples.push_back(bench::measure_bandwidth({bw_threads}, 3).gbs[bw_threads]);
+    for (int i = 0; i < reps; ++i) {
+        runs.push_back(bench.measure(t.body));
+        if (roof) bw_samples.push_back(bench::measure_bandwidth({bw_threads}, 3).gbs[bw_threads]);
+        PIPELM_INFO(fmt("bench: %s run %d/%d: %.2f t/s", t.name.c_str(), i + 1, reps, runs.back().tokens / runs.back().wall));
     }
-    const int n_seqs = seq_list.empty() ? 0 : *std::max_element(seq_list.begin(), seq_list.end());
-    const int seq_prompt = static_cast<int>(a.integer("--seq-prompt"));
-    const std::string out = a.str("--output");
-    if (out != "md" && out != "csv" && out != "json")
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "--output ", out, ": use md, csv or json");
-    if (n_prompt < 0 || n_gen < 0 || reps < 1 || seq_prompt < 1)
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "bench: -p and -n must be >= 0, -r >= 1 and --seq-prompt >= 1");
-    if (n_seqs > 0 && n_gen == 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences needs -n > 0");
+    std::vector<double> tps, frac, ttft, itl;
+    std::vector<double> busy(S, 0.0);
+    double wall = 0, link = 0;
+    for (const Run& r : runs) {
+        tps.push_back(r.tokens / r.wall);
+        wall += r.wall;
+        link += static_cast<double>(r.link) / reps;
+        for (int s = 0; s < S && s < static_cast<int>(r.busy.size()); ++s) busy[s] += r.busy[s];
+        ttft.insert(ttft.end(), r.ttft.begin(), r.ttft.end());
+        itl.insert(itl.end(), r.itl.begin(), r.itl.end());
+    }
+    const bench::MeanSd m = bench::mean_sd(tps);
+    row.insert(row.end(), {{"test", str_cell(t.name)},
+                           {"tps", {fmt("%.2f", m.mean), fmt("%.4f", m.mean), fmt("%.2f ± %.2f", m.mean, m.sd), true}},
+                           {"tps_sd", num_cell(m.sd, 2)}});
+    std::string bt, bj = "[";
+    double busy_sum = 0;
+    for (int s = 0; s < S; ++s) {
+        bt += fmt("%s%.1f", s ? "/" : "", 100 * busy[s] / wall);
+        bj += fmt("%s%.2f", s ? ", " : "", 100 * busy[s] / wall);
+        busy_sum += busy[s];
+    }
+    row.insert(row.end(), {{"busy_pct", {bt, bj + "]", "", false}},
+                           {"bubble_pct", num_cell(100 * (1 - busy_sum / (S * wall)), 1)},
+                           {"link_mb", num_cell(link / 1e6, 2)}});
+    if (roof) {
+        for (size_t i = 0; i < runs.size(); ++i) {
+            const double gbs = 0.5 * (bw_samples[i] + bw_samples[i + 1]);
+            frac.push_back(static_cast<double>(weight_bytes_per_pass) * runs[i].passes / (gbs * 1e9) /
+                           runs[i].wall);
+            PIPELM_INFO(fmt("bench: %s run %zu/%d: read bandwidth %.2f / %.2f GB/s before / after, roofline "
+                            "fraction %.3f", t.name.c_str(), i + 1, reps, bw_samples[i], bw_samples[i + 1],
+                            frac.back()));
+        }
+        const bench::MeanSd f = bench::mean_sd(frac);
+        row.insert(row.end(), {{"bw_gbs", num_cell(bench::mean_sd(bw_samples).mean, 2)},
+                               {"bw_frac", {fmt("%.3f", f.mean), fmt("%.4f", f.mean),
+                                            fmt("%.3f ± %.3f", f.mean, f.sd), true}},
+                               {"bw_frac_sd", num_cell(f.sd, 3)}});
+    }
+    if (t.latency) {
+        row.insert(row.end(), {{"ttft_ms_p50", num_cell(1e3 * bench::percentile(ttft, 0.5), 1)},
+                               {"itl_ms_p50", num_cell(1e3 * bench::percentile(itl, 0.5), 1)},
+                               {"itl_ms_p99", num_cell(1e3 * bench::percentile(itl, 0.99), 1)}});
+    }
+}
 
-    SessionOptions o = SessionOptions::from_args(a);
-    // Context and slots follow from the flags alone, so every rank of an mpirun job agrees.
-    int need = std::max({n_prompt, n_gen, 1}), fill = need;
-    if (a.flag("--pg")) need = std::max(need, n_prompt + n_gen);
-    if (n_seqs > 0) need = std::max(need, seq_prompt + n_gen);
-    if (a.flag("--sweep")) need = o.ubatch + std::max(1, o.ubatch / 4), fill = std::max(need, n_prompt + n_gen);
-    if (o.n_ctx == 0) o.n_ctx = std::max(need, fill);
-    else if (o.n_ctx < need) PIPELM_THROW(ErrorCode::kInvalidArgument, "--ctx ", o.n_ctx, " is below the ", need, " tokens the tests need");
-    o.n_seq = std::max(o.n_seq, n_seqs);
-    auto session = Session::open(o);
-    if (!session->is_coordinator()) return 0;
-    pipeline::Engine& eng = session->engine();
+// What the flags ask for; the same on every rank of an mpirun job (it follows from argv alone).
+struct BenchPlan {
+    std::vector<int> prompts, gens, seqs, stages, ubatches;  // the value lists (-p -n --sequences --stages -ub)
+    int reps = 3, seq_prompt = 1;
+    bool pg = false, sweep = false, roofline = false;
+    std::string out, link_rate;
+};
+
+// "128,512" -> {128, 512}: each value in lo..hi, at least one.
+std::vector<int> int_list(const std::string& flag, const std::string& text, int lo, int hi) {
+    std::vector<int> v;
+    std::stringstream ss(text);
+    for (std::string item; std::getline(ss, item, ',');) {
+        char* end = nullptr;
+        const long x = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || x < lo || x > hi)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, flag, " ", text, ": give numbers ", lo, "..", hi, " like ", std::max(lo, 1),
+                         " or ", std::max(lo, 1), ",", std::max(lo, 1) * 4, " (a comma-separated list)");
+        v.push_back(static_cast<int>(x));
+    }
+    if (v.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, flag, ": give at least one value");
+    return v;
+}
+
+// -p, -n, --ubatch/-ub and --stages take value lists in bench; the flags parser (and the session
+// options it feeds) takes one number each. This copies argv with each list replaced by its first
+// value and returns the lists by flag name (int_list checks them).
+std::vector<std::string> split_list_flags(int argc, char** argv, std::map<std::string, std::string>& lists) {
+    const std::map<std::string, std::string> names = {{"--ubatch", "--ubatch"}, {"-ub", "--ubatch"}, {"--stages", "--stages"},
+                                                      {"--n-prompt", "--n-prompt"}, {"-p", "--n-prompt"},
+                                                      {"--n-gen", "--n-gen"}, {"-n", "--n-gen"}};
+    std::vector<std::string> out(argv, argv + argc);
+    for (size_t i = 2; i < out.size(); ++i) {
+        const size_t eq = out[i].find('=');
+        const std::string name = out[i].substr(0, eq);
+        const auto it = names.find(name);
+        if (it == names.end()) continue;
+        std::string* value = eq != std::string::npos ? nullptr : (i + 1 < out.size() ? &out[i + 1] : nullptr);
+        std::string text = eq != std::string::npos ? out[i].substr(eq + 1) : (value ? *value : "");
+        if (text.find(',') == std::string::npos) continue;  // one value: the parser checks it
+        lists[it->second] = text;
+        const std::string first = text.substr(0, text.find(','));
+        if (value) *value = first;
+        else out[i] = name + "=" + first;
+    }
+    return out;
+}
+
+// Every test of the plan on one open session (coordinator only): rows are appended to `rows` and,
+// for -o jsonl, printed the moment each one is measured.
+void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, const bench::Machine& mach,
+                 std::vector<Row>& rows) {
+    pipeline::Engine& eng = session.engine();
     const int S = eng.n_stages();
-    const int local_stages = session->mode() == Mode::kInProcess ? S : 1;
+    const int local_stages = session.mode() == Mode::kInProcess ? S : 1;
     int sharing = local_stages;  // stages on this host sharing its cores (as the session divides them)
-    if (session->mode() == Mode::kMpi)
+    if (session.mode() == Mode::kMpi)
         for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
             if (const char* e = std::getenv(v); e && std::atoi(e) > 0 && sharing == 1) sharing = std::atoi(e);
     const int threads = o.threads > 0 ? o.threads : default_threads(sharing);
-    const ModelInfo mi = model_info(session->file(), session->config());
+    const ModelInfo mi = model_info(session.file(), session.config());
     Bench bench(eng, eng.options().ubatch);
+    const bool full = p.out != "md";  // machine-readable formats carry every parameter
 
     const std::string n_params = std::to_string(mi.params);
     // Which CPU kernels ran (the run-time ISA choice of this process; every level gives the same
     // bits, only the speed differs) and the activation mode of the CPU matmuls.
-    const std::string isa = kernels::cpu_isa_name(), aq = o.act_quant.empty() ? "auto" : o.act_quant;
-    PIPELM_INFO("bench: CPU kernels ", isa, ", --act-quant ", aq);
+    const std::string aq = o.act_quant.empty() ? "auto" : o.act_quant;
+    PIPELM_INFO("bench: CPU kernels ", mach.cpu_isa, ", --act-quant ", aq, ", ", S, " stage(s), ubatch ", o.ubatch);
     Row base = {{"model", str_cell(mi.name)}, {"type", str_cell(mi.type)},
                 {"params", {n_params, n_params, fmt("%.2f M", mi.params / 1e6), true}}, {"stages", int_cell(S)},
-                {"link", str_cell(mode_name(session->mode()))}, {"threads", int_cell(threads)},
-                {"cpu_isa", str_cell(isa)}, {"act_quant", str_cell(aq)}};
+                {"link", str_cell(mode_name(session.mode()))}, {"threads", int_cell(threads)},
+                {"cpu_isa", str_cell(mach.cpu_isa)}, {"act_quant", str_cell(aq)}};
+    if (p.ubatches.size() > 1 || full) base.push_back({"ubatch", int_cell(o.ubatch)});
+    if (full) {
+        base.insert(base.end(), {{"cpu_model", str_cell(mach.cpu_model)}, {"cores", int_cell(mach.cores)},
+                                 {"kernel", str_cell(mach.kernel)}, {"link_rate", str_cell(p.link_rate)},
+                                 {"wire", str_cell(o.wire == pipeline::Wire::kBF16 ? "bf16" : "f32")},
+                                 {"n_ctx", int_cell(session.n_ctx())}, {"reps", int_cell(p.reps)}});
+    }
+    auto emit = [&](Row row) {
+        if (p.out == "jsonl") bench::print_jsonl(row);
+        rows.push_back(std::move(row));
+    };
 
-    if (a.flag("--sweep")) {
-        std::vector<Row> rows = bench.sweep(session->n_ctx());
-        for (auto& r : rows) r.insert(r.begin(), base.begin(), base.end());
-        print_table(rows, out);
-        session->close();
-        return 0;
+    if (p.sweep) {
+        for (auto& r : bench.sweep(session.n_ctx())) {
+            r.insert(r.begin(), base.begin(), base.end());
+            emit(r);
+        }
+        return;
     }
 
     Bandwidth bw;
-    if (a.flag("--roofline")) {
-        bw = measure_bandwidth({threads, threads * local_stages});
+    if (p.roofline) {
+        bw = bench::measure_bandwidth({threads, threads * local_stages});
         PIPELM_INFO(fmt("roofline: read bandwidth %.2f GB/s with %d thread(s)", bw.gbs[threads], threads),
                     local_stages > 1 ? fmt(", %.2f GB/s with %d", bw.gbs[threads * local_stages], threads * local_stages) : "",
                     fmt(" (buffer %.0f MiB, LLC %.0f MiB); weights read per pass %.1f MiB", bw.buffer_bytes / 1048576.0,
@@ -553,92 +393,137 @@ int cmd_bench(int argc, char** argv) {
             PIPELM_WARN("roofline: the weights nearly fit in the last-level cache; fractions are not memory-bound figures");
     }
 
-    std::vector<Test> tests;
-    const auto prompt = bench.random_tokens(std::max(n_prompt, 1), 42);
-    if (n_prompt > 0) tests.push_back({"pp" + std::to_string(n_prompt), [&](Run& r) { bench.pp(r, prompt); }});
-    if (n_gen > 0 && seq_list.empty())
-        tests.push_back({"tg" + std::to_string(n_gen), [&](Run& r) { bench.tg(r, prompt[0], n_gen, 0); }, true});
-    if (a.flag("--pg") && n_prompt > 0 && n_gen > 0)
-        tests.push_back({"pp" + std::to_string(n_prompt) + "+tg" + std::to_string(n_gen), [&](Run& r) {
-                             const int32_t tok = eng.prefill_sample(0, prompt, 0);
-                             bench.tg(r, tok, n_gen, n_prompt);
-                             r.tokens = n_prompt + n_gen;
-                         }});
-    for (const int k : seq_list)
-        tests.push_back({(seq_prompt > 1 ? "pp" + std::to_string(seq_prompt) + "+" : std::string()) + "tg" +
-                             std::to_string(n_gen) + "@" + std::to_string(k) + "seq",
-                         [&bench, k, n_gen, seq_prompt](Run& r) { bench.multi(r, k, n_gen, seq_prompt); },
-                         seq_prompt == 1, std::min(S, k) > 1, true});
-
-    std::vector<Row> rows;
-    for (const Test& t : tests) {
-        bench.start(std::max(1, n_seqs));
-        PIPELM_INFO("bench: ", t.name, " warm-up");
-        bench.measure(t.body);
-        std::vector<Run> runs;
-        // Roofline tests: the read bandwidth is sampled before every repetition and after the
-        // last, and each repetition is compared with the mean of the two samples around it. The
-        // bandwidth of a shared machine drifts by +-20 % within seconds; a sample taken minutes
-        // away (or the best of all samples) would mostly measure that drift.
-        const bool roof = !bw.gbs.empty() && t.roofline;
-        const int bw_threads = t.all_stages ? threads * local_stages : threads;
-        std::vector<double> bw_samples;
-        if (roof) bw_samples.push_back(measure_bandwidth({bw_threads}, 3).gbs[bw_threads]);
-        for (int i = 0; i < reps; ++i) {
-            runs.push_back(bench.measure(t.body));
-            if (roof) bw_samples.push_back(measure_bandwidth({bw_threads}, 3).gbs[bw_threads]);
-            PIPELM_INFO(fmt("bench: %s run %d/%d: %.2f t/s", t.name.c_str(), i + 1, reps, runs.back().tokens / runs.back().wall));
+    struct Spec {
+        Test test;
+        int n_prompt, n_gen, n_seq;
+    };
+    std::vector<Spec> specs;
+    const int max_prompt = *std::max_element(p.prompts.begin(), p.prompts.end());
+    const auto prompt = bench.random_tokens(std::max(max_prompt, 1), 42);
+    const int n_slots = p.seqs.empty() ? 1 : *std::max_element(p.seqs.begin(), p.seqs.end());
+    for (const int np : p.prompts)
+        if (np > 0) {
+            const std::vector<int32_t> pr(prompt.begin(), prompt.begin() + np);
+            specs.push_back({{"pp" + std::to_string(np), [&bench, pr](Run& r) { bench.pp(r, pr); }}, np, 0, 1});
         }
-        std::vector<double> tps, frac, ttft, itl;
-        std::vector<double> busy(S, 0.0);
-        double wall = 0, link = 0;
-        for (const Run& r : runs) {
-            tps.push_back(r.tokens / r.wall);
-            wall += r.wall;
-            link += static_cast<double>(r.link) / reps;
-            for (int s = 0; s < S && s < static_cast<int>(r.busy.size()); ++s) busy[s] += r.busy[s];
-            ttft.insert(ttft.end(), r.ttft.begin(), r.ttft.end());
-            itl.insert(itl.end(), r.itl.begin(), r.itl.end());
-        }
-        const MeanSd m = mean_sd(tps);
-        Row row = base;
-        row.insert(row.end(), {{"test", str_cell(t.name)},
-                               {"tps", {fmt("%.2f", m.mean), fmt("%.4f", m.mean), fmt("%.2f ± %.2f", m.mean, m.sd), true}},
-                               {"tps_sd", num_cell(m.sd, 2)}});
-        std::string bt, bj = "[";
-        double busy_sum = 0;
-        for (int s = 0; s < S; ++s) {
-            bt += fmt("%s%.1f", s ? "/" : "", 100 * busy[s] / wall);
-            bj += fmt("%s%.2f", s ? ", " : "", 100 * busy[s] / wall);
-            busy_sum += busy[s];
-        }
-        row.insert(row.end(), {{"busy_pct", {bt, bj + "]", "", false}},
-                               {"bubble_pct", num_cell(100 * (1 - busy_sum / (S * wall)), 1)},
-                               {"link_mb", num_cell(link / 1e6, 2)}});
-        if (roof) {
-            for (size_t i = 0; i < runs.size(); ++i) {
-                const double gbs = 0.5 * (bw_samples[i] + bw_samples[i + 1]);
-                frac.push_back(static_cast<double>(mi.weight_bytes_per_pass) * runs[i].passes / (gbs * 1e9) /
-                               runs[i].wall);
-                PIPELM_INFO(fmt("bench: %s run %zu/%d: read bandwidth %.2f / %.2f GB/s before / after, roofline "
-                                "fraction %.3f", t.name.c_str(), i + 1, reps, bw_samples[i], bw_samples[i + 1],
-                                frac.back()));
+    for (const int ng : p.gens)
+        if (ng > 0 && p.seqs.empty())
+            specs.push_back({{"tg" + std::to_string(ng), [&bench, &prompt, ng](Run& r) { bench.tg(r, prompt[0], ng, 0); }, true},
+                             0, ng, 1});
+    for (const int np : p.pg ? p.prompts : std::vector<int>{})
+        for (const int ng : p.gens)
+            if (np > 0 && ng > 0) {
+                const std::vector<int32_t> pr(prompt.begin(), prompt.begin() + np);
+                specs.push_back({{"pp" + std::to_string(np) + "+tg" + std::to_string(ng), [&bench, &eng, pr, np, ng](Run& r) {
+                                      const int32_t tok = eng.prefill_sample(0, pr, 0);
+                                      bench.tg(r, tok, ng, np);
+                                      r.tokens = np + ng;
+                                  }},
+                                 np, ng, 1});
             }
-            const MeanSd f = mean_sd(frac);
-            row.insert(row.end(), {{"bw_gbs", num_cell(mean_sd(bw_samples).mean, 2)},
-                                   {"bw_frac", {fmt("%.3f", f.mean), fmt("%.4f", f.mean),
-                                                fmt("%.3f ± %.3f", f.mean, f.sd), true}},
-                                   {"bw_frac_sd", num_cell(f.sd, 3)}});
-        }
-        if (t.latency) {
-            row.insert(row.end(), {{"ttft_ms_p50", num_cell(1e3 * percentile(ttft, 0.5), 1)},
-                                   {"itl_ms_p50", num_cell(1e3 * percentile(itl, 0.5), 1)},
-                                   {"itl_ms_p99", num_cell(1e3 * percentile(itl, 0.99), 1)}});
-        }
-        rows.push_back(row);
+    for (const int ng : p.gens)
+        for (const int k : ng > 0 ? p.seqs : std::vector<int>{})
+            specs.push_back({{(p.seq_prompt > 1 ? "pp" + std::to_string(p.seq_prompt) + "+" : std::string()) + "tg" +
+                                  std::to_string(ng) + "@" + std::to_string(k) + "seq",
+                              [&bench, k, ng, sp = p.seq_prompt](Run& r) { bench.multi(r, k, ng, sp); },
+                              p.seq_prompt == 1, std::min(S, k) > 1, true},
+                             p.seq_prompt, ng, k});
+
+    for (const Spec& sp : specs) {
+        Row row = base;
+        if (full)
+            row.insert(row.end(), {{"n_prompt", int_cell(sp.n_prompt)}, {"n_gen", int_cell(sp.n_gen)}, {"n_seq", int_cell(sp.n_seq)}});
+        const bool roof = !bw.gbs.empty() && sp.test.roofline;
+        const int bw_threads = sp.test.all_stages ? threads * local_stages : threads;
+        bench.start(n_slots);
+        measure_test(bench, sp.test, p.reps, S, roof ? bw_threads : 0, mi.weight_bytes_per_pass, row);
+        emit(row);
     }
-    print_table(rows, out);
-    session->close();
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+    auto flags = cli::concat(cli::pipeline_flags(), {
+        {"--n-prompt", "-p", true, "N,..", "prompt tokens of the pp tests, one test per value (0 = no pp test)", "512"},
+        {"--n-gen", "-n", true, "N,..", "generated tokens of the tg tests, one test per value (0 = no tg test)", "128"},
+        {"--repetitions", "-r", true, "N", "measured runs per test (after one warm-up run)", "3"},
+        {"--pg", "", false, "", "also run prompt + generation combined (ppP+tgN)", ""},
+        {"--sequences", "", true, "N,..", "tg test with N concurrent sequences of -n tokens each (up to n_stages groups in flight) instead of one", ""},
+        {"--seq-prompt", "", true, "N", "prompt tokens per sequence of the --sequences test (in its time)", "1"},
+        {"--sweep", "", false, "", "instead of the tests: PP and TG speed as the context fills up to --ctx (default -p + -n), in --ubatch steps", ""},
+        {"--roofline", "", false, "", "measure read bandwidth; report tg results as a fraction of the roofline", ""},
+        {"--output", "-o", true, "md|csv|json|jsonl", "output format (jsonl: one row per line with every parameter and the machine, printed as each test finishes)", "md"},
+        {"--link-rate", "", true, "LABEL", "label of the link rate under test for the rows (e.g. 100mbit from hosts.sh --rate)", ""},
+        {"--synthetic", "", true, "PRESET", "build the model in memory (not supported on CPU: use pipelm mkmodel)", ""},
+    });
+    cli::Args a("bench", flags);
+    std::map<std::string, std::string> lists;
+    std::vector<std::string> args = split_list_flags(argc, argv, lists);
+    std::vector<char*> av;
+    for (auto& s : args) av.push_back(s.data());
+    if (!a.parse(static_cast<int>(av.size()), av.data(), 2,
+                 "Measures prompt processing (ppN, in --ubatch chunks that overlap across stages), generation (tgN,\n"
+                 "greedy, ignoring EOS), optionally both (--pg), concurrent sequences (--sequences) or a sweep over the\n"
+                 "context (--sweep), with random prompt ids. One warm-up run, then -r runs: mean ± stddev t/s, busy %\n"
+                 "of every stage, the bubble (1 - sum busy / (stages x wall)) and bytes on links per run.\n"
+                 "Scaling sweeps: -p, -n, --sequences, and in one process --stages and --ubatch (-ub) take value\n"
+                 "lists (-p 128,512 --stages 1,2,4 -ub 16,64); every combination is one row (-o jsonl: one line each)."))
+        return 0;
+    if (a.has("--synthetic"))
+        PIPELM_THROW(ErrorCode::kUnsupported, "bench --synthetic ", a.str("--synthetic"),
+                     ": in-memory synthetic models are not supported by the CPU backend; write one with `pipelm mkmodel "
+                     "--preset ", a.str("--synthetic"), " -o FILE.gguf` and pass -m FILE.gguf");
+    BenchPlan p;
+    p.prompts = int_list("--n-prompt", lists.count("--n-prompt") ? lists["--n-prompt"] : a.str("--n-prompt"), 0, 1 << 20);
+    p.gens = int_list("--n-gen", lists.count("--n-gen") ? lists["--n-gen"] : a.str("--n-gen"), 0, 1 << 20);
+    if (a.has("--sequences")) p.seqs = int_list("--sequences", a.str("--sequences"), 1, 4096);
+    p.reps = static_cast<int>(a.integer("--repetitions"));
+    p.seq_prompt = static_cast<int>(a.integer("--seq-prompt"));
+    p.pg = a.flag("--pg");
+    p.sweep = a.flag("--sweep");
+    p.roofline = a.flag("--roofline");
+    p.out = a.str("--output");
+    p.link_rate = a.str("--link-rate");
+    if (p.out != "md" && p.out != "csv" && p.out != "json" && p.out != "jsonl")
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--output ", p.out, ": use md, csv, json or jsonl");
+    if (p.reps < 1 || p.seq_prompt < 1)
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "bench: -r and --seq-prompt must be >= 1");
+    const int max_p = *std::max_element(p.prompts.begin(), p.prompts.end());
+    const int max_n = *std::max_element(p.gens.begin(), p.gens.end());
+    const int n_seqs = p.seqs.empty() ? 0 : *std::max_element(p.seqs.begin(), p.seqs.end());
+    if (n_seqs > 0 && max_n == 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences needs -n > 0");
+
+    SessionOptions o = SessionOptions::from_args(a);
+    p.stages = lists.count("--stages") ? int_list("--stages", lists["--stages"], 1, 1024) : std::vector<int>{o.n_stages};
+    p.ubatches = lists.count("--ubatch") ? int_list("--ubatch", lists["--ubatch"], 1, 1 << 16) : std::vector<int>{o.ubatch};
+    if ((p.stages.size() > 1 || p.ubatches.size() > 1) && (net::launched_by_mpirun() || !o.workers.empty()))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "bench: --stages and --ubatch lists need in-process stages (one session each); under "
+                     "mpirun or with --workers the pipeline is fixed: run bench once per stage count / ubatch");
+    if (p.stages.size() > 1 && o.split != "auto" && o.split != "mem")
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", o.split, " fixes the stage count: use --split auto with a --stages list");
+    const int user_ctx = o.n_ctx;
+    const bench::Machine mach = bench::machine();
+    std::vector<Row> rows;
+    for (const int stages : p.stages)
+        for (const int ub : p.ubatches) {
+            o.n_stages = stages;
+            o.ubatch = ub;
+            // Context and slots follow from the flags alone, so every rank of an mpirun job agrees.
+            int need = std::max({max_p, max_n, 1}), fill = need;
+            if (p.pg) need = std::max(need, max_p + max_n);
+            if (n_seqs > 0) need = std::max(need, p.seq_prompt + max_n);
+            if (p.sweep) need = ub + std::max(1, ub / 4), fill = std::max(need, max_p + max_n);
+            o.n_ctx = user_ctx;
+            if (o.n_ctx == 0) o.n_ctx = std::max(need, fill);
+            else if (o.n_ctx < need) PIPELM_THROW(ErrorCode::kInvalidArgument, "--ctx ", o.n_ctx, " is below the ", need, " tokens the tests need");
+            o.n_seq = std::max(o.n_seq, n_seqs);
+            auto session = Session::open(o);
+            if (!session->is_coordinator()) return 0;
+            run_session(*session, o, p, mach, rows);
+            session->close();
+        }
+    if (p.out != "jsonl") bench::print_table(rows, p.out);
     return 0;
 }
 

@@ -1,0 +1,67 @@
+// The pieces of `pipelm bench` (launcher/cmd_bench.cc): result tables (bench_table.cc),
+// statistics (bench_stats.cc), the read-bandwidth probe of --roofline (bench_bandwidth.cc) and
+// the machine description every row carries (bench_table.cc). All run on the coordinator's main
+// thread; nothing here touches the pipeline.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pipelm::launcher::bench {
+
+using Clock = std::chrono::steady_clock;
+inline double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// printf into a std::string (at most 511 characters).
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+
+// ---- tables: one row = ordered (key, cell); columns are the union of keys -----------------------
+
+struct Cell {
+    std::string text;  // csv (and md unless md is set)
+    std::string json;  // JSON value
+    std::string md;    // markdown text when different from text
+    bool num = false;
+};
+using Row = std::vector<std::pair<std::string, Cell>>;
+
+std::string json_quote(const std::string& s);
+Cell str_cell(const std::string& s);
+Cell num_cell(double v, int prec);
+Cell int_cell(int64_t v);
+
+// Writes the rows to stdout as a markdown table ("md"), "csv" or a "json" array; "jsonl" writes
+// one object per line (callers print each row as it finishes with print_jsonl).
+void print_table(const std::vector<Row>& rows, const std::string& format);
+void print_jsonl(const Row& row);
+
+// What the machine is, for every row: CPU model (/proc/cpuinfo), kernel release (uname), the
+// run-time CPU kernel level, and this build's version line.
+struct Machine {
+    std::string cpu_model, kernel, cpu_isa;
+    int cores = 0;
+};
+Machine machine();
+
+// ---- statistics -------------------------------------------------------------------------------
+
+struct MeanSd {
+    double mean = 0, sd = 0;  // sd: sample standard deviation (n - 1), 0 for one value
+};
+MeanSd mean_sd(const std::vector<double>& v);
+// Linear interpolation between closest ranks; p in [0, 1]; NaN for an empty list.
+double percentile(std::vector<double> v, double p);
+
+// ---- roofline: STREAM-like read bandwidth (sum of a buffer much larger than the LLC) ------------
+
+struct Bandwidth {
+    uint64_t buffer_bytes = 0, llc = 0;
+    std::map<int, double> gbs;  // threads -> best GB/s
+};
+// Best of `passes` timed passes per thread count.
+Bandwidth measure_bandwidth(const std::vector<int>& thread_counts, int passes = 7);
+
+}  // namespace pipelm::launcher::bench
