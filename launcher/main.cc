@@ -25,6 +25,7 @@ const char* kUsage =
     "  inspect     print a GGUF file's metadata and tensor table\n"
     "  mkmodel     write a GLM-4 GGUF with random weights of any shape\n"
     "  quantize    rewrite a GGUF's weights in another type (f16, bf16, q8_0, q4_k, ...)\n"
+    "  convert     write a Hugging Face folder (safetensors) as a GGUF, as llama.cpp's converter does\n"
     "  worker      serve pipeline stages over TCP for `run --workers`\n"
     "  serve       OpenAI-compatible HTTP server with continuous batching over the pipeline\n"
     "  chat        interactive chat in the terminal (multi-turn, streaming)\n\n"
@@ -75,6 +76,7 @@ int main(int argc, char** argv) {
         if (cmd == "inspect") return cmd_inspect(argc, argv);
         if (cmd == "mkmodel") return cmd_mkmodel(argc, argv);
         if (cmd == "quantize") return cmd_quantize(argc, argv);
+        if (cmd == "convert") return cmd_convert(argc, argv);
         if (cmd == "worker") return cmd_worker(argc, argv);
         if (cmd == "serve") return cmd_serve(argc, argv);
         if (cmd == "chat") return cmd_chat(argc, argv);

@@ -98,18 +98,6 @@ void random_row(uint64_t seed, uint64_t tensor, uint64_t row, float std, float* 
     }
 }
 
-void encode_row(GgmlType t, const float* src, uint8_t* dst, int64_t n) {
-    switch (t) {
-        case GgmlType::kF32: std::memcpy(dst, src, n * 4); break;
-        case GgmlType::kF16:
-            for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_fp16(src[i]);
-            break;
-        case GgmlType::kBF16:
-            for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
-            break;
-        default: kernels::quantize_row(t, src, dst, n); break;
-    }
-}
 
 std::string utf8(uint32_t cp) {
     std::string s;
@@ -188,6 +176,19 @@ std::string ftype_names() {
     std::string s;
     for (const auto& e : kFtypes) s += std::string(s.empty() ? "" : ", ") + e.name;
     return s;
+}
+
+void encode_weight_row(GgmlType t, const float* src, uint8_t* dst, int64_t n) {
+    switch (t) {
+        case GgmlType::kF32: std::memcpy(dst, src, n * 4); break;
+        case GgmlType::kF16:
+            for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_fp16(src[i]);
+            break;
+        case GgmlType::kBF16:
+            for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
+            break;
+        default: kernels::quantize_row(t, src, dst, n); break;
+    }
 }
 
 GgmlType ftype_base_type(Ftype f) { return ftype_info(f).base; }
@@ -317,7 +318,7 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
                     std::vector<float> row(cols);
                     for (int64_t r = rows * k / nt; r < rows * (k + 1) / nt; ++r) {
                         random_row(s.seed, id, r, std, row.data(), cols);
-                        encode_row(t, row.data(), dst + r * rb, cols);
+                        encode_weight_row(t, row.data(), dst + r * rb, cols);
                     }
                 });
             for (auto& x : th) x.join();

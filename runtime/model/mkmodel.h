@@ -34,6 +34,10 @@ void mkmodel_write(const MkModelSpec& spec, const std::string& path, int n_threa
 // Parameter count of the spec.
 uint64_t mkmodel_params(const MkModelSpec& spec);
 
+// One row of n F32 values written as type t (F16/BF16 round to nearest even; other types use
+// kernels::quantize_row), as mkmodel and `pipelm convert` store weights.
+void encode_weight_row(GgmlType t, const float* src, uint8_t* dst, int64_t n);
+
 // "q4_k_m" -> Ftype::kQ4_K_M; throws kInvalidArgument listing ftype_names() on anything else.
 Ftype parse_ftype(const std::string& name);
 const char* ftype_name(Ftype f);  // lower case, as parse_ftype takes it
