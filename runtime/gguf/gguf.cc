@@ -562,7 +562,10 @@ void GgufFile::advise_willneed(const TensorInfo& t) const {
 }
 
 void GgufFile::advise_dontneed(const TensorInfo& t) const {
-    if (!map_) return;
+    if (!map_) {
+        source_->release(t);
+        return;
+    }
     map_->advise_dontneed(static_cast<size_t>(data_offset_ + t.offset), static_cast<size_t>(t.bytes));
 }
 

@@ -72,6 +72,9 @@ public:
     virtual const uint8_t* map(const TensorInfo& t) const = 0;
     // Total bytes of the files behind the tensors.
     virtual uint64_t total_bytes() const = 0;
+    // The mapped tensor's whole pages released from this process (as MappedFile::advise_dontneed:
+    // a later read faults them back in from the file). Best effort; no-op if `t` is not mapped.
+    virtual void release(const TensorInfo& t) const = 0;
 };
 
 class GgufFile {

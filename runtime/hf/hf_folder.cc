@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -75,12 +76,23 @@ public:
             std::memcpy(copy, data, p.bytes);
             ::munmap(base, len);
             copies_.push_back(copy);
+            copied_.insert(t.name);
             data = static_cast<const uint8_t*>(copy);
         } else {
             maps_.push_back({base, len});
         }
         mapped_[t.name] = data;
         return data;
+    }
+
+    void release(const gguf::TensorInfo& t) const override {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = mapped_.find(t.name);
+        if (it == mapped_.end() || copied_.count(t.name)) return;  // a heap copy must keep its bytes
+        const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+        const uintptr_t a = reinterpret_cast<uintptr_t>(it->second), b = a + t.bytes;
+        const uintptr_t start = (a + page - 1) / page * page, end = b / page * page;  // whole pages only
+        if (end > start) ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
     }
 
     std::vector<MappedRange> ranges() const {
@@ -96,7 +108,8 @@ private:
     mutable std::mutex mu_;
     mutable std::map<std::string, const uint8_t*> mapped_;
     mutable std::vector<Map> maps_;
-    mutable std::vector<void*> copies_;
+    mutable std::vector<void*> copies_;       // misaligned tensors, copied to 32-byte-aligned memory
+    mutable std::set<std::string> copied_;
     mutable std::vector<MappedRange> ranges_;
 };
 
