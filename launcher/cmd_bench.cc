@@ -77,6 +77,8 @@ public:
         for (auto& x : t) x = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(eng_.n_vocab()));
         return t;
     }
+    // Tokens each sequence of the last multi() run generated (--ids-out).
+    const std::vector<std::vector<int32_t>>& ids() const { return ids_; }
     void start(int n_slots) {
         for (int s = 0; s < n_slots; ++s) eng_.start_seq(s, greedy_, {});
     }
@@ -121,6 +123,7 @@ public:
                 groups[g].slots.push_back(s);
                 groups[g].last.push_back(0);
             }
+        ids_.assign(n_seq, {});
         std::deque<int> fifo;  // group of each ubatch in flight (results come in submission order)
         std::vector<double> last_t(n_seq, -1);
         const auto t0 = Clock::now();
@@ -164,6 +167,7 @@ public:
                 (last_t[s] < 0 ? r.ttft : r.itl).push_back(last_t[s] < 0 ? t : t - last_t[s]);
                 last_t[s] = t;
                 gr.last[index[s]] = res.header.tokens[i];
+                ids_[s].push_back(res.header.tokens[i]);
                 ++r.tokens;
             }
             if (--gr.pending == 0 && gr.step < n_gen) submit_step(g);
@@ -197,6 +201,7 @@ private:
     pipeline::Engine& eng_;
     int ub_;
     sampling::SamplerParams greedy_;
+    std::vector<std::vector<int32_t>> ids_;
 };
 
 struct ModelInfo {
@@ -221,6 +226,16 @@ ModelInfo model_info(const gguf::GgufFile& f, const model::Glm4Config& cfg) {
     for (const auto& kv : by_type)
         if (kv.second > best) best = kv.second, m.type = kv.first;
     return m;
+}
+
+// One line of space-separated ids per sequence.
+void write_ids(const std::string& path, const std::vector<std::vector<int32_t>>& ids) {
+    std::ofstream f(path);
+    for (const auto& seq : ids) {
+        for (size_t i = 0; i < seq.size(); ++i) f << (i ? " " : "") << seq[i];
+        f << "\n";
+    }
+    if (!f) PIPELM_THROW(ErrorCode::kIo, "--ids-out ", path, ": cannot write the file");
 }
 
 // One test on the session: a warm-up run, then `reps` measured runs; appends t/s (mean ± sd), busy %
@@ -294,7 +309,7 @@ struct BenchPlan {
     std::vector<int> prompts, gens, seqs, stages, ubatches;  // the value lists (-p -n --sequences --stages -ub)
     int reps = 3, seq_prompt = 1;
     bool pg = false, sweep = false, roofline = false;
-    std::string out, link_rate;
+    std::string out, link_rate, ids_out;
 };
 
 // "128,512" -> {128, 512}: each value in lo..hi, at least one.
@@ -439,6 +454,8 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
         measure_test(bench, sp.test, p.reps, S, roof ? bw_threads : 0, mi.weight_bytes_per_pass, row);
         emit(row);
     }
+    for (const auto& line : pipeline::recovery_lines(eng.recoveries())) PIPELM_INFO(line);
+    if (!p.ids_out.empty()) write_ids(p.ids_out, bench.ids());
 }
 
 }  // namespace
@@ -456,6 +473,7 @@ int cmd_bench(int argc, char** argv) {
         {"--output", "-o", true, "md|csv|json|jsonl", "output format (jsonl: one row per line with every parameter and the machine, printed as each test finishes)", "md"},
         {"--link-rate", "", true, "LABEL", "label of the link rate under test for the rows (e.g. 100mbit from hosts.sh --rate)", ""},
         {"--synthetic", "", true, "PRESET", "build the model in memory (not supported on CPU: use pipelm mkmodel)", ""},
+        {"--ids-out", "", true, "FILE", "write the ids each sequence of the last --sequences run generated (a line each)", ""},
     });
     cli::Args a("bench", flags);
     std::map<std::string, std::string> lists;
@@ -485,6 +503,7 @@ int cmd_bench(int argc, char** argv) {
     p.roofline = a.flag("--roofline");
     p.out = a.str("--output");
     p.link_rate = a.str("--link-rate");
+    p.ids_out = a.str("--ids-out");
     if (p.out != "md" && p.out != "csv" && p.out != "json" && p.out != "jsonl")
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--output ", p.out, ": use md, csv, json or jsonl");
     if (p.reps < 1 || p.seq_prompt < 1)

@@ -8,3 +8,6 @@ add_dependencies(modes_test pipelm)
 pipelm_add_test(NAME faults_test LABELS faults TIMEOUT 300
                 SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/faults_test.cc LIBS pipelm_base)
 add_dependencies(faults_test pipelm)
+pipelm_add_test(NAME recovery_test LABELS faults net TIMEOUT 300
+                SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/recovery_test.cc LIBS pipelm_base)
+add_dependencies(recovery_test pipelm)
