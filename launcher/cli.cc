@@ -114,7 +114,7 @@ double Args::number(const std::string& name) const {
 
 std::vector<FlagSpec> pipeline_flags() {
     return {
-        {"--model", "-m", true, "FILE", "GGUF model file", ""},
+        {"--model", "-m", true, "FILE|DIR", "GGUF file, or Hugging Face folder (config.json, *.safetensors, tokenizer.json)", ""},
         {"--threads", "-t", true, "N", "compute threads per stage (per rank under mpirun)", "all cores / stages"},
         {"--ctx", "-c", true, "N", "context length (KV cache rows per sequence)", "model's, at most 4096"},
         {"--ubatch", "-ub", true, "N", "tokens per ubatch flowing through the stages", "64"},

@@ -17,7 +17,7 @@
 namespace pipelm::launcher {
 
 int cmd_tokenize(int argc, char** argv) {
-    cli::Args a("tokenize", {{"--model", "-m", true, "FILE", "GGUF model file", ""},
+    cli::Args a("tokenize", {{"--model", "-m", true, "FILE|DIR", "GGUF file, or Hugging Face folder (config.json, *.safetensors, tokenizer.json)", ""},
                              {"--text", "", true, "S", "text to tokenize", ""},
                              {"--file", "-f", true, "FILE", "read the text from a file", ""},
                              {"--special", "", false, "", "parse special tokens like [gMASK] and <|user|>", ""}});
