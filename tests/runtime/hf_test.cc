@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
@@ -228,6 +229,63 @@ TEST_F(HfFolder, MalformedSafetensorsNameTheFileAndTensor) {
             s[p + 9] = '9';  // 64 -> 94 elements: the offsets no longer hold the shape
         },
         "tensor 'model.norm.weight'");
+}
+
+// A copy of the bf16 folder without lm_head.weight (its bytes stay, unreferenced) and with
+// config.json's tie_word_embeddings = `tie`.
+std::string untied_copy(const std::string& name, bool tie) {
+    const std::string d = kDir + "/" + name;
+    fs::remove_all(d);
+    fs::copy(kDir + "/bf16", d);
+    fs::remove(d + "/model.gguf");
+    const std::string st = slurp(d + "/model.safetensors");
+    uint64_t n = 0;
+    for (int k = 7; k >= 0; --k) n = (n << 8) | static_cast<uint8_t>(st[k]);
+    nlohmann::json h = nlohmann::json::parse(st.substr(8, n));
+    h.erase("lm_head.weight");
+    std::string hs = h.dump();
+    hs.resize((hs.size() + 7) / 8 * 8, ' ');
+    std::string le(8, '\0');
+    for (int k = 0; k < 8; ++k) le[k] = static_cast<char>((hs.size() >> (8 * k)) & 0xff);
+    std::ofstream(d + "/model.safetensors", std::ios::binary | std::ios::trunc) << le << hs << st.substr(8 + n);
+    nlohmann::json c = nlohmann::json::parse(slurp(d + "/config.json"));
+    c["tie_word_embeddings"] = tie;
+    std::ofstream(d + "/config.json", std::ios::trunc) << c.dump(2);
+    return d;
+}
+
+// tie_word_embeddings: no output.weight, the head reads token_embd (on the last stage too).
+TEST_F(HfFolder, TiedEmbeddingsHaveNoOutputTensor) {
+    const std::string d = untied_copy("tied", true);
+    auto f = hf::open_model(d);
+    EXPECT_EQ(f->find_tensor(model::tensor_name(model::TensorId::kOutput)), nullptr);
+    EXPECT_TRUE(model::Glm4Config::from_gguf(*f).tied_output);
+    ASSERT_EQ(logits(d, kDir + "/t1.f32"), 0);
+    ASSERT_EQ(logits(d, kDir + "/t3.f32", "--stages 3"), 0);
+    EXPECT_TRUE(slurp(kDir + "/t1.f32") == slurp(kDir + "/t3.f32"));
+    try {
+        hf::open_model(untied_copy("untied", false));
+        ADD_FAILURE() << "a folder without lm_head and tie_word_embeddings false opened";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kFormat) << e.what();
+        EXPECT_NE(std::string(e.what()).find("lm_head.weight"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(HfFolder, IndexMayNameOnlyFilesOfTheFolder) {
+    const std::string d = kDir + "/badindex";
+    fs::remove_all(d);
+    fs::copy(kDir + "/f32", d);
+    nlohmann::json j = nlohmann::json::parse(slurp(d + "/model.safetensors.index.json"));
+    j["weight_map"]["model.norm.weight"] = "../model.safetensors";
+    std::ofstream(d + "/model.safetensors.index.json", std::ios::trunc) << j.dump();
+    try {
+        hf::open_model(d);
+        ADD_FAILURE() << "an index naming ../ opened";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kFormat) << e.what();
+        EXPECT_NE(std::string(e.what()).find("model.norm.weight"), std::string::npos) << e.what();
+    }
 }
 
 }  // namespace
