@@ -25,6 +25,7 @@
 #include "runtime/model/glm4_config.h"
 #include "runtime/model/stage.h"
 #include "runtime/model/tensors.h"
+#include "tests/testing/process.h"
 
 namespace pipelm {
 namespace {
@@ -229,6 +230,28 @@ TEST_F(HfFolder, MalformedSafetensorsNameTheFileAndTensor) {
             s[p + 9] = '9';  // 64 -> 94 elements: the offsets no longer hold the shape
         },
         "tensor 'model.norm.weight'");
+}
+
+// TCP mode: two workers started with -m DIR serve the folder's stages 1 and 2.
+TEST_F(HfFolder, TcpWorkersServeTheFolder) {
+    using testing::Ms;
+    const std::string token = kDir + "/token";
+    std::ofstream(token, std::ios::trunc) << "hf-test-secret-0123456789abcdef\n";
+    fs::permissions(token, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+    std::vector<testing::Worker> ws;
+    for (int i = 0; i < 2; ++i) {
+        ws.push_back(testing::start_worker(kDir + "/worker" + std::to_string(i) + ".log", token,
+                                           {"-m", kDir + "/f32", "--once", "-t", "1"}));
+        ASSERT_FALSE(ws.back().address.empty()) << ws.back().proc.log();
+    }
+    ASSERT_EQ(logits(kDir + "/f32/model.gguf", kDir + "/tg.f32"), 0);
+    const auto r = testing::run_bounded(
+        testing::pipelm_argv({"logits", "-m", kDir + "/f32", "-t", "1", "-p", "[gMASK]<sop><|user|>\nHello, 世界 1234", "-o",
+                              kDir + "/tw.f32", "--workers", ws[0].address + "," + ws[1].address, "--token-file", token}),
+        kDir + "/tcp.log", Ms(60000));
+    ASSERT_EQ(r.status, 0) << slurp(kDir + "/tcp.log");
+    EXPECT_TRUE(slurp(kDir + "/tg.f32") == slurp(kDir + "/tw.f32"));
+    for (auto& w : ws) EXPECT_TRUE(w.proc.wait_for(Ms(15000)).has_value()) << w.proc.log();
 }
 
 // A copy of the bf16 folder without lm_head.weight (its bytes stay, unreferenced) and with
