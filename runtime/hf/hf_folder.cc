@@ -69,8 +69,10 @@ public:
         const uint8_t* data = static_cast<const uint8_t*>(base) + (p.begin - start);
         ranges_.push_back({t.name, p.file, p.begin, p.begin + p.bytes});
         PIPELM_DEBUG("hf: mapped ", t.name, " from ", p.file, " [", p.begin, ", ", p.begin + p.bytes, ")");
-        if (reinterpret_cast<uintptr_t>(data) % 32 != 0) {
-            // The kernels read GGUF's 32-byte-aligned data; safetensors aligns to the element only.
+        if (reinterpret_cast<uintptr_t>(data) % ggml_type_info(t.type).block_bytes != 0) {
+            // An element not at a multiple of its size (a valid but odd safetensors file): the
+            // kernels read whole elements, so the tensor is copied to aligned memory. Real files
+            // align to the element (not to GGUF's 32 bytes, which the kernels do not need).
             void* copy = std::aligned_alloc(32, (p.bytes + 31) / 32 * 32);
             if (!copy) PIPELM_THROW(ErrorCode::kOutOfMemory, "cannot allocate ", p.bytes, " bytes for tensor '", t.name, "'");
             std::memcpy(copy, data, p.bytes);

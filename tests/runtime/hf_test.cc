@@ -295,6 +295,31 @@ TEST_F(HfFolder, TiedEmbeddingsHaveNoOutputTensor) {
     }
 }
 
+// A tensor whose elements are not at a multiple of their size (every BF16 tensor one byte off)
+// is copied to aligned memory at mapping, and computes the same bits.
+TEST_F(HfFolder, MisalignedTensorsGiveTheSameLogits) {
+    const std::string d = kDir + "/misaligned";
+    fs::remove_all(d);
+    fs::copy(kDir + "/bf16", d);
+    fs::remove(d + "/model.gguf");
+    const std::string st = slurp(d + "/model.safetensors");
+    uint64_t n = 0;
+    for (int k = 7; k >= 0; --k) n = (n << 8) | static_cast<uint8_t>(st[k]);
+    nlohmann::json h = nlohmann::json::parse(st.substr(8, n));
+    for (auto& [name, e] : h.items())
+        if (name != "__metadata__")
+            for (auto& o : e["data_offsets"]) o = o.get<uint64_t>() + 1;
+    std::string hs = h.dump();
+    hs.resize((hs.size() + 7) / 8 * 8, ' ');
+    std::string le(8, '\0');
+    for (int k = 0; k < 8; ++k) le[k] = static_cast<char>((hs.size() >> (8 * k)) & 0xff);
+    std::ofstream(d + "/model.safetensors", std::ios::binary | std::ios::trunc)
+        << le << hs << std::string(1, '\0') << st.substr(8 + n);
+    ASSERT_EQ(logits(kDir + "/bf16/model.gguf", kDir + "/ma-g.f32"), 0);
+    ASSERT_EQ(logits(d, kDir + "/ma-h.f32", "--stages 2"), 0);
+    EXPECT_TRUE(slurp(kDir + "/ma-g.f32") == slurp(kDir + "/ma-h.f32"));
+}
+
 TEST_F(HfFolder, IndexMayNameOnlyFilesOfTheFolder) {
     const std::string d = kDir + "/badindex";
     fs::remove_all(d);
