@@ -1,9 +1,10 @@
 // pipelm convert: a Hugging Face folder (runtime/hf/hf_folder.h) written as the GGUF that
-// llama.cpp's convert_hf_to_gguf.py writes: the same metadata keys in its order, tokenizer arrays,
-// tensor names, order and shapes; 1-D tensors F32, 2-D weights in --ftype's type. auto keeps each
-// weight's checkpoint dtype (bit copies); f32/f16/bf16/q8_0 are the converter's --outtype; the
-// llama-quantize file types (q4_k_m, ...) apply its per-tensor mix (model::ftype_tensor_type), as
-// running llama-quantize on the converted file would (no importance matrix).
+// llama.cpp's convert_hf_to_gguf.py writes: its model and tokenizer keys in its order (of the
+// descriptive general.* keys only general.name), tokenizer arrays, tensor names, order and
+// shapes; 1-D tensors F32, 2-D weights in --ftype's type. auto keeps each weight's checkpoint
+// dtype (bit copies); f32/f16/bf16/q8_0 are the converter's --outtype; the llama-quantize file
+// types (q4_k_m, ...) apply its per-tensor mix (model::ftype_tensor_type), as running
+// llama-quantize on the converted file would (no importance matrix). Single-threaded.
 #include <cstring>
 #include <map>
 #include <vector>
