@@ -26,6 +26,7 @@
 #include "launcher/session_net.h"
 #include "kernels/matmul.h"
 #include "runtime/base/log.h"
+#include "runtime/pipeline/trace.h"
 #include "runtime/model/tensors.h"
 
 namespace pipelm::launcher {
@@ -355,8 +356,12 @@ std::vector<std::string> split_list_flags(int argc, char** argv, std::map<std::s
 // Every test of the plan on one open session (coordinator only): rows are appended to `rows` and,
 // for -o jsonl, printed the moment each one is measured.
 void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, const bench::Machine& mach,
-                 std::vector<Row>& rows) {
+                 std::vector<Row>& rows, pipeline::Trace* trace) {
     pipeline::Engine& eng = session.engine();
+    if (trace) {
+        trace->begin_group(std::to_string(eng.n_stages()) + " stage(s), ubatch " + std::to_string(o.ubatch), eng.n_stages());
+        eng.set_trace(trace);
+    }
     const int S = eng.n_stages();
     const int local_stages = session.mode() == Mode::kInProcess ? S : 1;
     int sharing = local_stages;  // stages on this host sharing its cores (as the session divides them)
@@ -471,6 +476,7 @@ int cmd_bench(int argc, char** argv) {
         {"--sweep", "", false, "", "instead of the tests: PP and TG speed as the context fills up to --ctx (default -p + -n), in --ubatch steps", ""},
         {"--roofline", "", false, "", "measure read bandwidth; report tg results as a fraction of the roofline", ""},
         {"--output", "-o", true, "md|csv|json|jsonl", "output format (jsonl: one row per line with every parameter and the machine, printed as each test finishes)", "md"},
+        {"--trace", "", true, "FILE.json", "write a Chrome trace (Perfetto) of every ubatch: a track per stage and per link, a group per session", ""},
         {"--link-rate", "", true, "LABEL", "label of the link rate under test for the rows (e.g. 100mbit from hosts.sh --rate)", ""},
         {"--synthetic", "", true, "PRESET", "build the model in memory (not supported on CPU: use pipelm mkmodel)", ""},
         {"--ids-out", "", true, "FILE", "write the ids each sequence of the last --sequences run generated (a line each)", ""},
@@ -524,6 +530,7 @@ int cmd_bench(int argc, char** argv) {
     const int user_ctx = o.n_ctx;
     const bench::Machine mach = bench::machine();
     std::vector<Row> rows;
+    pipeline::Trace trace;  // outlives every session (their engines point to it)
     for (const int stages : p.stages)
         for (const int ub : p.ubatches) {
             o.n_stages = stages;
@@ -539,10 +546,11 @@ int cmd_bench(int argc, char** argv) {
             o.n_seq = std::max(o.n_seq, n_seqs);
             auto session = Session::open(o);
             if (!session->is_coordinator()) return 0;
-            run_session(*session, o, p, mach, rows);
+            run_session(*session, o, p, mach, rows, a.has("--trace") ? &trace : nullptr);
             session->close();
         }
     if (p.out != "jsonl") bench::print_table(rows, p.out);
+    if (a.has("--trace")) trace.write(a.str("--trace"));
     return 0;
 }
 

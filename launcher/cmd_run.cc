@@ -12,6 +12,7 @@
 #include "launcher/session.h"
 #include "launcher/signals.h"
 #include "runtime/base/log.h"
+#include "runtime/pipeline/trace.h"
 
 namespace pipelm::launcher {
 namespace {
@@ -84,6 +85,7 @@ int cmd_run(int argc, char** argv) {
         {"--ignore-eos", "", false, "", "generate exactly -n tokens (for benchmarks)", ""},
         {"--tokens", "", true, "IDS", "prompt as token ids (e.g. 658,660,663) instead of text", ""},
         {"--print-ids", "", false, "", "print the generated token ids as a JSON array instead of text", ""},
+        {"--trace", "", true, "FILE.json", "write a Chrome trace (Perfetto) of the ubatches: a track per stage and per link", ""},
     });
     cli::Args a("run", flags);
     if (!a.parse(argc, argv, 2,
@@ -99,6 +101,7 @@ int cmd_run(int argc, char** argv) {
         if (prompt.empty() && !a.has("--file")) prompt = "[gMASK]<sop>The whale";
     }
     if (a.has("--file")) prompt = read_file(a.str("--file"), "--file");
+    pipeline::Trace trace;  // before the session: the engine holds a pointer to it
     auto session = Session::open(o);
     if (!session->is_coordinator()) return 0;
     const tok::Tokenizer& tk = session->tokenizer();
@@ -130,6 +133,7 @@ int cmd_run(int argc, char** argv) {
         std::fflush(stdout);
     }
     std::vector<int32_t> generated;
+    if (a.has("--trace")) eng.set_trace(&trace);
     eng.reset_stats();
     const auto t0 = Clock::now();
     int32_t tok = eng.prefill_sample(0, ids, 0);
@@ -169,6 +173,7 @@ int cmd_run(int argc, char** argv) {
                   eng.n_stages(), mode_name(session->mode()), busy_line(eng.stats(), wall).c_str());
     PIPELM_INFO(buf);
     for (const auto& line : pipeline::recovery_lines(eng.recoveries())) PIPELM_INFO(line);
+    if (a.has("--trace")) trace.write(a.str("--trace"));
     session->close();
     return interrupted() ? 130 : 0;
 }
@@ -179,12 +184,14 @@ int cmd_logits(int argc, char** argv) {
         {"--tokens-file", "", true, "FILE", "token ids (JSON array or separated by commas/whitespace)", ""},
         {"--prompt", "-p", true, "TEXT", "text to tokenize instead (special tokens parsed)", ""},
         {"--out", "-o", true, "FILE", "output: raw little-endian float32 [n_tokens][n_vocab]", ""},
+        {"--trace", "", true, "FILE.json", "write a Chrome trace (Perfetto) of the ubatches: a track per stage and per link", ""},
     });
     cli::Args a("logits", flags);
     if (!a.parse(argc, argv, 2, "Evaluates a token list in one pass (in --ubatch chunks) and writes the logits of every position."))
         return 0;
     SessionOptions o = SessionOptions::from_args(a);
     if (!a.has("--out")) PIPELM_THROW(ErrorCode::kInvalidArgument, "logits: pass --out FILE");
+    pipeline::Trace trace;
     auto session = Session::open(o);
     if (!session->is_coordinator()) return 0;
     std::vector<int32_t> ids;
@@ -195,7 +202,9 @@ int cmd_logits(int argc, char** argv) {
     if (ids.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "logits: no tokens");
     if (static_cast<int>(ids.size()) > session->n_ctx())
         PIPELM_THROW(ErrorCode::kInvalidArgument, ids.size(), " tokens exceed the context of ", session->n_ctx(), ": raise --ctx");
+    if (a.has("--trace")) session->engine().set_trace(&trace);
     auto logits = session->engine().prefill_logits(0, ids, 0, true);
+    if (a.has("--trace")) trace.write(a.str("--trace"));
     const std::string out = a.str("--out");
     std::ofstream f(out, std::ios::binary);
     if (!f) PIPELM_THROW(ErrorCode::kIo, "--out ", out, ": cannot create the file");

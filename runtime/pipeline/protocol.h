@@ -21,7 +21,7 @@
 
 namespace pipelm::pipeline {
 
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;  // 2: start_us in ubatch and result headers
 
 enum Tag : uint32_t {
     kHello = 1,     // coordinator -> every stage, along the pipe; last stage acks on the ring
@@ -86,8 +86,9 @@ struct UbatchHeader {
     uint8_t want_logits = 0;        // last stage returns the logits of the out rows
     uint8_t wire = 0;               // Wire of the payload
     std::vector<double> busy_s;     // compute seconds of each stage so far (for statistics)
+    std::vector<int64_t> start_us;  // wall-clock compute start of each stage so far (--trace; trace.h)
     template <class A>
-    void serialize(A& ar) { ar(id, seq, pos, out_rows, sample, want_logits, wire, busy_s); }
+    void serialize(A& ar) { ar(id, seq, pos, out_rows, sample, want_logits, wire, busy_s, start_us); }
 };
 
 struct ResultHeader {
@@ -96,8 +97,9 @@ struct ResultHeader {
     std::vector<int32_t> tokens;  // sampled ids (when sampled)
     int32_t n_logit_rows = 0;     // payload: [n_logit_rows][n_vocab] f32
     std::vector<double> busy_s;   // compute seconds of each stage for this ubatch
+    std::vector<int64_t> start_us;  // wall-clock compute start of each stage (µs, system_clock)
     template <class A>
-    void serialize(A& ar) { ar(id, seq, tokens, n_logit_rows, busy_s); }
+    void serialize(A& ar) { ar(id, seq, tokens, n_logit_rows, busy_s, start_us); }
 };
 
 template <class T>

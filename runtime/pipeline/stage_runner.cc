@@ -1,4 +1,5 @@
 #include "runtime/pipeline/stage_runner.h"
+#include "runtime/pipeline/trace.h"
 
 #include <chrono>
 #include <cmath>
@@ -178,19 +179,22 @@ void StageRunner::loop() {
                 if (opt_.on_ubatch) opt_.on_ubatch();
                 UbatchHeader h = decode<UbatchHeader>(m.control, "ubatch");
                 check_ubatch(h, opt_.n_seq, opt_.n_ctx);
-                if (h.busy_s.size() != static_cast<size_t>(stage_.spec().index))
+                if (h.busy_s.size() != static_cast<size_t>(stage_.spec().index) || h.start_us.size() != h.busy_s.size())
                     PIPELM_THROW(ErrorCode::kProtocol, "ubatch ", h.id, " from ", links_.prev->peer_name(), " carries ",
-                                 h.busy_s.size(), " stage times, expected ", stage_.spec().index);
+                                 h.busy_s.size(), " stage times and ", h.start_us.size(), " start times, expected ",
+                                 stage_.spec().index);
                 const int64_t n = static_cast<int64_t>(h.seq.size());
                 x_.resize(n * E);
                 unpack_hidden(m.payload, x_.data(), n * E, static_cast<Wire>(h.wire));
                 const auto t0 = Clock::now();
+                h.start_us.push_back(wall_us());
                 model::Batch b{n, h.pos.data(), h.seq.data()};
                 stage_.forward(x_.data(), b);
                 if (tail_) {
                     ResultHeader r = tail_->run(h, x_.data(), &logits_);
                     h.busy_s.push_back(seconds_since(t0));
                     r.busy_s = h.busy_s;
+                    r.start_us = h.start_us;
                     links_.ring->send(make_message(kResult, r, floats_to_bytes(logits_)));
                 } else {
                     h.busy_s.push_back(seconds_since(t0));
@@ -288,12 +292,14 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
         const int64_t n = static_cast<int64_t>(tokens.size());
         x_.resize(n * stage_.n_embd());
         const auto t0 = Clock::now();
+        const int64_t start = wall_us();
         stage_.embed(tokens.data(), n, x_.data());
         model::Batch b{n, h.pos.data(), h.seq.data()};
         stage_.forward(x_.data(), b);
         Result r;
         r.header = tail_->run(h, x_.data(), &r.logits);
         r.header.busy_s = {seconds_since(t0)};
+        r.header.start_us = {start};
         local_.push_back(std::move(r));
         ++in_flight_;
         return a.id;
@@ -328,6 +334,7 @@ void Engine::send_ubatch(const Asked& a) {
     check_ubatch(h, opt_.n_seq, 1 << 30);
     x_.resize(n * E);
     const auto t0 = Clock::now();
+    h.start_us.push_back(wall_us());
     stage_.embed(a.tokens.data(), n, x_.data());
     model::Batch b{n, h.pos.data(), h.seq.data()};
     stage_.forward(x_.data(), b);
@@ -358,6 +365,9 @@ void Engine::check_result(const ResultHeader& r, size_t payload_bytes, const Ask
     if (r.busy_s.size() != static_cast<size_t>(opt_.n_stages)) bad(r.busy_s.size(), " stage times for ", opt_.n_stages, " stages");
     for (double b : r.busy_s)
         if (!std::isfinite(b) || b < 0) bad("stage time ", b);
+    // Start times only feed --trace: none (a peer that does not record them) or one per stage.
+    if (!r.start_us.empty() && r.start_us.size() != r.busy_s.size())
+        bad(r.start_us.size(), " start times for ", opt_.n_stages, " stages");
 }
 
 Result Engine::next_result() {
@@ -379,6 +389,7 @@ Result Engine::next_result() {
     }
     --in_flight_;
     ++stats_.ubatches;
+    if (trace_) trace_->add(r.header, wall_us());
     for (size_t s = 0; s < r.header.busy_s.size() && s < stats_.busy_s.size(); ++s) stats_.busy_s[s] += r.header.busy_s[s];
     return r;
 }

@@ -18,6 +18,8 @@
 
 namespace pipelm::pipeline {
 
+class Trace;
+
 class Tail {
 public:
     Tail(model::Stage& stage, int n_seq);
@@ -146,6 +148,8 @@ public:
     uint64_t link_bytes() const;
     // Every recovery of this engine so far (not cleared by reset_stats).
     const std::vector<Recovery>& recoveries() const { return recoveries_; }
+    // --trace: every result next_result returns is added to `t` (nullptr: none); not owned.
+    void set_trace(Trace* t) { trace_ = t; }
 
 private:
     // A ubatch in flight to the last stage: its inputs (to send it again after a recovery) and
@@ -188,6 +192,7 @@ private:
     bool shut_down_ = false;
     std::vector<float> x_;
     PipelineStats stats_;
+    Trace* trace_ = nullptr;
 };
 
 // One line per recovery: "recovery: stage 2: A -> B in 0.412 s, 57 tokens replayed (cause: ...)".

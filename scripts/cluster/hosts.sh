@@ -68,6 +68,7 @@ down() {
         i=${ns#"$PREFIX"}
         ip link del "$VETH-$i" 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
+        rm -rf "/tmp/pipelm-ompi-$ns"  # ns-rsh.sh's Open MPI session directory of this host
     done
     ip link del "$BRIDGE" 2>/dev/null || true
 }

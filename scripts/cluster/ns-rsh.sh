@@ -16,7 +16,12 @@ host=$1
 shift
 for ns in $(ip netns list | awk '{print $1}' | grep -E "^${PREFIX}[0-9]+$"); do
     if ip -n "$ns" -4 -o addr show 2>/dev/null | awk '{print $4}' | grep -qx "$host/[0-9]*"; then
-        exec ip netns exec "$ns" sh -c "$*"
+        # Every emulated host has the machine's hostname and /tmp, so the orteds would race to
+        # make the same session directory (/tmp/ompi.HOST.UID/jf.N: "File exists", about 1 launch
+        # in 10); a temporary directory per host keeps them apart, as separate machines would.
+        tmp=/tmp/pipelm-ompi-$ns
+        mkdir -p "$tmp"
+        exec ip netns exec "$ns" env OMPI_MCA_orte_tmpdir_base="$tmp" sh -c "$*"
     fi
 done
 echo "ns-rsh.sh: no namespace ${PREFIX}* has address $host (run scripts/cluster/hosts.sh up N first)" >&2

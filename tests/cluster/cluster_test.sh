@@ -4,7 +4,7 @@
 # transport over the veths) and TCP workers in namespaces 1.. with the coordinator in namespace 0
 # must give logits byte-identical to one in-process stage (exact kernels: a stage split never
 # changes the bits). Also checks hosts.sh up/status/down and that the ranks really ran in the
-# namespaces. The hosts use tag "t" and 10.78.0.0/24, so a user's own hosts.sh hosts are left alone.
+# namespaces, and that --trace over TCP has a track per stage. The hosts use tag "t" and 10.78.0.0/24, so a user's own hosts.sh hosts are left alone.
 #
 #   tests/cluster/cluster_test.sh PIPELM_BINARY SOURCE_DIR
 # Exit: 0 pass, 1 fail, 77 skipped (not root, or no network namespaces here; the reason is printed).
@@ -12,7 +12,7 @@ set -uo pipefail
 PIPELM=$1
 SRC=$2
 HOSTS=$SRC/scripts/cluster/hosts.sh
-RSH=$SRC/scripts/cluster/ns-rsh.sh
+MPIRUN=$SRC/scripts/cluster/mpirun.sh  # hostfile + ns-rsh.sh agent + TCP over the test subnet
 MODEL=$SRC/tests/data/models/glm4-tiny/model.gguf  # 61 layers, vocab 666
 export PIPELM_CLUSTER_TAG=t PIPELM_NET=10.78.0
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -56,16 +56,11 @@ for n in 2 3 4; do
     split=$(split_for "$n")
     "$HOSTS" up "$n" --rate 1gbit >"$DIR/up$n.log" 2>&1 || { fail "hosts.sh up $n: $(cat "$DIR/up$n.log")"; continue; }
     if command -v mpirun >/dev/null; then
-        "$HOSTS" hostfile >"$DIR/hostfile$n"
         # Each rank prints the namespace it runs in (MPI rank I must be host I).
-        timeout 60 mpirun --hostfile "$DIR/hostfile$n" -np "$n" --bind-to none --mca plm_rsh_agent "$RSH" \
-            --mca btl tcp,self --mca btl_tcp_if_include "$PIPELM_NET.0/24" --mca oob_tcp_if_include "$PIPELM_NET.0/24" \
-            sh -c 'echo "rank $OMPI_COMM_WORLD_RANK in $(ip netns identify)"' >"$DIR/where$n.log" 2>&1
+        timeout 60 "$MPIRUN" -np "$n" sh -c 'echo "rank $OMPI_COMM_WORLD_RANK in $(ip netns identify)"' >"$DIR/where$n.log" 2>&1
         want=$(for ((i = 0; i < n; ++i)); do echo "rank $i in pipelm-t$i"; done)
         [[ $(grep "^rank " "$DIR/where$n.log" | sort) == "$want" ]] || fail "mpirun ranks are not one per namespace: $(cat "$DIR/where$n.log")"
-        timeout 90 mpirun --hostfile "$DIR/hostfile$n" -np "$n" --bind-to none --mca plm_rsh_agent "$RSH" \
-            --mca btl tcp,self --mca btl_tcp_if_include "$PIPELM_NET.0/24" --mca oob_tcp_if_include "$PIPELM_NET.0/24" \
-            "$PIPELM" $(logits) --split "$split" --out "$DIR/mpi$n.f32" >"$DIR/mpi$n.log" 2>&1
+        timeout 90 "$MPIRUN" -np "$n" "$PIPELM" $(logits) --split "$split" --out "$DIR/mpi$n.f32" >"$DIR/mpi$n.log" 2>&1
         rc=$?
         if [[ $rc -eq 0 ]] && grep -q "$n stages, one per MPI rank" "$DIR/mpi$n.log" && cmp -s "$DIR/mpi$n.f32" "$DIR/ref.f32"; then
             pass "mpirun over $n namespaces: logits byte-identical to one stage"
@@ -90,7 +85,7 @@ for n in 2 3 4; do
         for _ in $(seq 1 100); do grep -q "worker listening on" "$DIR/worker$n-$i.log" && break; sleep 0.1; done
     done
     ip netns exec pipelm-t0 timeout 90 "$PIPELM" $(logits) --split "$split" --workers "$list" --token-file "$DIR/token" \
-        --out "$DIR/tcp$n.f32" >"$DIR/tcp$n.log" 2>&1
+        --out "$DIR/tcp$n.f32" --trace "$DIR/tcp$n.json" >"$DIR/tcp$n.log" 2>&1
     rc=$?
     wrc=0
     for p in "${workers[@]}"; do wait "$p" || wrc=$?; done
@@ -100,6 +95,12 @@ for n in 2 3 4; do
     else
         fail "TCP over $n namespaces (coordinator exit $rc, worker exit $wrc): $(tail -5 "$DIR/tcp$n.log")"
     fi
+    # --trace over TCP: 3 ubatches (40 tokens in 16s), each with a compute span on every stage,
+    # the stages' clocks being one (namespaces share the machine's clock).
+    spans=$(grep -c '"cat":"compute"' "$DIR/tcp$n.json" 2>/dev/null)
+    last=$(grep -c "\"tid\":$((2 * (n - 1))),.*\"cat\":\"compute\"" "$DIR/tcp$n.json" 2>/dev/null)
+    [[ $spans -eq $((3 * n)) && $last -eq 3 ]] && pass "--trace over TCP: a compute span per ubatch on each of $n stages" \
+        || fail "--trace over TCP: $spans compute spans ($last on stage $((n - 1))), expected $((3 * n)) (3 on the last)"
 done
 "$HOSTS" down >/dev/null
 ((fails == 0)) && echo "all cluster checks passed" || echo "$fails cluster check(s) failed"
