@@ -16,7 +16,10 @@ int64_t wall_us() {
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-void Trace::begin_group(const std::string& name, int n_stages) { groups_.push_back({name, n_stages}); }
+void Trace::begin_group(const std::string& name, int n_stages) {
+    groups_.push_back({name, n_stages});
+    link_free_.assign(static_cast<size_t>(n_stages), std::numeric_limits<int64_t>::min());
+}
 
 void Trace::add(const ResultHeader& r, int64_t result_us) {
     const size_t S = r.start_us.size();
@@ -30,7 +33,10 @@ void Trace::add(const ResultHeader& r, int64_t result_us) {
         events_.push_back({pid, static_cast<int>(2 * s), name, t0, t1 - t0, r.id});
         if (S == 1) continue;  // one stage: no links
         const int64_t next = s + 1 < S ? r.start_us[s + 1] : result_us;
-        events_.push_back({pid, static_cast<int>(2 * s + 1), name, t1, std::max<int64_t>(0, next - t1), r.id});
+        const int64_t from = std::max(t1, link_free_[s]);  // results come in submission order
+        const int64_t to = std::max(from, next);
+        link_free_[s] = to;
+        events_.push_back({pid, static_cast<int>(2 * s + 1), name, from, to - from, r.id});
     }
 }
 

@@ -1,8 +1,10 @@
 // --trace FILE.json: a Chrome trace (opens in Perfetto and chrome://tracing) of the ubatches of a
 // pipeline run, with one track per stage (a complete event per ubatch it computed) and one per
-// link (from the sender's end of compute to the receiver's start of compute: time on the wire
-// plus time queued behind the receiver's previous ubatch; the last link carries the result back
-// to stage 0 and ends when the coordinator has it).
+// link. A link span runs from the sender's end of compute (or, when the previous ubatch was still
+// on that link, from the moment that one got through: a link is a FIFO, and its spans never
+// overlap) to the receiver's start of compute: time on the wire plus time queued behind the
+// receiver's previous ubatch. The last link carries the result back to stage 0 and ends when the
+// coordinator has it.
 //
 // The spans come with the results: every stage appends its wall-clock compute start
 // (UbatchHeader::start_us, system_clock microseconds) next to its compute seconds (busy_s), so
@@ -48,6 +50,7 @@ private:
     };
     std::vector<Group> groups_;
     std::vector<Event> events_;
+    std::vector<int64_t> link_free_;  // per link of the current group: end of its last span
 };
 
 }  // namespace pipelm::pipeline
