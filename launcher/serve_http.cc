@@ -423,6 +423,12 @@ std::string HttpServer::Impl::metrics() {
     metric(os, "pipelm_ubatch_tokens_total", "counter", "Tokens in those ubatches.", static_cast<double>(st.ubatch_tokens));
     metric(os, "pipelm_ubatches_mixed_total", "counter", "Ubatches that carried decode and prompt tokens together.",
            static_cast<double>(st.mixed_ubatches));
+    metric(os, "pipelm_recoveries_total", "counter", "Lost stages given to a standby worker (--standby).",
+           static_cast<double>(st.recoveries));
+    metric(os, "pipelm_recovery_seconds_total", "counter", "Time spent re-forming the pipeline after a loss.",
+           st.recovery_s);
+    metric(os, "pipelm_recovery_tokens_replayed_total", "counter", "Tokens replayed to rebuild KV caches after a loss.",
+           static_cast<double>(st.recovery_tokens_replayed));
     histogram(os, "pipelm_time_to_first_token_seconds", "From arrival to the first generated token.", st.ttft);
     histogram(os, "pipelm_inter_token_latency_seconds", "Between consecutive tokens of a request.", st.itl);
     histogram(os, "pipelm_queue_time_seconds", "From arrival to a sequence slot.", st.queue_time);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "runtime/base/error.h"
+#include "runtime/base/log.h"
 
 namespace pipelm::pipeline {
 namespace {
@@ -322,6 +323,13 @@ void Scheduler::take_result() {
     for (double v : itl) st_.itl.add(v);
     st_.stage_busy_s = eng_.stats().busy_s;
     if (eng_.in_flight() == 0) st_.active_s += secs(now - t_active_);
+    const auto& rec = eng_.recoveries();
+    for (size_t i = st_.recoveries; i < rec.size(); ++i) {
+        st_.recovery_s += rec[i].seconds;
+        st_.recovery_tokens_replayed += static_cast<uint64_t>(rec[i].tokens_replayed);
+        PIPELM_INFO(recovery_lines({rec[i]})[0]);
+    }
+    st_.recoveries = rec.size();
 }
 
 void Scheduler::end(const std::shared_ptr<Sequence>& s, Finish f, const std::string& error) {

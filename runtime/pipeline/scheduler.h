@@ -136,6 +136,9 @@ struct SchedulerStats {
     std::vector<double> stage_busy_s;
     double active_s = 0;  // wall time with at least one ubatch in the pipe
     int n_stages = 1, max_in_flight = 1;
+    // Recoveries of the pipeline (TCP mode with --standby): count, seconds and tokens replayed.
+    uint64_t recoveries = 0, recovery_tokens_replayed = 0;
+    double recovery_s = 0;
 };
 
 class Scheduler {

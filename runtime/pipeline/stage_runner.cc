@@ -255,10 +255,12 @@ void Engine::start_seq(int slot, const sampling::SamplerParams& p, const std::ve
         return;
     }
     PIPELM_CHECK(slot >= 0 && slot < opt_.n_seq, "start_seq: slot ", slot, " outside [0, ", opt_.n_seq, ")");
+    // The slot's token log stays: a sequence may keep a prefix of the last one's KV rows (serve's
+    // prompt reuse), and its first ubatch truncates the log where it starts writing.
     SlotLog& log = slots_[slot];
-    log = SlotLog{};
     log.started = true;
     log.start = s;
+    log.sampled.clear();
     try {
         links_.next->send(make_message(kSeqStart, s));
     } catch (const Error& e) {

@@ -167,8 +167,9 @@ private:
     struct SlotLog {
         bool started = false;
         SeqStart start;
-        std::vector<int32_t> sampled;  // every token the last stage sampled for this slot since
-        std::vector<int32_t> tokens;   // token at each position, in the order results came back
+        std::vector<int32_t> sampled;  // every token the last stage sampled since start_seq
+        std::vector<int32_t> tokens;   // token whose K/V the stages hold at each position (kept
+                                       // across start_seq: a new sequence may reuse a prefix)
     };
     void check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const;
     void send_ubatch(const Asked& a);  // runs stage 0 on a's tokens and sends them on
