@@ -1,5 +1,5 @@
-// The pieces of `pipelm bench` (launcher/cmd_bench.cc): result tables (bench_table.cc),
-// statistics (bench_stats.cc), the read-bandwidth probe of --roofline (bench_bandwidth.cc) and
+// The pieces of `pipelm bench` (launcher/cmd_bench.cc): result tables (bench_table.cc), value
+// lists (bench_lists.cc), statistics (bench_stats.cc), the read-bandwidth probe of --roofline (bench_bandwidth.cc) and
 // the machine description every row carries (bench_table.cc). All run on the coordinator's main
 // thread; nothing here touches the pipeline.
 #pragma once
@@ -45,6 +45,16 @@ struct Machine {
     int cores = 0;
 };
 Machine machine();
+
+// ---- value lists ------------------------------------------------------------------------------
+
+// "128,512" -> {128, 512}: each value in lo..hi, at least one; else Error{kInvalidArgument}
+// naming the flag.
+std::vector<int> int_list(const std::string& flag, const std::string& text, int lo, int hi);
+// -p/--n-prompt, -n/--n-gen, --sequences, --ubatch/-ub and --stages may be value lists; the flags
+// parser (and the session options it feeds) takes one number each. Copies argv with each list
+// replaced by its first value and returns the lists by flag name (check them with int_list).
+std::vector<std::string> split_list_flags(int argc, char** argv, std::map<std::string, std::string>& lists);
 
 // ---- statistics -------------------------------------------------------------------------------
 

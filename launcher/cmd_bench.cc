@@ -313,46 +313,6 @@ struct BenchPlan {
     std::string out, link_rate, ids_out;
 };
 
-// "128,512" -> {128, 512}: each value in lo..hi, at least one.
-std::vector<int> int_list(const std::string& flag, const std::string& text, int lo, int hi) {
-    std::vector<int> v;
-    std::stringstream ss(text);
-    for (std::string item; std::getline(ss, item, ',');) {
-        char* end = nullptr;
-        const long x = std::strtol(item.c_str(), &end, 10);
-        if (item.empty() || *end != '\0' || x < lo || x > hi)
-            PIPELM_THROW(ErrorCode::kInvalidArgument, flag, " ", text, ": give numbers ", lo, "..", hi, " like ", std::max(lo, 1),
-                         " or ", std::max(lo, 1), ",", std::max(lo, 1) * 4, " (a comma-separated list)");
-        v.push_back(static_cast<int>(x));
-    }
-    if (v.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, flag, ": give at least one value");
-    return v;
-}
-
-// -p, -n, --ubatch/-ub and --stages take value lists in bench; the flags parser (and the session
-// options it feeds) takes one number each. This copies argv with each list replaced by its first
-// value and returns the lists by flag name (int_list checks them).
-std::vector<std::string> split_list_flags(int argc, char** argv, std::map<std::string, std::string>& lists) {
-    const std::map<std::string, std::string> names = {{"--ubatch", "--ubatch"}, {"-ub", "--ubatch"}, {"--stages", "--stages"},
-                                                      {"--n-prompt", "--n-prompt"}, {"-p", "--n-prompt"},
-                                                      {"--n-gen", "--n-gen"}, {"-n", "--n-gen"}};
-    std::vector<std::string> out(argv, argv + argc);
-    for (size_t i = 2; i < out.size(); ++i) {
-        const size_t eq = out[i].find('=');
-        const std::string name = out[i].substr(0, eq);
-        const auto it = names.find(name);
-        if (it == names.end()) continue;
-        std::string* value = eq != std::string::npos ? nullptr : (i + 1 < out.size() ? &out[i + 1] : nullptr);
-        std::string text = eq != std::string::npos ? out[i].substr(eq + 1) : (value ? *value : "");
-        if (text.find(',') == std::string::npos) continue;  // one value: the parser checks it
-        lists[it->second] = text;
-        const std::string first = text.substr(0, text.find(','));
-        if (value) *value = first;
-        else out[i] = name + "=" + first;
-    }
-    return out;
-}
-
 // Every test of the plan on one open session (coordinator only): rows are appended to `rows` and,
 // for -o jsonl, printed the moment each one is measured.
 void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, const bench::Machine& mach,
@@ -483,7 +443,7 @@ int cmd_bench(int argc, char** argv) {
     });
     cli::Args a("bench", flags);
     std::map<std::string, std::string> lists;
-    std::vector<std::string> args = split_list_flags(argc, argv, lists);
+    std::vector<std::string> args = bench::split_list_flags(argc, argv, lists);
     std::vector<char*> av;
     for (auto& s : args) av.push_back(s.data());
     if (!a.parse(static_cast<int>(av.size()), av.data(), 2,
@@ -499,9 +459,10 @@ int cmd_bench(int argc, char** argv) {
                      ": in-memory synthetic models are not supported by the CPU backend; write one with `pipelm mkmodel "
                      "--preset ", a.str("--synthetic"), " -o FILE.gguf` and pass -m FILE.gguf");
     BenchPlan p;
-    p.prompts = int_list("--n-prompt", lists.count("--n-prompt") ? lists["--n-prompt"] : a.str("--n-prompt"), 0, 1 << 20);
-    p.gens = int_list("--n-gen", lists.count("--n-gen") ? lists["--n-gen"] : a.str("--n-gen"), 0, 1 << 20);
-    if (a.has("--sequences")) p.seqs = int_list("--sequences", a.str("--sequences"), 1, 4096);
+    p.prompts = bench::int_list("--n-prompt", lists.count("--n-prompt") ? lists["--n-prompt"] : a.str("--n-prompt"), 0, 1 << 20);
+    p.gens = bench::int_list("--n-gen", lists.count("--n-gen") ? lists["--n-gen"] : a.str("--n-gen"), 0, 1 << 20);
+    if (a.has("--sequences"))
+        p.seqs = bench::int_list("--sequences", lists.count("--sequences") ? lists["--sequences"] : a.str("--sequences"), 1, 4096);
     p.reps = static_cast<int>(a.integer("--repetitions"));
     p.seq_prompt = static_cast<int>(a.integer("--seq-prompt"));
     p.pg = a.flag("--pg");
@@ -520,8 +481,8 @@ int cmd_bench(int argc, char** argv) {
     if (n_seqs > 0 && max_n == 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--sequences needs -n > 0");
 
     SessionOptions o = SessionOptions::from_args(a);
-    p.stages = lists.count("--stages") ? int_list("--stages", lists["--stages"], 1, 1024) : std::vector<int>{o.n_stages};
-    p.ubatches = lists.count("--ubatch") ? int_list("--ubatch", lists["--ubatch"], 1, 1 << 16) : std::vector<int>{o.ubatch};
+    p.stages = lists.count("--stages") ? bench::int_list("--stages", lists["--stages"], 1, 1024) : std::vector<int>{o.n_stages};
+    p.ubatches = lists.count("--ubatch") ? bench::int_list("--ubatch", lists["--ubatch"], 1, 1 << 16) : std::vector<int>{o.ubatch};
     if ((p.stages.size() > 1 || p.ubatches.size() > 1) && (net::launched_by_mpirun() || !o.workers.empty()))
         PIPELM_THROW(ErrorCode::kInvalidArgument, "bench: --stages and --ubatch lists need in-process stages (one session each); under "
                      "mpirun or with --workers the pipeline is fixed: run bench once per stage count / ubatch");

@@ -13,6 +13,7 @@ int cmd_inspect(int argc, char** argv);
 int cmd_mkmodel(int argc, char** argv);
 int cmd_plan(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_simulate(int argc, char** argv);
 int cmd_worker(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
 int cmd_convert(int argc, char** argv);

@@ -20,6 +20,7 @@ const char* kUsage =
     "  logits      write the logits of every position of a token list (raw float32)\n"
     "  perplexity  perplexity (and KL divergence against a saved run) over a text file\n"
     "  bench       prompt/generation throughput, pipeline busy and bubble, roofline\n"
+    "  simulate    predict bench's numbers for stages, links and sequences from a 1-stage calibration\n"
     "  plan        show how the layers are split into stages, without loading weights\n"
     "  tokenize    print the token ids of a text as JSON\n"
     "  inspect     print a GGUF file's metadata and tensor table\n"
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
         if (cmd == "logits") return cmd_logits(argc, argv);
         if (cmd == "perplexity") return cmd_perplexity(argc, argv);
         if (cmd == "bench") return cmd_bench(argc, argv);
+        if (cmd == "simulate") return cmd_simulate(argc, argv);
         if (cmd == "plan") return cmd_plan(argc, argv);
         if (cmd == "tokenize") return cmd_tokenize(argc, argv);
         if (cmd == "inspect") return cmd_inspect(argc, argv);

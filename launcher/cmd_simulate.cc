@@ -1,0 +1,199 @@
+// `pipelm simulate`: what a pipeline would do with S stages, a link rate and a workload, from the
+// discrete-event model of runtime/pipeline/simulator.h, without running it. The compute model
+// comes from a 1-stage calibration (`pipelm bench ... --stages 1 -o jsonl > calib.jsonl`, with at
+// least two ubatch sizes among its tests, e.g. -p 64 -n 16 --sequences 1,4) or from --pass-ms
+// and --token-ms; the message sizes from the model's n_embd and --wire. Rows as bench prints
+// them (same column names), so measured and simulated rows can be put side by side.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "launcher/bench.h"
+#include "launcher/cli.h"
+#include "launcher/commands.h"
+#include "runtime/base/error.h"
+#include "runtime/base/log.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/model/glm4_config.h"
+#include "runtime/pipeline/simulator.h"
+
+namespace pipelm::launcher {
+namespace {
+
+using bench::fmt;
+using bench::int_cell;
+using bench::num_cell;
+using bench::Row;
+using bench::str_cell;
+
+// "100mbit" -> 1e8 bits/s; "inf" -> 0 (no transfer time).
+double parse_rate(const std::string& r) {
+    if (r == "inf") return 0;
+    static const std::pair<const char*, double> units[] = {{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1}};
+    for (const auto& [u, mul] : units) {
+        const size_t n = std::string(u).size();
+        if (r.size() > n && r.compare(r.size() - n, n, u) == 0) {
+            char* end = nullptr;
+            const double v = std::strtod(r.substr(0, r.size() - n).c_str(), &end);
+            if (*end == '\0' && std::isfinite(v) && v > 0) return v * mul;
+        }
+    }
+    PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-rate ", r, ": give rates like 10mbit, 1gbit or inf");
+}
+
+// (tokens per ubatch, seconds per ubatch) of every 1-stage row of a bench jsonl file: ppN runs
+// ceil(N/ub) ubatches one after another, tgN one token per ubatch, tgN@Kseq K tokens per ubatch.
+std::vector<std::pair<int, double>> calibration_points(const std::string& path) {
+    std::ifstream f(path);
+    if (!f) PIPELM_THROW(ErrorCode::kIo, "--calib ", path, ": cannot open the file");
+    std::vector<std::pair<int, double>> pts;
+    int line_no = 0;
+    for (std::string line; std::getline(f, line);) {
+        ++line_no;
+        if (line.empty() || line[0] != '{') continue;
+        try {
+            const nlohmann::json r = nlohmann::json::parse(line);
+            const double tps = r.at("tps").get<double>();
+            if (r.at("stages").get<int>() != 1 || !(tps > 0)) continue;
+            const int np = r.at("n_prompt").get<int>(), ng = r.at("n_gen").get<int>();
+            const int k = r.at("n_seq").get<int>(), ub = r.at("ubatch").get<int>();
+            if (np <= 0 && ng <= 0) continue;
+            if (r.at("test").get<std::string>().find('+') != std::string::npos) continue;  // two kinds of ubatch
+            if (ub <= 0 || k <= 0) PIPELM_THROW(ErrorCode::kFormat, "--calib ", path, " line ", line_no, ": ubatch and n_seq must be > 0");
+            const double seconds = (np > 0 && ng == 0 ? np : double(ng) * k) / tps;
+            if (np > 0 && ng == 0) {
+                if (np % ub != 0) continue;
+                pts.push_back({ub, seconds / (np / ub)});
+            } else if (ng > 0) {
+                pts.push_back({k, seconds / ng});
+            }
+        } catch (const nlohmann::json::exception& e) {
+            PIPELM_THROW(ErrorCode::kFormat, "--calib ", path, " line ", line_no, ": not a bench jsonl row (", e.what(), ")");
+        }
+    }
+    return pts;
+}
+
+}  // namespace
+
+int cmd_simulate(int argc, char** argv) {
+    cli::Args a("simulate", {
+        {"--model", "-m", true, "FILE", "GGUF model (only its shape is read: n_embd, layers)", ""},
+        {"--embd", "", true, "N", "hidden size instead of -m", ""},
+        {"--stages", "", true, "N,..", "stage counts (layers split evenly)", "1,2,4"},
+        {"--n-prompt", "-p", true, "N,..", "prompt tokens of the pp tests (0 = none)", "512"},
+        {"--n-gen", "-n", true, "N,..", "generated tokens per sequence of the tg tests (0 = none)", "128"},
+        {"--sequences", "", true, "N,..", "concurrent sequences of the tg tests", "1"},
+        {"--ubatch", "-ub", true, "N,..", "tokens per ubatch", "64"},
+        {"--link-rate", "", true, "R,..", "link rates: 10mbit, 1gbit, ... or inf", "1gbit"},
+        {"--link-latency-us", "", true, "US", "latency added to every message", "50"},
+        {"--link-burst", "", true, "BYTES|tbf", "token bucket of the link (tbf: as hosts.sh --rate sets it, max(rate/4000, 16 KiB)); 0 = a plain rate", "0"},
+        {"--wire", "", true, "f32|bf16", "format of activations on links", "f32"},
+        {"--calib", "", true, "FILE", "1-stage `pipelm bench -o jsonl` rows to fit the compute model to", ""},
+        {"--pass-ms", "", true, "MS", "fixed milliseconds of a ubatch through the whole model (instead of --calib)", ""},
+        {"--token-ms", "", true, "MS", "milliseconds per token of a ubatch (instead of --calib)", ""},
+        {"--output", "-o", true, "md|csv|json|jsonl", "output format", "md"},
+    });
+    std::map<std::string, std::string> lists;
+    std::vector<std::string> args = bench::split_list_flags(argc, argv, lists);
+    std::vector<char*> av;
+    for (auto& s : args) av.push_back(s.data());
+    if (!a.parse(static_cast<int>(av.size()), av.data(), 2,
+                 "Predicts bench's t/s, TTFT, inter-token latency and busy per stage for stage counts, link rates,\n"
+                 "sequences and ubatch sizes, from a discrete-event model of the pipeline (runtime/pipeline/simulator.h)\n"
+                 "and a 1-stage calibration: pipelm bench -m M -t T --stages 1 -p 64 -n 16 --sequences 1,4 -o jsonl > c.jsonl"))
+        return 0;
+    auto list = [&](const char* flag, int lo, int hi) {
+        return bench::int_list(flag, lists.count(flag) ? lists[flag] : a.str(flag), lo, hi);
+    };
+    const auto stages = list("--stages", 1, 1024), prompts = list("--n-prompt", 0, 1 << 20), gens = list("--n-gen", 0, 1 << 20);
+    const auto seqs = list("--sequences", 1, 4096), ubatches = list("--ubatch", 1, 1 << 16);
+    pipeline::SimModel m;
+    int n_layer = 0;
+    if (a.has("--model")) {
+        auto f = gguf::GgufFile::open(a.str("--model"));
+        const auto cfg = model::Glm4Config::from_gguf(*f);
+        m.bytes_per_token = cfg.n_embd;
+        n_layer = cfg.n_layer;
+    } else if (a.has("--embd")) {
+        m.bytes_per_token = a.integer("--embd");
+    } else {
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "simulate: give -m MODEL.gguf or --embd N (the hidden size)");
+    }
+    const std::string wire = a.str("--wire");
+    if (wire != "f32" && wire != "bf16") PIPELM_THROW(ErrorCode::kInvalidArgument, "--wire ", wire, ": use f32 or bf16");
+    m.bytes_per_token *= wire == "f32" ? 4 : 2;
+    m.link_latency_s = a.number("--link-latency-us") * 1e-6;
+    if (a.has("--calib")) {
+        const auto pts = calibration_points(a.str("--calib"));
+        if (!pipeline::fit_compute(pts, m.pass_s, m.token_s))
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--calib ", a.str("--calib"), ": its ", pts.size(),
+                         " one-stage rows do not give two ubatch sizes to fit (run bench with -p 64 -n 16 --sequences 1,4)");
+    } else if (a.has("--pass-ms") && a.has("--token-ms")) {
+        m.pass_s = a.number("--pass-ms") * 1e-3;
+        m.token_s = a.number("--token-ms") * 1e-3;
+    } else {
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "simulate: give --calib FILE.jsonl or --pass-ms and --token-ms");
+    }
+    if (!(m.pass_s >= 0 && m.token_s >= 0 && m.pass_s + m.token_s > 0))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "simulate: the compute model needs --pass-ms, --token-ms >= 0 (not both 0)");
+    std::vector<std::string> rates;
+    {
+        std::stringstream ss(a.str("--link-rate"));
+        for (std::string r; std::getline(ss, r, ',');) rates.push_back(r);
+    }
+    const std::string out = a.str("--output");
+    if (out != "md" && out != "csv" && out != "json" && out != "jsonl")
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--output ", out, ": use md, csv, json or jsonl");
+    PIPELM_INFO(fmt("simulate: compute %.3f ms per ubatch + %.4f ms per token, %lld bytes per token on a link",
+                    m.pass_s * 1e3, m.token_s * 1e3, static_cast<long long>(m.bytes_per_token)));
+
+    std::vector<Row> rows;
+    for (const int S : stages)
+        for (const std::string& rate : rates)
+            for (const int ub : ubatches) {
+                if (n_layer > 0 && S > n_layer)
+                    PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer, " layers");
+                m.share.assign(S, 1.0 / S);
+                m.link_bps = parse_rate(rate);
+                const std::string burst = a.str("--link-burst");
+                if (burst == "tbf") {
+                    m.link_burst_bytes = std::max(m.link_bps / 8 / 500, 16384.0);  // scripts/cluster/hosts.sh burst_for
+                } else {
+                    char* end = nullptr;
+                    m.link_burst_bytes = std::strtod(burst.c_str(), &end);
+                    if (burst.empty() || *end != '\0' || !(m.link_burst_bytes >= 0) || !std::isfinite(m.link_burst_bytes))
+                        PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-burst ", burst, ": give bytes (0 = none) or tbf");
+                }
+                auto emit = [&](const std::string& test, const pipeline::SimResult& r, bool latency) {
+                    Row row = {{"stages", int_cell(S)}, {"link_rate", str_cell(rate)}, {"ubatch", int_cell(ub)},
+                               {"test", str_cell(test)}, {"tps", num_cell(r.tps(), 2)}};
+                    std::string bt, bj = "[";
+                    for (int s = 0; s < S; ++s) {
+                        bt += fmt("%s%.1f", s ? "/" : "", 100 * r.busy_s[s] / r.seconds);
+                        bj += fmt("%s%.2f", s ? ", " : "", 100 * r.busy_s[s] / r.seconds);
+                    }
+                    row.push_back({"busy_pct", {bt, bj + "]", "", false}});
+                    if (latency)
+                        row.insert(row.end(), {{"ttft_ms_p50", num_cell(1e3 * bench::percentile(r.ttft, 0.5), 1)},
+                                               {"itl_ms_p50", num_cell(1e3 * bench::percentile(r.itl, 0.5), 1)},
+                                               {"itl_ms_p99", num_cell(1e3 * bench::percentile(r.itl, 0.99), 1)}});
+                    if (out == "jsonl") bench::print_jsonl(row);
+                    rows.push_back(std::move(row));
+                };
+                for (const int p : prompts)
+                    if (p > 0) emit("pp" + std::to_string(p), pipeline::simulate_prompt(m, p, ub), false);
+                for (const int n : gens)
+                    for (const int k : n > 0 ? seqs : std::vector<int>{})
+                        emit("tg" + std::to_string(n) + "@" + std::to_string(k) + "seq", pipeline::simulate_decode(m, k, n, 1, ub),
+                             true);
+            }
+    if (out != "jsonl") bench::print_table(rows, out);
+    return 0;
+}
+
+}  // namespace pipelm::launcher

@@ -1,0 +1,151 @@
+// Discrete-event pipeline model of simulator.h. One Pipe holds the clock of the coordinator
+// (stage 0) and the time each later stage and each link is next free.
+#include "runtime/pipeline/simulator.h"
+
+#include <algorithm>
+#include <deque>
+
+namespace pipelm::pipeline {
+namespace {
+
+class Pipe {
+public:
+    explicit Pipe(const SimModel& m)
+        : m_(m),
+          S_(static_cast<int>(m.share.size())),
+          stage_free_(S_, 0.0),
+          link_free_(S_, 0.0),
+          bucket_(S_, m.link_burst_bytes),
+          bucket_t_(S_, 0.0),
+          busy_(S_, 0.0) {}
+
+    // Runs stage 0 on n tokens now (the coordinator's thread) and sends the ubatch down the pipe.
+    void submit(int64_t n) {
+        t_ += compute(0, n);
+        double ready = t_;
+        for (int s = 1; s < S_; ++s) {
+            const double arrive = send(s - 1, ready, n * m_.bytes_per_token + m_.header_bytes);
+            const double start = std::max(arrive, stage_free_[s]);
+            stage_free_[s] = start + compute(s, n);
+            ready = stage_free_[s];
+        }
+        if (S_ > 1) ready = send(S_ - 1, ready, m_.result_bytes);
+        results_.push_back(ready);
+    }
+    // Waits for the oldest result; returns the time it was in.
+    double next() {
+        t_ = std::max(t_, results_.front());
+        results_.pop_front();
+        return t_;
+    }
+    int in_flight() const { return static_cast<int>(results_.size()); }
+    int stages() const { return S_; }
+    double now() const { return t_; }
+    const std::vector<double>& busy() const { return busy_; }
+
+private:
+    double compute(int s, int64_t n) {
+        const double c = m_.share[s] * (m_.pass_s + m_.token_s * static_cast<double>(n));
+        busy_[s] += c;
+        return c;
+    }
+    // Link l (stage l -> l+1, the last one back to stage 0) carries `bytes` sent at time t.
+    // With a token bucket, what it holds passes at once and the rest at the rate.
+    double send(int l, double t, int64_t bytes) {
+        const double start = std::max(t, link_free_[l]);
+        double end = start;
+        if (m_.link_bps > 0) {
+            const double rate = m_.link_bps / 8.0;  // bytes per second
+            double level = std::min(m_.link_burst_bytes, bucket_[l] + (start - bucket_t_[l]) * rate);
+            const double b = static_cast<double>(bytes);
+            if (b <= level) {
+                level -= b;
+            } else {
+                end = start + (b - level) / rate;
+                level = 0;
+            }
+            bucket_[l] = level;
+            bucket_t_[l] = end;
+        }
+        link_free_[l] = end;
+        return end + m_.link_latency_s;
+    }
+
+    const SimModel& m_;
+    int S_;
+    double t_ = 0;
+    std::vector<double> stage_free_, link_free_;
+    std::vector<double> bucket_, bucket_t_;  // per link: bytes in the token bucket, as of this time
+    std::vector<double> busy_;
+    std::deque<double> results_;
+};
+
+}  // namespace
+
+SimResult simulate_prompt(const SimModel& m, int prompt, int ubatch) {
+    Pipe p(m);
+    for (int c0 = 0; c0 < prompt; c0 += ubatch) {
+        p.submit(std::min(ubatch, prompt - c0));
+        while (p.in_flight() > p.stages()) p.next();  // as Engine::prefill_logits
+    }
+    while (p.in_flight() > 0) p.next();
+    SimResult r;
+    r.seconds = p.now();
+    r.tokens = prompt;
+    r.busy_s = p.busy();
+    r.ttft = {p.now()};
+    return r;
+}
+
+SimResult simulate_decode(const SimModel& m, int sequences, int n_gen, int seq_prompt, int ubatch) {
+    Pipe p(m);
+    const int G = std::min(p.stages(), sequences);
+    struct Group {
+        int size = 0, step = 0, pending = 0;
+    };
+    std::vector<Group> groups(G);
+    for (int g = 0; g < G; ++g) groups[g].size = (g + 1) * sequences / G - g * sequences / G;
+    std::deque<std::pair<int, bool>> fifo;  // group of each ubatch in flight, and whether it yields tokens
+    auto submit_step = [&](int g) {
+        Group& gr = groups[g];
+        const int64_t n = gr.step == 0 ? int64_t(gr.size) * seq_prompt : gr.size;
+        const int64_t chunk = gr.step == 0 ? ubatch : n;
+        for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+            p.submit(std::min(chunk, n - c0));
+            fifo.push_back({g, c0 + chunk >= n});
+            ++gr.pending;
+        }
+        ++gr.step;
+    };
+    SimResult r;
+    std::vector<double> last(G, -1);
+    for (int g = 0; g < G; ++g) submit_step(g);
+    while (p.in_flight() > 0) {
+        const double t = p.next();
+        const auto [g, yields] = fifo.front();
+        fifo.pop_front();
+        Group& gr = groups[g];
+        if (yields) {
+            for (int i = 0; i < gr.size; ++i) (last[g] < 0 ? r.ttft : r.itl).push_back(last[g] < 0 ? t : t - last[g]);
+            last[g] = t;
+            r.tokens += gr.size;
+        }
+        if (--gr.pending == 0 && gr.step < n_gen) submit_step(g);
+    }
+    r.seconds = p.now();
+    r.busy_s = p.busy();
+    return r;
+}
+
+bool fit_compute(const std::vector<std::pair<int, double>>& points, double& pass_s, double& token_s) {
+    double sn = 0, st = 0, snn = 0, snt = 0;
+    const double k = static_cast<double>(points.size());
+    for (const auto& [n, t] : points) sn += n, st += t, snn += double(n) * n, snt += n * t;
+    const double det = k * snn - sn * sn;
+    if (points.size() < 2 || det <= 1e-12) return false;
+    token_s = (k * snt - sn * st) / det;
+    pass_s = (st - token_s * sn) / k;
+    return token_s >= 0 && pass_s >= 0;
+}
+
+}  // namespace pipelm::pipeline

@@ -1,0 +1,53 @@
+// A discrete-event model of ubatches flowing through a pipeline, as the Engine runs them: stage 0
+// computes on the coordinator's thread inside submit() and then waits for results; stages
+// 1..S-1 take ubatches in arrival order, one at a time; every link is a FIFO that carries one
+// message at a time (bytes / rate, less what a token bucket lets through at once) and adds a
+// fixed latency; the last stage sends the result back
+// to stage 0. Everything is FIFO, so a ubatch's whole path is known when it is submitted: the
+// model is a max-plus recurrence over (stage free, link free) times, exact for this scheduler.
+//
+// Compute: a ubatch of n tokens costs stage s  share[s] x (pass_s + token_s x n) seconds: a fixed
+// part (the weights are read once per ubatch: memory-bound) and a part per token, both fitted
+// from a 1-stage calibration run (pipelm simulate --calib). The workloads mirror `pipelm bench`:
+// ppN (prefill_sample: --ubatch chunks, at most S in flight) and tgN@Kseq (K sequences in
+// min(S, K) groups, each group's next step submitted when its result is back).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace pipelm::pipeline {
+
+struct SimModel {
+    double pass_s = 0;           // fixed seconds of one ubatch through all layers and the head
+    double token_s = 0;          // seconds per token of a ubatch
+    std::vector<double> share;   // per stage share of the compute (sums to 1); size = stages
+    int64_t bytes_per_token = 0; // hidden state per token on a link (n_embd x wire bytes)
+    int64_t header_bytes = 96;   // ubatch header (ids, positions, times): about 12 bytes/token more
+    int64_t result_bytes = 64;   // a result with sampled ids
+    double link_bps = 0;         // bits per second of every link; 0 = no transfer time
+    double link_latency_s = 0;   // added once per message
+    // A token bucket in front of each link, as Linux tbf shapes one (hosts.sh --rate): up to this
+    // many bytes pass at once after the link has been idle long enough to refill them; 0 = a
+    // plain rate (a real link).
+    double link_burst_bytes = 0;
+};
+
+struct SimResult {
+    double seconds = 0;          // first submit to last result
+    int64_t tokens = 0;          // tokens counted for t/s (as bench counts them)
+    std::vector<double> busy_s;  // compute seconds per stage
+    std::vector<double> ttft, itl;  // per sequence: first token time, gaps between tokens
+    double tps() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0; }
+};
+
+// ppN: one prompt of `prompt` tokens in chunks of `ubatch`.
+SimResult simulate_prompt(const SimModel& m, int prompt, int ubatch);
+// tgN@Kseq: `sequences` sequences, `n_gen` tokens each; step 0 carries `seq_prompt` prompt tokens
+// per sequence (in chunks of `ubatch`; the group's tokens come with its last chunk).
+SimResult simulate_decode(const SimModel& m, int sequences, int n_gen, int seq_prompt, int ubatch);
+
+// Least-squares fit of (pass_s, token_s) to measured (tokens in a ubatch, seconds per ubatch)
+// pairs of one stage; needs two different token counts. Returns false when it cannot fit.
+bool fit_compute(const std::vector<std::pair<int, double>>& points, double& pass_s, double& token_s);
+
+}  // namespace pipelm::pipeline
