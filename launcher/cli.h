@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/sampling/sampler.h"
+
 namespace pipelm::cli {
 
 struct FlagSpec {
@@ -20,21 +22,30 @@ struct FlagSpec {
 class Args {
 public:
     Args(std::string command, std::vector<FlagSpec> specs);
-    // Parses argv[first..argc); throws Error{kInvalidArgument} (also for --threads outside
-    // 1..1024). Returns false if --help was given (help text already printed to stdout).
+    // Parses argv[first..argc); throws Error{kInvalidArgument} naming the flag for an unknown
+    // flag (with the closest known one), a missing value and a numeric value that is not a
+    // number, not finite or outside the flag's range (numeric_ranges() in cli.cc: one table for
+    // every command). llama.cpp's spellings are accepted where the meaning matches (--ctx-size,
+    // --ubatch-size, --threads-batch, -fa) and point to pipelm's flags where it does not (-ngl,
+    // -sm, -ts). Returns false if --help was given (help text already printed to stdout).
     bool parse(int argc, char** argv, int first, const std::string& summary);
 
     bool has(const std::string& name) const;
     std::string str(const std::string& name) const;  // value or declared default
-    int64_t integer(const std::string& name) const;
-    double number(const std::string& name) const;
+    int64_t integer(const std::string& name) const;  // exact int64, range-checked at parse
+    double number(const std::string& name) const;    // finite, range-checked at parse
+    // A comma-separated list of integers ("128,512"), each checked like integer(); an empty
+    // entry ("1,,2") or an empty list is an error.
+    std::vector<int64_t> integers(const std::string& name) const;
     bool flag(const std::string& name) const { return has(name); }
     const std::string& command() const { return command_; }
     std::string help(const std::string& summary) const;
 
 private:
     const FlagSpec* find(const std::string& arg) const;
-    void check_threads() const;  // --threads: 1..1024
+    bool take_llama_name(const std::string& arg, int argc, char** argv, int& i);
+    void check_value(const FlagSpec& s, const std::string& value, const std::string& given = "") const;
+    void reconcile_threads_batch();
     std::string command_;
     std::vector<FlagSpec> specs_;
     std::map<std::string, std::string> values_;
@@ -44,5 +55,13 @@ private:
 std::vector<FlagSpec> pipeline_flags();
 std::vector<FlagSpec> sampling_flags();
 std::vector<FlagSpec> concat(std::vector<FlagSpec> a, const std::vector<FlagSpec>& b);
+
+// The sampling flags as parameters. --seed -1 draws a random seed and logs it, so that the run
+// can be repeated with --seed N.
+sampling::SamplerParams sampler_params(const Args& a);
+
+// The candidate closest to `word` by edit distance, or "" when none is close enough to be a
+// typo (distance at most max(1, |word| / 3)).
+std::string closest(const std::string& word, const std::vector<std::string>& candidates);
 
 }  // namespace pipelm::cli

@@ -151,15 +151,7 @@ int cmd_chat(int argc, char** argv) {
     cs.n_predict = static_cast<int>(a.integer("--n-predict"));
     cs.ignore_eos = a.flag("--ignore-eos");
     if (cs.n_predict < 1) PIPELM_THROW(ErrorCode::kInvalidArgument, "--n-predict must be at least 1");
-    auto& sp = cs.sampler;
-    sp.temperature = static_cast<float>(a.number("--temp"));
-    sp.top_k = static_cast<int>(a.integer("--top-k"));
-    sp.top_p = static_cast<float>(a.number("--top-p"));
-    sp.min_p = static_cast<float>(a.number("--min-p"));
-    sp.repeat_penalty = static_cast<float>(a.number("--repeat-penalty"));
-    sp.repeat_last_n = static_cast<int>(a.integer("--repeat-last-n"));
-    sp.seed = static_cast<uint64_t>(a.integer("--seed"));
-    if (sp.repeat_penalty <= 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--repeat-penalty must be positive");
+    cs.sampler = cli::sampler_params(a);
 
     auto session = Session::open(o);
     if (!session->is_coordinator()) return 0;

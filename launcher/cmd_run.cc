@@ -1,4 +1,5 @@
 // Inference commands: run (generate text), logits (dump logits), perplexity (PPL and KLD).
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -29,35 +30,36 @@ std::string read_file(const std::string& path, const char* flag) {
 std::vector<int32_t> parse_ids(const std::string& text, const char* flag) {
     std::vector<int32_t> ids;
     std::string cur;
+    bool after_comma = true;  // a comma must follow an id: "1,,2" and ",1" have an empty entry
     auto flush = [&] {
         if (cur.empty()) return;
         char* end = nullptr;
-        const long v = std::strtol(cur.c_str(), &end, 10);
-        if (*end != '\0' || v < 0 || v > INT32_MAX)
+        errno = 0;
+        const long long v = std::strtoll(cur.c_str(), &end, 10);
+        if (*end != '\0' || errno == ERANGE || v < 0 || v > INT32_MAX)
             PIPELM_THROW(ErrorCode::kInvalidArgument, flag, ": '", cur, "' is not a token id");
         ids.push_back(static_cast<int32_t>(v));
         cur.clear();
+        after_comma = false;
     };
     for (char c : text) {
-        if ((c >= '0' && c <= '9') || c == '-') cur += c;
-        else if (c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '[' || c == ']') flush();
-        else PIPELM_THROW(ErrorCode::kInvalidArgument, flag, ": unexpected character '", c, "' (expected ids like 1,2,3)");
+        if ((c >= '0' && c <= '9') || c == '-') {
+            cur += c;
+        } else if (c == ',') {
+            flush();
+            if (after_comma)
+                PIPELM_THROW(ErrorCode::kInvalidArgument, flag, ": an empty entry between commas (expected ids like 1,2,3)");
+            after_comma = true;
+        } else if (c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '[' || c == ']') {
+            flush();
+        } else {
+            PIPELM_THROW(ErrorCode::kInvalidArgument, flag, ": unexpected character '", c, "' (expected ids like 1,2,3)");
+        }
     }
     flush();
+    if (after_comma && !ids.empty())
+        PIPELM_THROW(ErrorCode::kInvalidArgument, flag, ": the list ends with a comma (expected ids like 1,2,3)");
     return ids;
-}
-
-sampling::SamplerParams sampler_from_args(const cli::Args& a) {
-    sampling::SamplerParams p;
-    p.temperature = static_cast<float>(a.number("--temp"));
-    p.top_k = static_cast<int>(a.integer("--top-k"));
-    p.top_p = static_cast<float>(a.number("--top-p"));
-    p.min_p = static_cast<float>(a.number("--min-p"));
-    p.repeat_penalty = static_cast<float>(a.number("--repeat-penalty"));
-    p.repeat_last_n = static_cast<int>(a.integer("--repeat-last-n"));
-    p.seed = static_cast<uint64_t>(a.integer("--seed"));
-    if (p.repeat_penalty <= 0) PIPELM_THROW(ErrorCode::kInvalidArgument, "--repeat-penalty must be positive");
-    return p;
 }
 
 std::string busy_line(const pipeline::PipelineStats& st, double wall) {
@@ -125,7 +127,7 @@ int cmd_run(int argc, char** argv) {
                      " exceed the context of ", session->n_ctx(), ": raise --ctx or lower -n");
     const bool ignore_eos = a.flag("--ignore-eos");
     pipeline::Engine& eng = session->engine();
-    const auto sp = sampler_from_args(a);
+    const auto sp = cli::sampler_params(a);
     eng.start_seq(0, sp, ids);
     const bool print_ids = a.flag("--print-ids");
     if (demo && !a.has("--prompt") && !a.has("--file") && !print_ids) {

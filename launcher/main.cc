@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/matmul.h"
+#include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/signals.h"
 #include "runtime/base/error.h"
@@ -82,7 +83,11 @@ int main(int argc, char** argv) {
         if (cmd == "worker") return cmd_worker(argc, argv);
         if (cmd == "serve") return cmd_serve(argc, argv);
         if (cmd == "chat") return cmd_chat(argc, argv);
-        std::fprintf(stderr, "pipelm: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+        const std::string near = pipelm::cli::closest(cmd, {"run", "logits", "perplexity", "bench", "plan", "tokenize",
+                                                            "inspect", "mkmodel", "quantize", "worker", "serve", "chat",
+                                                            "convert"});
+        std::fprintf(stderr, "pipelm: unknown command '%s'%s\n\n%s", cmd.c_str(),
+                     near.empty() ? "" : (" (did you mean " + near + "?)").c_str(), kUsage);
         return 2;
     } catch (const pipelm::Error& e) {
         pipelm::log_line(pipelm::LogLevel::kError, e.what());
