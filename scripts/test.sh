@@ -16,7 +16,8 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 
 QUIET=()
 ((${#GEN[@]})) && QUIET=(-- --quiet)  # ninja: print only warnings, errors and failed commands
-echo "== sanitizer build (address,undefined; with CUDA when nvcc is there): unit tests"
+phase() { echo "== [$(date -u +%H:%M:%S), ${SECONDS}s] $*"; }
+phase "sanitizer build (address,undefined; with CUDA when nvcc is there): unit tests"
 [ -f build-asan/CMakeCache.txt ] || cmake -S . -B build-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=Debug \
   -DPIPELM_SANITIZE=address,undefined -DPIPELM_WARNINGS_AS_ERRORS=ON >/dev/null
 # Only what the unit tests need: the sanitizer build of everything would double CI time.
@@ -29,11 +30,15 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:ha
     echo "sanitizer unit tests failed" >&2; exit 1; }
 echo "sanitizer unit tests passed"
 
-echo "== fuzz smoke: every libFuzzer target for 60 s (clang, ASan + UBSan)"
+phase "fuzz smoke: every libFuzzer target for 60 s (clang, ASan + UBSan)"
 bash scripts/fuzz.sh --smoke 60 || { echo "a fuzz target found a crash, timeout or out-of-memory" >&2; exit 1; }
 
-echo "== release build: all tests"
+phase "release build: all tests"
 [ -f build/CMakeCache.txt ] || cmake -S . -B build "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DPIPELM_WARNINGS_AS_ERRORS=ON >/dev/null
 cmake --build build -j"$JOBS" "${QUIET[@]}"
-ctest --test-dir build -j"$JOBS" --output-on-failure "$@"
+phase "release tests"
+rc=0
+ctest --test-dir build -j"$JOBS" --output-on-failure "$@" || rc=$?
+phase "done (ctest exit $rc)"
+exit $rc
