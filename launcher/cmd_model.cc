@@ -1,11 +1,14 @@
 // Model-file commands: tokenize, inspect, mkmodel, plan.
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <iostream>
 #include <sstream>
+#include <tuple>
 
 #include "launcher/cli.h"
 #include "launcher/commands.h"
@@ -13,6 +16,8 @@
 #include "runtime/base/log.h"
 #include "runtime/hf/hf_folder.h"
 #include "runtime/model/mkmodel.h"
+#include "runtime/pipeline/planner.h"
+#include "runtime/pipeline/protocol.h"
 
 namespace pipelm::launcher {
 
@@ -170,22 +175,116 @@ int cmd_mkmodel(int argc, char** argv) {
     return 0;
 }
 
+namespace {
+
+// Under mpirun (launched_by_mpirun's variables): the world size and this rank; {0, 0} otherwise.
+std::pair<int, int> mpi_world_from_env() {
+    auto num = [](std::initializer_list<const char*> vars) {
+        for (const char* v : vars)
+            if (const char* e = std::getenv(v)) return std::atoi(e);
+        return -1;
+    };
+    const int size = num({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"});
+    if (size <= 0) return {0, 0};
+    return {size, std::max(0, num({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"}))};
+}
+
+// The shape a --preset (mkmodel's table) names, with --dtype as a weight type (bf16, q8_0, ...)
+// or a llama-quantize file type (q4_k_m, ...): the config and the bytes each tensor would take.
+std::pair<model::Glm4Config, pipeline::ModelCosts> preset_costs(const std::string& preset, const std::string& dtype) {
+    model::MkModelSpec spec = model::mkmodel_preset(preset);
+    if (!dtype.empty()) {
+        std::string lower = dtype;
+        std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+        const std::string fts = ", " + model::ftype_names() + ",";
+        if (fts.find(", " + lower + ",") != std::string::npos) spec.ftype = model::parse_ftype(lower);
+        else spec.dtype = parse_ggml_type(lower);
+    }
+    model::Glm4Config cfg = model::mkmodel_config(spec);
+    cfg.n_ctx_train = spec.n_ctx;
+    auto costs = pipeline::ModelCosts::from_config(
+        cfg, [&](model::TensorId id, int64_t ne0, int layer) { return model::mkmodel_matrix_type(spec, id, ne0, layer); });
+    return {cfg, costs};
+}
+
+// Per-stage memory against the budget, totals and what a link carries per token (sizes from
+// the wire format: the activation payload plus the encoded ubatch header).
+void print_plan_summary(const std::vector<pipeline::StagePlan>& plan, const std::vector<uint64_t>& budget,
+                        const model::Glm4Config& cfg, pipeline::Wire wire) {
+    auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+    uint64_t total = 0;
+    std::printf("\nstage  weights+KV MiB   budget MiB   margin MiB\n");
+    for (const auto& p : plan) {
+        const uint64_t need = p.weight_bytes + p.kv_bytes;
+        total += need;
+        const uint64_t b = budget.size() == 1 ? budget[0] : p.index < static_cast<int>(budget.size()) ? budget[p.index] : 0;
+        if (b) std::printf("%5d  %14.1f   %10.1f   %+10.1f\n", p.index, mib(need), mib(b), mib(b) - mib(need));
+        else std::printf("%5d  %14.1f   %10s   %10s\n", p.index, mib(need), "-", "-");
+    }
+    std::printf("total  %14.1f MiB (weights + KV; compute buffers not counted)\n", mib(total));
+    if (plan.size() < 2) return;
+    const int S = static_cast<int>(plan.size());
+    pipeline::UbatchHeader h;  // a decode ubatch (1 token) as the last link carries it
+    h.seq = h.pos = h.out_rows = {0};
+    h.busy_s.assign(S - 1, 0);
+    h.start_us.assign(S - 1, 0);
+    const size_t header = pipeline::encode(h).size();
+    const size_t act = static_cast<size_t>(cfg.n_embd) * (wire == pipeline::Wire::kF32 ? 4 : 2);
+    std::printf("link: %zu bytes per token of activations (%d x %s) + a %zu-byte header per ubatch (+8 per more token);\n"
+                "      a decode step sends %zu bytes over each of the %d links, then a small result back\n",
+                act, cfg.n_embd, pipeline::wire_name(wire), header, act + header, S - 1);
+    std::printf("speed: `pipelm simulate` needs a 1-stage calibration on the target machine, e.g.\n"
+                "  pipelm bench -m MODEL.gguf --stages 1 -p 64 -n 16 --sequences 1,4 -o jsonl > calib.jsonl\n"
+                "  pipelm simulate --embd %d --wire %s --calib calib.jsonl --stages %d --link-rate 1gbit\n",
+                cfg.n_embd, pipeline::wire_name(wire), S);
+}
+
+}  // namespace
+
 int cmd_plan(int argc, char** argv) {
-    cli::Args a("plan", cli::pipeline_flags());
+    std::vector<cli::FlagSpec> flags = cli::pipeline_flags();
+    flags.push_back({"--preset", "", true, "NAME", "plan a model shape without a file: " + model::mkmodel_presets(), ""});
+    flags.push_back({"--dtype", "", true, "TYPE", "with --preset: weight type (f16 bf16 q8_0 ...) or file type (" + model::ftype_names() + ")", "bf16"});
+    cli::Args a("plan", flags);
     if (!a.parse(argc, argv, 2, "Prints how the model's layers are split into stages (device, layers, weight and KV\n"
-                                "memory, share of the compute) and refuses a plan that does not fit. Reads no weights."))
+                                "memory, share of the compute, margin against --mem, bytes per token on a link) and\n"
+                                "refuses a plan that does not fit; with --mem and --split auto it finds the best-balanced\n"
+                                "split that fits. Reads no weights; --preset glm4-32b --dtype q4_k_m needs no file.\n"
+                                "Under mpirun, one stage per rank (as run)."))
         return 0;
     SessionOptions o = SessionOptions::from_args(a);
-    if (o.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: pass -m FILE.gguf");
-    auto f = hf::open_model(o.model_path);
-    auto cfg = model::Glm4Config::from_gguf(*f);
+    if (a.has("--preset") == !o.model_path.empty())
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: pass either -m FILE.gguf or --preset NAME (", model::mkmodel_presets(), ")");
+    if (a.has("--dtype") && !a.has("--preset"))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: --dtype goes with --preset (a file's types are its own)");
+    model::Glm4Config cfg;
+    pipeline::ModelCosts costs;
+    std::string what;
+    if (a.has("--preset")) {
+        std::tie(cfg, costs) = preset_costs(a.str("--preset"), a.has("--dtype") ? a.str("--dtype") : "");
+        what = "preset " + a.str("--preset") + " (" + (a.has("--dtype") ? a.str("--dtype") : std::string("bf16")) + ")";
+    } else {
+        auto f = hf::open_model(o.model_path);
+        cfg = model::Glm4Config::from_gguf(*f);
+        costs = pipeline::ModelCosts::from_gguf(*f, cfg);
+        what = f->path();
+    }
     const int n_ctx = resolve_ctx(o, cfg);
     int S = o.n_stages;
     if (!o.workers.empty()) S = 1 + static_cast<int>(std::count(o.workers.begin(), o.workers.end(), ',')) + 1;
+    const auto [world, rank] = mpi_world_from_env();
+    if (world > 1) {
+        if (a.has("--stages") && o.n_stages != world)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", o.n_stages, ": mpirun started ", world,
+                         " ranks and each rank is one stage (drop --stages or match -np)");
+        S = world;
+        if (rank != 0) return 0;  // rank 0 prints the plan
+    }
     const pipeline::PlanRequest r = plan_request(o, cfg, S, n_ctx);
-    auto plan = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*f, cfg), r);
-    std::printf("%s\n%s, context %d x %d sequence(s), KV %s/%s\n%s", f->path().c_str(), cfg.summary().c_str(), n_ctx,
+    auto plan = pipeline::make_plan(costs, r);
+    std::printf("%s\n%s, context %d x %d sequence(s), KV %s/%s\n%s", what.c_str(), cfg.summary().c_str(), n_ctx,
                 o.n_seq, ggml_type_name(o.cache_k), ggml_type_name(o.cache_v), pipeline::format_plan(plan).c_str());
+    print_plan_summary(plan, r.mem_budget, cfg, o.wire);
     return 0;
 }
 

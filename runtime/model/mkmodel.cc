@@ -238,6 +238,12 @@ GgmlType ftype_tensor_type(Ftype f, TensorId id, int64_t ne0, int layer, const M
     return fits(t) ? t : GgmlType::kF16;
 }
 
+Glm4Config mkmodel_config(const MkModelSpec& spec) { return spec_config(spec); }
+
+GgmlType mkmodel_matrix_type(const MkModelSpec& s, TensorId id, int64_t ne0, int layer) {
+    return s.ftype ? ftype_tensor_type(*s.ftype, id, ne0, layer, s) : s.dtype;
+}
+
 // The parameters of the tensors mkmodel_write writes (the weight table's, for this shape).
 uint64_t mkmodel_params(const MkModelSpec& s) {
     const Glm4Config cfg = spec_config(s);
@@ -308,7 +314,7 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
     // A 2-D weight of block `layer` (-1: embedding, output): --dtype's type or --ftype's choice.
     auto matrix = [&](TensorId tid, const std::string& name, int64_t cols, int64_t rows, int layer, float std) {
         const uint64_t id = tensor_id++;
-        const GgmlType t = s.ftype ? ftype_tensor_type(*s.ftype, tid, cols, layer, s) : s.dtype;
+        const GgmlType t = mkmodel_matrix_type(s, tid, cols, layer);
         const size_t rb = ggml_row_bytes(t, cols);
         w.add_tensor(name, t, {cols, rows}, [=](uint8_t* dst) {
             const int nt = std::max<int>(1, std::min<int64_t>(n_threads, rows));

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/base/ggml_types.h"
+#include "runtime/model/glm4_config.h"
 #include "runtime/model/tensors.h"
 
 namespace pipelm::model {
@@ -31,6 +32,11 @@ struct MkModelSpec {
 MkModelSpec mkmodel_preset(const std::string& name);
 std::string mkmodel_presets();
 void mkmodel_write(const MkModelSpec& spec, const std::string& path, int n_threads);
+// The hyperparameters of the file mkmodel_write writes for `spec` (it always writes output.weight),
+// and the type it gives a 2-D weight (--dtype's, or --ftype's per-tensor choice; norms and biases
+// are F32). `pipelm plan --preset` sizes a model from these without writing it.
+Glm4Config mkmodel_config(const MkModelSpec& spec);
+GgmlType mkmodel_matrix_type(const MkModelSpec& spec, TensorId id, int64_t ne0, int layer);
 // Parameter count of the spec.
 uint64_t mkmodel_params(const MkModelSpec& spec);
 

@@ -26,6 +26,27 @@ ModelCosts ModelCosts::from_gguf(const gguf::GgufFile& f, int n_layer) {
     return from_gguf(f, cfg);
 }
 
+ModelCosts ModelCosts::from_config(const model::Glm4Config& cfg, const MatrixType& matrix_type) {
+    using model::TensorId;
+    ModelCosts c;
+    c.layer_bytes.assign(cfg.n_layer, 0);
+    uint64_t embd = 0, norm = 0, output = 0;
+    model::for_each_tensor(cfg, cfg.n_layer, [&](TensorId id, int layer) {
+        const std::vector<int64_t> ne = model::tensor_shape(id, cfg);
+        uint64_t b = static_cast<uint64_t>(ne[0]) * 4;  // norms and biases: F32
+        if (model::tensor_def(id).kind == model::TensorKind::kMatrix)
+            b = ggml_row_bytes(matrix_type(id, ne[0], layer), ne[0]) * static_cast<uint64_t>(ne[1]);
+        if (layer >= 0) c.layer_bytes[layer] += b;
+        else if (id == TensorId::kTokenEmbd) embd = b;
+        else if (id == TensorId::kOutputNorm) norm = b;
+        else if (id == TensorId::kOutput) output = b;
+    });
+    c.embedding_bytes = embd;
+    c.head_bytes = norm + (cfg.tied_output ? embd : output);
+    c.head_compute = c.head_bytes - norm;
+    return c;
+}
+
 std::vector<int> parse_split(const std::string& s) {
     std::vector<int> out;
     std::stringstream ss(s);
@@ -68,7 +89,7 @@ namespace {
 // cost (layers + `last_extra` on the last part) among partitions whose every part's prefill cost
 // (layers only) is at most `max_prefill`. Returns false when no partition meets the cap.
 bool balance_capped(const std::vector<double>& prefix, double last_extra, int k, double max_prefill,
-                    std::vector<int>* counts, double* max_decode) {
+                    const StageFits& fits, std::vector<int>* counts, double* max_decode) {
     const int n = static_cast<int>(prefix.size()) - 1;
     const double inf = std::numeric_limits<double>::infinity();
     // best[s][i]: first i layers in s stages; choice[s][i]: start of stage s-1.
@@ -81,6 +102,7 @@ bool balance_capped(const std::vector<double>& prefix, double last_extra, int k,
                 if (best[s - 1][j] == inf) continue;
                 const double p = prefix[i] - prefix[j];
                 if (p > max_prefill * (1 + 1e-12)) continue;
+                if (fits && !fits(s - 1, j, i)) continue;
                 const double v = std::max(best[s - 1][j], p + (s == k ? last_extra : 0.0));
                 if (v < best[s][i] - 1e-12) {
                     best[s][i] = v;
@@ -111,7 +133,8 @@ bool balance_capped(const std::vector<double>& prefix, double last_extra, int k,
 // (measured: 13 | 11 + head gave 1.46x prefill, 12 | 12 + head 1.61x, on 2 stages). So the plan
 // maximizes the smaller of the two estimated speed-ups: for every cap on max_s P_s (each
 // contiguous range's cost is a candidate) the DP finds the partition with the least max_s D_s.
-std::vector<int> balance_two_phase(const std::vector<double>& layer_cost, double head_cost, int k, int chunks) {
+std::vector<int> balance_two_phase(const std::vector<double>& layer_cost, double head_cost, int k, int chunks,
+                                   const StageFits& fits) {
     const int n = static_cast<int>(layer_cost.size());
     std::vector<double> prefix(n + 1, 0.0);
     for (int i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + layer_cost[i];
@@ -130,7 +153,7 @@ std::vector<int> balance_two_phase(const std::vector<double>& layer_cost, double
         if (cap < P / k * (1 - 1e-12)) continue;  // some stage holds at least P / k
         const double pp = (chunks * P) / ((chunks - 1) * cap + P);
         if (pp <= best_score) break;
-        if (!balance_capped(prefix, head_cost, k, cap, &counts, &max_decode)) continue;
+        if (!balance_capped(prefix, head_cost, k, cap, fits, &counts, &max_decode)) continue;
         const double score = std::min(pp, D / max_decode);
         if (score > best_score + 1e-12) {
             best_score = score;
@@ -138,6 +161,30 @@ std::vector<int> balance_two_phase(const std::vector<double>& layer_cost, double
         }
     }
     return best_counts;
+}
+
+uint64_t stage_bytes(const ModelCosts& costs, uint64_t kv_bytes_per_layer, int stage, int n_stages, int first, int end) {
+    uint64_t b = kv_bytes_per_layer * static_cast<uint64_t>(end - first);
+    for (int l = first; l < end; ++l) b += costs.layer_bytes[l];
+    if (stage == 0) b += costs.embedding_bytes;
+    if (stage + 1 == n_stages) b += costs.head_bytes;
+    return b;
+}
+
+// Minimax DP over contiguous splits, O(k n^2): best[s][i] = the least largest stage of the first
+// i layers in s stages.
+uint64_t min_fitting_budget(const ModelCosts& costs, uint64_t kv_bytes_per_layer, int k) {
+    const int n = static_cast<int>(costs.layer_bytes.size());
+    const uint64_t inf = std::numeric_limits<uint64_t>::max();
+    if (k < 1 || k > n) return inf;
+    std::vector<std::vector<uint64_t>> best(k + 1, std::vector<uint64_t>(n + 1, inf));
+    best[0][0] = 0;
+    for (int s = 1; s <= k; ++s)
+        for (int i = s; i <= n - (k - s); ++i)
+            for (int j = s - 1; j < i; ++j)
+                if (best[s - 1][j] != inf)
+                    best[s][i] = std::min(best[s][i], std::max(best[s - 1][j], stage_bytes(costs, kv_bytes_per_layer, s - 1, k, j, i)));
+    return best[k][n];
 }
 
 namespace {
@@ -169,7 +216,18 @@ std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req
     std::vector<int> counts;
     if (req.split == "auto" || req.split.empty()) {
         std::vector<double> c(costs.layer_bytes.begin(), costs.layer_bytes.end());
-        counts = balance_two_phase(c, static_cast<double>(costs.head_compute), S, kPlanPrefillChunks);
+        const uint64_t kv_layer = req.kv_bytes_per_token_layer * static_cast<uint64_t>(req.n_ctx) * req.n_seq;
+        StageFits fits;
+        if (std::any_of(budget.begin(), budget.end(), [](uint64_t b) { return b > 0; }))
+            fits = [&](int s, int first, int end) {
+                return !budget[s] || stage_bytes(costs, kv_layer, s, S, first, end) <= budget[s];
+            };
+        counts = balance_two_phase(c, static_cast<double>(costs.head_compute), S, kPlanPrefillChunks, fits);
+        if (counts.empty())
+            PIPELM_THROW(ErrorCode::kOutOfMemory, "--mem: no split of the ", n_layer, " layers into ", S,
+                         " stages fits (weights + KV of each stage); the smallest budget that fits is ",
+                         mib(min_fitting_budget(costs, kv_layer, S)), " MiB per stage: give at least that, more stages, "
+                         "a smaller --ctx or a smaller quantization");
     } else if (req.split == "mem") {
         // Layers in proportion to each stage's memory budget (all equal if none given).
         std::vector<double> w(S, 1.0);

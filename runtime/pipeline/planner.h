@@ -4,11 +4,14 @@
 // to memory (mem) or given (a,b,c). Works from the GGUF tensor table: no weight is read.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "runtime/base/ggml_types.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/model/glm4_config.h"
+#include "runtime/model/tensors.h"
 
 namespace pipelm::pipeline {
 
@@ -40,17 +43,36 @@ struct ModelCosts {
     // From the weight table (runtime/model/tensors.h): what each stage would read.
     static ModelCosts from_gguf(const gguf::GgufFile& f, const model::Glm4Config& cfg);
     static ModelCosts from_gguf(const gguf::GgufFile& f, int n_layer);  // reads the config itself
+    // Without a file: the bytes a file of these hyperparameters would hold (the weight table's
+    // tensors and shapes); matrix_type gives each 2-D weight's type (layer -1 outside the
+    // blocks), norms and biases count as F32. `pipelm plan --preset` uses it.
+    using MatrixType = std::function<GgmlType(model::TensorId, int64_t ne0, int layer)>;
+    static ModelCosts from_config(const model::Glm4Config& cfg, const MatrixType& matrix_type);
 };
+
+// Whether stage `stage` of the plan may hold layers [first, end) (with the embedding on stage 0
+// and the head on the last): the auto split's memory constraint. Empty = everything fits.
+using StageFits = std::function<bool(int stage, int first, int end)>;
 
 // Prompt chunks the auto split assumes for prefill (a 512-token prompt in --ubatch 64).
 inline constexpr int kPlanPrefillChunks = 8;
 // The auto split: contiguous layer counts for k stages that maximize min(prefill speed-up,
 // decode speed-up) as estimated from per-layer costs and the lm_head cost on the last stage
 // (see planner.cc). Exposed for tests.
-std::vector<int> balance_two_phase(const std::vector<double>& layer_cost, double head_cost, int k, int chunks);
+// With `fits`, only partitions whose every stage fits are considered; returns {} when none does.
+std::vector<int> balance_two_phase(const std::vector<double>& layer_cost, double head_cost, int k, int chunks,
+                                   const StageFits& fits = {});
+
+// Weights + KV of stage `stage` of `n_stages` holding layers [first, end).
+uint64_t stage_bytes(const ModelCosts& costs, uint64_t kv_bytes_per_layer, int stage, int n_stages, int first, int end);
+// The least, over all contiguous splits into n_stages, of the largest stage_bytes: the smallest
+// single --mem with which some split fits.
+uint64_t min_fitting_budget(const ModelCosts& costs, uint64_t kv_bytes_per_layer, int n_stages);
 
 // Throws Error{kInvalidArgument} naming the flag: a split that does not sum to n_layer, a stage
-// without layers, more stages than layers, or a stage whose weights + KV exceed its budget.
+// without layers, more stages than layers; Error{kOutOfMemory} for a stage whose weights + KV
+// exceed its budget. With budgets, the auto split is the best-balanced split in which every
+// stage fits; when none does, the error names min_fitting_budget.
 std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req);
 
 // "16,15,15,15" -> counts; throws naming --split.

@@ -4,7 +4,9 @@
 #include <numeric>
 
 #include "runtime/base/error.h"
+#include "runtime/model/mkmodel.h"
 #include "runtime/pipeline/planner.h"
+#include "tests/runtime/gguf_test_util.h"
 
 namespace pipelm::pipeline {
 namespace {
@@ -63,6 +65,98 @@ TEST(Planner, MakePlanAutoUsesTheTwoPhaseSplitAndRefusesBadSplits) {
         EXPECT_NE(std::string(e.what()).find("sums to 20"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("24"), std::string::npos) << e.what();
     }
+}
+
+// The bytes of a model shape without a file (plan --preset) equal those of the file mkmodel
+// writes for it, tensor table for tensor table (an --ftype mix with fallbacks: 'small' has rows
+// of 256 and 512, q4_k_m's q6_K/q4_K rules and attn_v/ffn_down promotions all apply).
+TEST(Planner, CostsFromConfigMatchTheFileOfThatShape) {
+    TempDir dir("pipelm-planner-test");
+    model::MkModelSpec spec = model::mkmodel_preset("small");
+    spec.ftype = model::parse_ftype("q4_k_m");
+    const std::string path = dir.path("small.gguf");
+    model::mkmodel_write(spec, path, 1);
+    const auto f = gguf::GgufFile::open(path);
+    const ModelCosts a = ModelCosts::from_gguf(*f, spec.n_layer);
+    const ModelCosts b = ModelCosts::from_config(model::mkmodel_config(spec), [&](model::TensorId id, int64_t ne0, int l) {
+        return model::mkmodel_matrix_type(spec, id, ne0, l);
+    });
+    EXPECT_EQ(a.layer_bytes, b.layer_bytes);
+    EXPECT_EQ(a.embedding_bytes, b.embedding_bytes);
+    EXPECT_EQ(a.head_bytes, b.head_bytes);
+    EXPECT_EQ(a.head_compute, b.head_compute);
+}
+
+ModelCosts glm4_9b_q4_k_m() {
+    model::MkModelSpec spec = model::mkmodel_preset("glm4-9b");
+    spec.ftype = model::parse_ftype("q4_k_m");
+    return ModelCosts::from_config(model::mkmodel_config(spec), [&](model::TensorId id, int64_t ne0, int l) {
+        return model::mkmodel_matrix_type(spec, id, ne0, l);
+    });
+}
+
+PlanRequest four_stages(uint64_t mem) {
+    PlanRequest r;
+    r.n_stages = 4;
+    r.n_ctx = 4096;
+    r.kv_bytes_per_token_layer = 2 * 256 * 4;  // K + V, kv_dim 256, f32
+    if (mem) r.mem_budget = {mem};
+    return r;
+}
+
+// Issue 16 §6: under --mem the auto split used to be the unconstrained balance (10,10,10,10 for
+// GLM-4-9B Q4_K_M: the last stage, with the lm_head, needs 1869.6 MiB) and was refused at
+// 1600 MiB although other splits fit. Now it is the best-balanced split that fits.
+TEST(Planner, AutoSplitUnderMemFindsASplitThatFits) {
+    const ModelCosts m = glm4_9b_q4_k_m();
+    const uint64_t mem = 1600ull << 20;
+    const auto free_plan = make_plan(m, four_stages(0));
+    EXPECT_GT(free_plan.back().weight_bytes + free_plan.back().kv_bytes, mem) << "the case no longer shows the bug";
+    const auto plan = make_plan(m, four_stages(mem));
+    ASSERT_EQ(plan.size(), 4u);
+    int layers = 0;
+    for (const auto& p : plan) {
+        EXPECT_LE(p.weight_bytes + p.kv_bytes, mem) << "stage " << p.index;
+        layers += p.last_layer - p.first_layer;
+    }
+    EXPECT_EQ(layers, 40);
+    EXPECT_LT(plan.back().last_layer - plan.back().first_layer, 10);  // the head's stage gives up layers
+    // Without a budget (or with a roomy one) the split is the unconstrained one.
+    const auto roomy = make_plan(m, four_stages(64ull << 30));
+    for (size_t s = 0; s < 4; ++s) EXPECT_EQ(roomy[s].last_layer, free_plan[s].last_layer);
+}
+
+// min_fitting_budget is the least largest stage over all splits (checked by brute force on a
+// small uneven model), the plan fits at exactly that budget, and one byte less is refused with
+// an error naming it.
+TEST(Planner, RefusalNamesTheSmallestBudgetThatFits) {
+    ModelCosts m;
+    m.layer_bytes = {70, 30, 50, 90, 20, 60, 40, 80, 10};
+    m.embedding_bytes = 100;
+    m.head_bytes = m.head_compute = 120;
+    uint64_t brute = ~0ull;
+    for (int a = 1; a <= 7; ++a)
+        for (int b = a + 1; b <= 8; ++b) {
+            const uint64_t w = std::max({stage_bytes(m, 5, 0, 3, 0, a), stage_bytes(m, 5, 1, 3, a, b), stage_bytes(m, 5, 2, 3, b, 9)});
+            brute = std::min(brute, w);
+        }
+    PlanRequest r;
+    r.n_stages = 3;
+    r.n_ctx = 5;
+    r.kv_bytes_per_token_layer = 1;
+    EXPECT_EQ(min_fitting_budget(m, 5, 3), brute);
+    r.mem_budget = {brute};
+    EXPECT_EQ(make_plan(m, r).size(), 3u);
+    r.mem_budget = {brute - 1};
+    try {
+        make_plan(m, r);
+        FAIL() << "a budget below every split was accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kOutOfMemory);
+        EXPECT_NE(std::string(e.what()).find("smallest budget that fits"), std::string::npos) << e.what();
+    }
+    // The GLM-4-9B Q4_K_M case: 1572.5 MiB (stage 0: 9 layers + the embedding).
+    EXPECT_NEAR(static_cast<double>(min_fitting_budget(glm4_9b_q4_k_m(), 2048ull * 4096, 4)) / (1 << 20), 1572.5, 0.1);
 }
 
 }  // namespace
