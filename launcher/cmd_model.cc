@@ -13,11 +13,13 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "launcher/simulate.h"
 #include "runtime/base/log.h"
 #include "runtime/hf/hf_folder.h"
 #include "runtime/model/mkmodel.h"
 #include "runtime/pipeline/planner.h"
 #include "runtime/pipeline/protocol.h"
+#include "runtime/pipeline/simulator.h"
 
 namespace pipelm::launcher {
 
@@ -233,10 +235,46 @@ void print_plan_summary(const std::vector<pipeline::StagePlan>& plan, const std:
     std::printf("link: %zu bytes per token of activations (%d x %s) + a %zu-byte header per ubatch (+8 per more token);\n"
                 "      a decode step sends %zu bytes over each of the %d links, then a small result back\n",
                 act, cfg.n_embd, pipeline::wire_name(wire), header, act + header, S - 1);
-    std::printf("speed: `pipelm simulate` needs a 1-stage calibration on the target machine, e.g.\n"
-                "  pipelm bench -m MODEL.gguf --stages 1 -p 64 -n 16 --sequences 1,4 -o jsonl > calib.jsonl\n"
-                "  pipelm simulate --embd %d --wire %s --calib calib.jsonl --stages %d --link-rate 1gbit\n",
-                cfg.n_embd, pipeline::wire_name(wire), S);
+}
+
+// The simulator's prediction for this plan (runtime/pipeline/simulator.h, each stage's share of
+// the compute from the plan): a 512-token prompt and 128 tokens for 1 and for S sequences, from
+// a 1-stage calibration (--calib, or --pass-ms and --token-ms); without one, where to get it.
+void print_plan_speed(const std::vector<pipeline::StagePlan>& plan, const model::Glm4Config& cfg,
+                      const SessionOptions& o, const cli::Args& a) {
+    const int S = static_cast<int>(plan.size());
+    pipeline::SimModel m;
+    if (a.has("--calib")) {
+        const auto pts = calibration_points(a.str("--calib"));
+        if (!pipeline::fit_compute(pts, m.pass_s, m.token_s))
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--calib ", a.str("--calib"), ": its ", pts.size(),
+                         " one-stage rows do not give two ubatch sizes to fit (run bench with -p 64 -n 16 --sequences 1,4)");
+    } else if (a.has("--pass-ms") && a.has("--token-ms")) {
+        m.pass_s = a.number("--pass-ms") * 1e-3;
+        m.token_s = a.number("--token-ms") * 1e-3;
+    } else {
+        std::printf("speed: needs a 1-stage calibration of this shape on the target machine (--calib FILE, or\n"
+                    "  --pass-ms and --token-ms), e.g.\n"
+                    "  pipelm mkmodel --preset NAME --ftype TYPE -o m.gguf   (when planning a --preset)\n"
+                    "  pipelm bench -m m.gguf --stages 1 -p 64 -n 16 --sequences 1,4 -o jsonl > calib.jsonl\n"
+                    "  pipelm plan ... --calib calib.jsonl   (or pipelm simulate --embd %d --calib calib.jsonl ...)\n",
+                    cfg.n_embd);
+        return;
+    }
+    if (!(m.pass_s >= 0 && m.token_s >= 0 && m.pass_s + m.token_s > 0))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: the compute model needs --pass-ms, --token-ms >= 0 (not both 0)");
+    for (const auto& p : plan) m.share.push_back(p.compute_share);
+    m.bytes_per_token = static_cast<int64_t>(cfg.n_embd) * (o.wire == pipeline::Wire::kF32 ? 4 : 2);
+    m.link_bps = parse_link_rate(a.str("--link-rate"));
+    m.link_latency_s = a.number("--link-latency-us") * 1e-6;
+    const auto pp = pipeline::simulate_prompt(m, 512, o.ubatch);
+    const auto tg1 = pipeline::simulate_decode(m, 1, 128, 1, o.ubatch);
+    const auto tgS = pipeline::simulate_decode(m, S, 128, 1, o.ubatch);
+    std::printf("speed (simulated; compute %.3f ms per ubatch + %.4f ms per token, link %s): pp512 %.1f t/s, "
+                "tg128@1seq %.1f t/s",
+                m.pass_s * 1e3, m.token_s * 1e3, a.str("--link-rate").c_str(), pp.tps(), tg1.tps());
+    if (S > 1) std::printf(", tg128@%dseq %.1f t/s", S, tgS.tps());
+    std::printf("\n");
 }
 
 }  // namespace
@@ -245,6 +283,11 @@ int cmd_plan(int argc, char** argv) {
     std::vector<cli::FlagSpec> flags = cli::pipeline_flags();
     flags.push_back({"--preset", "", true, "NAME", "plan a model shape without a file: " + model::mkmodel_presets(), ""});
     flags.push_back({"--dtype", "", true, "TYPE", "with --preset: weight type (f16 bf16 q8_0 ...) or file type (" + model::ftype_names() + ")", "bf16"});
+    flags.push_back({"--calib", "", true, "FILE", "1-stage `pipelm bench -o jsonl` rows of this shape: adds the simulated speed", ""});
+    flags.push_back({"--pass-ms", "", true, "MS", "instead of --calib: fixed ms of a ubatch through the whole model", ""});
+    flags.push_back({"--token-ms", "", true, "MS", "instead of --calib: ms per token of a ubatch", ""});
+    flags.push_back({"--link-rate", "", true, "RATE", "link rate for the simulated speed: 10mbit, 1gbit, ... or inf", "1gbit"});
+    flags.push_back({"--link-latency-us", "", true, "US", "latency added to every message (simulated speed)", "50"});
     cli::Args a("plan", flags);
     if (!a.parse(argc, argv, 2, "Prints how the model's layers are split into stages (device, layers, weight and KV\n"
                                 "memory, share of the compute, margin against --mem, bytes per token on a link) and\n"
@@ -285,6 +328,7 @@ int cmd_plan(int argc, char** argv) {
     std::printf("%s\n%s, context %d x %d sequence(s), KV %s/%s\n%s", what.c_str(), cfg.summary().c_str(), n_ctx,
                 o.n_seq, ggml_type_name(o.cache_k), ggml_type_name(o.cache_v), pipeline::format_plan(plan).c_str());
     print_plan_summary(plan, r.mem_budget, cfg, o.wire);
+    print_plan_speed(plan, cfg, o, a);
     return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "launcher/bench.h"
 #include "launcher/cli.h"
 #include "launcher/commands.h"
+#include "launcher/simulate.h"
 #include "runtime/base/error.h"
 #include "runtime/base/log.h"
 #include "runtime/gguf/gguf.h"
@@ -22,7 +23,6 @@
 #include "runtime/pipeline/simulator.h"
 
 namespace pipelm::launcher {
-namespace {
 
 using bench::fmt;
 using bench::int_cell;
@@ -30,8 +30,7 @@ using bench::num_cell;
 using bench::Row;
 using bench::str_cell;
 
-// "100mbit" -> 1e8 bits/s; "inf" -> 0 (no transfer time).
-double parse_rate(const std::string& r) {
+double parse_link_rate(const std::string& r) {
     if (r == "inf") return 0;
     static const std::pair<const char*, double> units[] = {{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1}};
     for (const auto& [u, mul] : units) {
@@ -45,8 +44,8 @@ double parse_rate(const std::string& r) {
     PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-rate ", r, ": give rates like 10mbit, 1gbit or inf");
 }
 
-// (tokens per ubatch, seconds per ubatch) of every 1-stage row of a bench jsonl file: ppN runs
-// ceil(N/ub) ubatches one after another, tgN one token per ubatch, tgN@Kseq K tokens per ubatch.
+// ppN runs ceil(N/ub) ubatches one after another, tgN one token per ubatch, tgN@Kseq K tokens
+// per ubatch.
 std::vector<std::pair<int, double>> calibration_points(const std::string& path) {
     std::ifstream f(path);
     if (!f) PIPELM_THROW(ErrorCode::kIo, "--calib ", path, ": cannot open the file");
@@ -77,8 +76,6 @@ std::vector<std::pair<int, double>> calibration_points(const std::string& path) 
     }
     return pts;
 }
-
-}  // namespace
 
 int cmd_simulate(int argc, char** argv) {
     cli::Args a("simulate", {
@@ -159,7 +156,7 @@ int cmd_simulate(int argc, char** argv) {
                 if (n_layer > 0 && S > n_layer)
                     PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer, " layers");
                 m.share.assign(S, 1.0 / S);
-                m.link_bps = parse_rate(rate);
+                m.link_bps = parse_link_rate(rate);
                 const std::string burst = a.str("--link-burst");
                 if (burst == "tbf") {
                     m.link_burst_bytes = std::max(m.link_bps / 8 / 500, 16384.0);  // scripts/cluster/hosts.sh burst_for

@@ -50,7 +50,7 @@ TEST_F(PlanCli, MemFindsAFittingSplitOrNamesTheSmallestBudget) {
     const RunResult r = pipelm({"plan", "--preset", "glm4-9b", "--dtype", "q4_k_m", "--stages", "4", "--mem", "1600M"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(has(r.out, "0-8 (9)")) << r.out;
-    EXPECT_FALSE(has(r.out, "  -")) << r.out;  // every stage has a margin, none negative
+    EXPECT_FALSE(has(r.out, "   -")) << r.out;  // every stage has a margin, none negative
     EXPECT_TRUE(clean_error(pipelm({"plan", "--preset", "glm4-9b", "--dtype", "q4_k_m", "--stages", "4", "--mem", "1500M"}),
                             tmp_.dir(), kExitMemory, {"--mem", "1572.5 MiB"}));
 }
