@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/gguf/gguf.h"
+
 namespace pipelm::launcher::bench {
 
 using Clock = std::chrono::steady_clock;
@@ -45,6 +47,23 @@ struct Machine {
     int cores = 0;
 };
 Machine machine();
+
+// Terminal columns of a UTF-8 cell: its code points ("±" is one column, two bytes). The
+// markdown table pads by this, so a table with "a ± b" cells lines up.
+size_t display_width(const std::string& s);
+
+// ---- the model of a row (bench_model.cc) ---------------------------------------------------------
+
+struct ModelInfo {
+    std::string file;  // base name of -m
+    std::string desc;  // llama-bench's model column: "glm4 206M Q8_0" (architecture, parameters, file type)
+    std::string type;  // the GGML type with the most 2-D weight bytes ("q8_0")
+    uint64_t params = 0, bytes = 0;       // elements and bytes of all tensors
+    uint64_t weight_bytes_per_pass = 0;   // 2-D weights of the layers + lm_head
+};
+ModelInfo model_info(const gguf::GgufFile& f, bool tied_output);
+std::string params_label(uint64_t params);  // 205'600'000 -> "206M", 9.4e9 -> "9.4B"
+std::string size_label(uint64_t bytes);     // "195.94 MiB" / "1.23 GiB" as llama-bench prints sizes
 
 // ---- value lists ------------------------------------------------------------------------------
 

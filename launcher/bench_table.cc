@@ -44,6 +44,12 @@ Cell int_cell(int64_t v) {
     return {t, t, "", true};
 }
 
+size_t display_width(const std::string& s) {
+    size_t n = 0;
+    for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;  // continuation bytes add no column
+    return n;
+}
+
 namespace {
 
 std::string md_name(const std::string& k) {
@@ -109,7 +115,7 @@ void print_table(const std::vector<Row>& rows, const std::string& format) {
         std::vector<bool> right;
         for (const auto& k : cols) {
             head.push_back(md_name(k));
-            w.push_back(head.back().size());
+            w.push_back(display_width(head.back()));
             right.push_back(false);
         }
         std::vector<std::vector<std::string>> text(rows.size(), std::vector<std::string>(cols.size()));
@@ -117,13 +123,13 @@ void print_table(const std::vector<Row>& rows, const std::string& format) {
             for (size_t j = 0; j < cols.size(); ++j)
                 if (const Cell* c = get(rows[i], cols[j])) {
                     text[i][j] = c->md.empty() ? c->text : c->md;
-                    w[j] = std::max(w[j], text[i][j].size());
+                    w[j] = std::max(w[j], display_width(text[i][j]));
                     if (c->num) right[j] = true;
                 }
         auto line = [&](const std::vector<std::string>& v) {
             os << "|";
             for (size_t j = 0; j < cols.size(); ++j) {
-                const std::string pad(w[j] - std::min(w[j], v[j].size()), ' ');
+                const std::string pad(w[j] - std::min(w[j], display_width(v[j])), ' ');
                 os << " " << (right[j] ? pad + v[j] : v[j] + pad) << " |";
             }
             os << "\n";

@@ -10,6 +10,7 @@
 // launcher/bench_{table,stats,bandwidth}.cc (launcher/bench.h).
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -53,6 +54,14 @@ struct Run {
     int64_t passes = 0;  // passes over all the weights (for the roofline)
     std::vector<double> ttft, itl;
 };
+
+// T_<x> s (mean seconds) and S_<x> t/s (mean ± sd over the repetitions) of a sweep row.
+void add_rate(Row& row, const std::string& x, const std::vector<double>& t, const std::vector<double>& rate) {
+    const MeanSd m = bench::mean_sd(rate);
+    row.insert(row.end(), {{"t_" + x + "_s", num_cell(bench::mean_sd(t).mean, 3)},
+                           {"s_" + x + "_tps", {fmt("%.2f", m.mean), fmt("%.4f", m.mean), fmt("%.2f ± %.2f", m.mean, m.sd), true}},
+                           {"s_" + x + "_tps_sd", num_cell(m.sd, 2)}});
+}
 
 struct Test {
     std::string name;
@@ -175,27 +184,36 @@ public:
         }
     }
 
-    // sweep-bench: at each N_KV, a ubatch of prompt at [N_KV, N_KV+ub), then ub/4 generated tokens
-    // after it (overwritten by the next row's prompt).
-    std::vector<Row> sweep(int n_ctx) {
-        std::vector<Row> rows;
-        const int n_tg = std::max(1, ub_ / 4);
+    // sweep-bench: at each N_KV = 0, ub, 2ub, .. (while N_KV + ub + n_tg fits in n_ctx) a ubatch of
+    // prompt at [N_KV, N_KV+ub), then n_tg generated tokens after it (overwritten by the next
+    // repetition or row), `reps` times; one row per N_KV goes to `emit` as soon as it is measured,
+    // with a progress line on stderr.
+    void sweep(int n_ctx, int n_tg, int reps, const std::function<void(Row)>& emit) {
         start(1);
-        const auto chunk = random_tokens(ub_, 42);
-        eng_.prefill_sample(0, chunk, 0);  // warm-up
-        for (int n_kv = 0; n_kv + ub_ + n_tg <= n_ctx; n_kv += ub_) {
-            auto t0 = Clock::now();
-            const int32_t tok = eng_.prefill_sample(0, random_tokens(ub_, 42 + n_kv), n_kv);
-            const double t_pp = since(t0);
-            t0 = Clock::now();
-            Run r;
-            tg(r, tok, n_tg, n_kv + ub_);
-            const double t_tg = since(t0);
-            rows.push_back({{"pp", int_cell(ub_)}, {"tg", int_cell(n_tg)}, {"n_kv", int_cell(n_kv)},
-                            {"t_pp_s", num_cell(t_pp, 3)}, {"s_pp_tps", num_cell(ub_ / t_pp, 2)},
-                            {"t_tg_s", num_cell(t_tg, 3)}, {"s_tg_tps", num_cell(n_tg / t_tg, 2)}});
+        eng_.prefill_sample(0, random_tokens(ub_, 42), 0);  // warm-up
+        const int n_rows = n_ctx >= ub_ + n_tg ? (n_ctx - ub_ - n_tg) / ub_ + 1 : 0;
+        for (int i = 0; i < n_rows; ++i) {
+            const int n_kv = i * ub_;
+            std::vector<double> t_pp, t_tg, s_pp, s_tg;
+            for (int rep = 0; rep < reps; ++rep) {
+                auto t0 = Clock::now();
+                const int32_t tok = eng_.prefill_sample(0, random_tokens(ub_, 42 + n_kv), n_kv);
+                t_pp.push_back(since(t0));
+                s_pp.push_back(ub_ / t_pp.back());
+                if (n_tg == 0) continue;
+                t0 = Clock::now();
+                Run r;
+                tg(r, tok, n_tg, n_kv + ub_);
+                t_tg.push_back(since(t0));
+                s_tg.push_back(n_tg / t_tg.back());
+            }
+            Row row = {{"pp", int_cell(ub_)}, {"tg", int_cell(n_tg)}, {"n_kv", int_cell(n_kv)}};
+            add_rate(row, "pp", t_pp, s_pp);
+            if (n_tg > 0) add_rate(row, "tg", t_tg, s_tg);
+            PIPELM_INFO(fmt("bench: sweep %d/%d: N_KV %d, S_PP %.2f t/s", i + 1, n_rows, n_kv, bench::mean_sd(s_pp).mean),
+                        n_tg > 0 ? fmt(", S_TG %.2f t/s", bench::mean_sd(s_tg).mean) : "");
+            emit(std::move(row));
         }
-        return rows;
     }
 
 private:
@@ -205,28 +223,20 @@ private:
     std::vector<std::vector<int32_t>> ids_;
 };
 
-struct ModelInfo {
-    std::string name, type;
-    uint64_t params = 0;
-    uint64_t weight_bytes_per_pass = 0;  // 2-D weights of the layers + lm_head
-};
-
-ModelInfo model_info(const gguf::GgufFile& f, const model::Glm4Config& cfg) {
-    ModelInfo m;
-    const std::string& p = f.path();
-    m.name = p.substr(p.find_last_of('/') == std::string::npos ? 0 : p.find_last_of('/') + 1);
-    std::map<std::string, uint64_t> by_type;
-    for (const auto& t : f.tensors()) {
-        m.params += static_cast<uint64_t>(t.n_elements());
-        const bool matrix = t.ne.size() >= 2 && t.ne[1] > 1;
-        if (!matrix) continue;
-        by_type[ggml_type_name(t.type)] += t.bytes;
-        if (t.name != model::tensor_name(model::TensorId::kTokenEmbd) || cfg.tied_output) m.weight_bytes_per_pass += t.bytes;
+// llama-bench's backend column: "CPU" without --devices, else the kinds named there ("CUDA",
+// "CPU+CUDA" for --devices cpu,cuda:0).
+std::string backend_label(const std::string& devices) {
+    if (devices.empty()) return "CPU";
+    std::vector<std::string> kinds;
+    std::stringstream ss(devices);
+    for (std::string d; std::getline(ss, d, ',');) {
+        std::string k = d.substr(0, d.find(':'));
+        for (char& c : k) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        if (!k.empty() && std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
     }
-    uint64_t best = 0;
-    for (const auto& kv : by_type)
-        if (kv.second > best) best = kv.second, m.type = kv.first;
-    return m;
+    std::string out;
+    for (const auto& k : kinds) out += (out.empty() ? "" : "+") + k;
+    return out.empty() ? "CPU" : out;
 }
 
 // One line of space-separated ids per sequence.
@@ -329,7 +339,7 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
         for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
             if (const char* e = std::getenv(v); e && std::atoi(e) > 0 && sharing == 1) sharing = std::atoi(e);
     const int threads = o.threads > 0 ? o.threads : default_threads(sharing);
-    const ModelInfo mi = model_info(session.file(), session.config());
+    const bench::ModelInfo mi = bench::model_info(session.file(), session.config().tied_output);
     Bench bench(eng, eng.options().ubatch);
     const bool full = p.out != "md";  // machine-readable formats carry every parameter
 
@@ -338,13 +348,17 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
     // bits, only the speed differs) and the activation mode of the CPU matmuls.
     const std::string aq = o.act_quant.empty() ? "auto" : o.act_quant;
     PIPELM_INFO("bench: CPU kernels ", mach.cpu_isa, ", --act-quant ", aq, ", ", S, " stage(s), ubatch ", o.ubatch);
-    Row base = {{"model", str_cell(mi.name)}, {"type", str_cell(mi.type)},
-                {"params", {n_params, n_params, fmt("%.2f M", mi.params / 1e6), true}}, {"stages", int_cell(S)},
+    const std::string n_bytes = std::to_string(mi.bytes);
+    Row base = {{"model", str_cell(mi.desc)}, {"size", {n_bytes, n_bytes, bench::size_label(mi.bytes), true}},
+                {"params", {n_params, n_params, fmt("%.2f M", mi.params / 1e6), true}},
+                {"backend", str_cell(backend_label(o.devices))}, {"stages", int_cell(S)},
                 {"link", str_cell(mode_name(session.mode()))}, {"threads", int_cell(threads)},
                 {"cpu_isa", str_cell(mach.cpu_isa)}, {"act_quant", str_cell(aq)}};
+    if (!o.devices.empty()) base.insert(base.begin() + 4, {"devices", str_cell(o.devices)});
     if (p.ubatches.size() > 1 || full) base.push_back({"ubatch", int_cell(o.ubatch)});
     if (full) {
-        base.insert(base.end(), {{"cpu_model", str_cell(mach.cpu_model)}, {"cores", int_cell(mach.cores)},
+        base.insert(base.end(), {{"model_file", str_cell(mi.file)}, {"type", str_cell(mi.type)},
+                                 {"cpu_model", str_cell(mach.cpu_model)}, {"cores", int_cell(mach.cores)},
                                  {"kernel", str_cell(mach.kernel)}, {"link_rate", str_cell(p.link_rate)},
                                  {"wire", str_cell(o.wire == pipeline::Wire::kBF16 ? "bf16" : "f32")},
                                  {"n_ctx", int_cell(session.n_ctx())}, {"reps", int_cell(p.reps)}});
@@ -355,10 +369,11 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
     };
 
     if (p.sweep) {
-        for (auto& r : bench.sweep(session.n_ctx())) {
+        const int n_tg = *std::max_element(p.gens.begin(), p.gens.end());
+        bench.sweep(session.n_ctx(), n_tg, p.reps, [&](Row r) {
             r.insert(r.begin(), base.begin(), base.end());
-            emit(r);
-        }
+            emit(std::move(r));
+        });
         return;
     }
 
@@ -433,7 +448,7 @@ int cmd_bench(int argc, char** argv) {
         {"--pg", "", false, "", "also run prompt + generation combined (ppP+tgN)", ""},
         {"--sequences", "", true, "N,..", "tg test with N concurrent sequences of -n tokens each (up to n_stages groups in flight) instead of one", ""},
         {"--seq-prompt", "", true, "N", "prompt tokens per sequence of the --sequences test (in its time)", "1"},
-        {"--sweep", "", false, "", "instead of the tests: PP and TG speed as the context fills up to --ctx (default -p + -n), in --ubatch steps", ""},
+        {"--sweep", "", false, "", "instead of the tests: at each context depth N_KV = 0, ub, 2ub, .. up to --ctx (default -p + -n), a ubatch of prompt (PP) and then -n generated tokens (TG), each -r times (mean ± sd), a progress line per depth", ""},
         {"--roofline", "", false, "", "measure read bandwidth; report tg results as a fraction of the roofline", ""},
         {"--output", "-o", true, "md|csv|json|jsonl", "output format (jsonl: one row per line with every parameter and the machine, printed as each test finishes)", "md"},
         {"--trace", "", true, "FILE.json", "write a Chrome trace (Perfetto) of every ubatch: a track per stage and per link, a group per session", ""},
@@ -500,7 +515,7 @@ int cmd_bench(int argc, char** argv) {
             int need = std::max({max_p, max_n, 1}), fill = need;
             if (p.pg) need = std::max(need, max_p + max_n);
             if (n_seqs > 0) need = std::max(need, p.seq_prompt + max_n);
-            if (p.sweep) need = ub + std::max(1, ub / 4), fill = std::max(need, max_p + max_n);
+            if (p.sweep) need = ub + max_n, fill = std::max(need, max_p + max_n);
             o.n_ctx = user_ctx;
             if (o.n_ctx == 0) o.n_ctx = std::max(need, fill);
             else if (o.n_ctx < need) PIPELM_THROW(ErrorCode::kInvalidArgument, "--ctx ", o.n_ctx, " is below the ", need, " tokens the tests need");

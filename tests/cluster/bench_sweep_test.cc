@@ -4,6 +4,9 @@
 // only which rows and fields come out.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -76,6 +79,61 @@ TEST(BenchSweep, DefaultTableIsUnchanged) {
     EXPECT_NE(r.output.find("| pp16 "), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("| tg4 "), std::string::npos) << r.output;
     EXPECT_EQ(r.output.find("cpu_model"), std::string::npos) << "md keeps its columns:\n" << r.output;
+}
+
+// Code points of a UTF-8 line: the columns a terminal gives it.
+size_t columns(const std::string& s) {
+    size_t n = 0;
+    for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return n;
+}
+
+// llama-bench's table: every line as wide as the header in a terminal (the "a ± b" cells were
+// padded by bytes), and the model named by architecture, size and file type, with size and
+// backend columns.
+TEST(BenchTable, MarkdownLinesUpAndNamesTheModelAsLlamaBench) {
+    const RunResult r = run_cmd(pipelm_cmd("bench -m " + kTiny + " -p 16 -n 4 -r 2 -t 1"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    std::vector<std::string> table;
+    for (const auto& l : lines_of(r.output))
+        if (!l.empty() && l[0] == '|') table.push_back(l);
+    ASSERT_EQ(table.size(), 4u) << r.output;
+    for (const auto& l : table) EXPECT_EQ(columns(l), columns(table[0])) << r.output;
+    EXPECT_NE(table[2].find(" ± "), std::string::npos) << r.output;
+    std::vector<std::string> head;
+    std::stringstream hs(table[0]);
+    for (std::string c; std::getline(hs, c, '|');)
+        if (c.find_first_not_of(' ') != std::string::npos) head.push_back(c.substr(c.find_first_not_of(' '), c.find_last_not_of(' ') - c.find_first_not_of(' ') + 1));
+    for (const char* col : {"model", "size", "params", "backend", "test", "t/s"})
+        EXPECT_NE(std::find(head.begin(), head.end(), col), head.end()) << col << "\n" << r.output;
+    EXPECT_NE(table[2].find("| glm4 "), std::string::npos) << r.output;
+    EXPECT_NE(table[2].find(" MiB |"), std::string::npos) << r.output;
+    EXPECT_NE(table[2].find("| CPU "), std::string::npos) << r.output;
+    EXPECT_EQ(table[2].find("model.gguf"), std::string::npos) << "the model column is not the file name\n" << r.output;
+}
+
+// --sweep: -n generated tokens per depth, -r repetitions (mean ± sd), the context filled up to
+// -p + -n in --ubatch steps, a progress line per depth and each row printed as it is measured.
+TEST(BenchSweep, SweepHonoursPromptGenRepsAndShowsProgress) {
+    const RunResult r = run_cmd(pipelm_cmd("bench -m " + kTiny + " --sweep -p 24 -n 3 -r 2 -ub 8 -t 1 -o jsonl"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    std::vector<int64_t> depths;
+    size_t last_progress = 0, first_row = std::string::npos;
+    const auto lines = lines_of(r.output);
+    for (size_t i = 0; i < lines.size(); ++i) {
+        if (lines[i].find("sweep 1/3") != std::string::npos) last_progress = i;
+        if (lines[i].empty() || lines[i][0] != '{') continue;
+        if (first_row == std::string::npos) first_row = i;
+        const auto row = nlohmann::json::parse(lines[i]);
+        EXPECT_EQ(row.at("tg").get<int64_t>(), 3) << lines[i];
+        EXPECT_EQ(row.at("pp").get<int64_t>(), 8) << lines[i];
+        EXPECT_EQ(row.at("reps").get<int64_t>(), 2) << lines[i];
+        EXPECT_TRUE(row.contains("s_tg_tps_sd")) << lines[i];
+        depths.push_back(row.at("n_kv").get<int64_t>());
+    }
+    EXPECT_EQ(depths, (std::vector<int64_t>{0, 8, 16})) << r.output;  // 16 + 8 + 3 <= 27 = -p + -n
+    EXPECT_NE(r.output.find("sweep 3/3"), std::string::npos) << r.output;
+    EXPECT_LT(last_progress, first_row) << r.output;
 }
 
 }  // namespace
