@@ -16,15 +16,25 @@
 #    thread count, pp$N_PROMPT and tg$N_GEN (each invocation does its own warm-up run first).
 # 4. Prints a markdown table: t/s of both and the ratio pipelm / llama.cpp per test and type.
 #
+# Before/after: PIPELM_BASE=/path/to/old/pipelm adds that binary to every round (same flags, run
+# right before $PIPELM), and the table gets its t/s and the ratio pipelm / base per mode: a change's
+# speed measured in the same run as llama.cpp, alternating, rather than from two runs' absolute
+# numbers. The base binary is not rebuilt (build an older commit with git worktree, -DPIPELM_BUILD_TESTS=OFF).
+#
 # Environment: AUTOGROUP_NICE (unset), THREADS (2), REPS (3), TYPES ("f16 q8_0 q4_k_m iq4_xs": names of
 # `pipelm mkmodel --ftype`, see its --help), N_PROMPT (512), N_GEN (128), CTX (1024), UBATCH (512:
-# pipelm --ubatch = llama.cpp's batch), BUILD (build-bench), PIPELM.
+# pipelm --ubatch = llama.cpp's batch), BUILD (build-bench), PIPELM, PIPELM_BASE (unset).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build-bench}
 PIPELM=${PIPELM:-$BUILD/pipelm}
+PIPELM_BASE=${PIPELM_BASE:-}
+if [[ -n $PIPELM_BASE && ! -x $PIPELM_BASE ]]; then
+    echo "[compare] PIPELM_BASE=$PIPELM_BASE is not an executable: build the older commit first" >&2
+    exit 2
+fi
 THREADS=${THREADS:-2}
 REPS=${REPS:-3}
 TYPES=${TYPES:-f16 q8_0 q4_k_m iq4_xs}
@@ -94,16 +104,21 @@ for entry in "${models[@]}"; do
         # default, auto, does for quantized weights). F16: exact is the default.
         modes=(none)
         [[ $t != f16 && $t != bf16 && $t != f32 ]] && modes+=(q8)
+        bins=(pipelm:"$PIPELM")
+        [[ -n $PIPELM_BASE ]] && bins=(base:"$PIPELM_BASE" "${bins[@]}")
         for aq in "${modes[@]}"; do
-            tool=pipelm
-            [[ $aq == q8 ]] && tool=pipelm-q8
-            log "$t round $r/$REPS: $tool (load average $(cut -d' ' -f1 /proc/loadavg))"
-            prio "$PIPELM" bench -m "$m" --threads "$THREADS" --stages 1 --ctx "$CTX" --ubatch "$UBATCH" \
-                --act-quant "$aq" -p "$N_PROMPT" -n "$N_GEN" -r 1 -o json > "$OUT/$tool-$t-$r.json"
-            python3 -c 'import json,sys
+            for b in "${bins[@]}"; do
+                tool=${b%%:*}
+                bin=${b#*:}
+                [[ $aq == q8 ]] && tool=$tool-q8
+                log "$t round $r/$REPS: $tool (load average $(cut -d' ' -f1 /proc/loadavg))"
+                prio "$bin" bench -m "$m" --threads "$THREADS" --stages 1 --ctx "$CTX" --ubatch "$UBATCH" \
+                    --act-quant "$aq" -p "$N_PROMPT" -n "$N_GEN" -r 1 -o json > "$OUT/$tool-$t-$r.json"
+                python3 -c 'import json,sys
 for row in json.load(open(sys.argv[1])):
     print(json.dumps({"tool": sys.argv[3], "type": sys.argv[2], "test": row["test"], "tps": row["tps"]}))' \
-                "$OUT/$tool-$t-$r.json" "$t" "$tool" >> "$results"
+                    "$OUT/$tool-$t-$r.json" "$t" "$tool" >> "$results"
+            done
         done
         log "$t round $r/$REPS: llama.cpp (load average $(cut -d' ' -f1 /proc/loadavg))"
         (cd "$HERE" && prio node llamacpp-bench.mjs --model "$m" --threads "$THREADS" --ctx "$CTX" --batch "$UBATCH" \
@@ -140,4 +155,17 @@ for t, test in keys:
         qm, qd = ms(q)
         qs, qr = f"{qm:.2f} ± {qd:.2f}", f"{qm / lm:.2f}"
     print(f"| {t.upper()} | {test} | {pm:.2f} ± {ps:.2f} | {qs} | {lm:.2f} ± {ls:.2f} | {pm / lm:.2f} | {qr} |")
+base = [r for r in rows if r["tool"].startswith("base")]
+if base:
+    print("\nBefore/after (PIPELM_BASE = before), same rounds (mean ± stddev t/s)\n")
+    print("| type | test | mode | before t/s | after t/s | after / before |")
+    print("|---|---|---|---:|---:|---:|")
+    for t, test in keys:
+        for mode, b, a in (("none", "base", "pipelm"), ("q8", "base-q8", "pipelm-q8")):
+            sel = lambda tool: [r["tps"] for r in rows if r["type"] == t and r["test"] == test and r["tool"] == tool]
+            bv, av = sel(b), sel(a)
+            if not bv or not av:
+                continue
+            (bm, bs), (am, asd) = ms(bv), ms(av)
+            print(f"| {t.upper()} | {test} | {mode} | {bm:.2f} ± {bs:.2f} | {am:.2f} ± {asd:.2f} | {am / bm:.3f} |")
 EOF
