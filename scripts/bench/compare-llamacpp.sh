@@ -23,7 +23,8 @@
 #
 # Environment: AUTOGROUP_NICE (unset), THREADS (2), REPS (3), TYPES ("f16 q8_0 q4_k_m iq4_xs": names of
 # `pipelm mkmodel --ftype`, see its --help), N_PROMPT (512), N_GEN (128), CTX (1024), UBATCH (512:
-# pipelm --ubatch = llama.cpp's batch), BUILD (build-bench), PIPELM, PIPELM_BASE (unset).
+# pipelm --ubatch = llama.cpp's batch), BUILD (build-bench), PIPELM, PIPELM_BASE (unset), Q8 (1; 0 runs
+# only the exact mode, e.g. for a before/after of binaries older than --act-quant auto).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +32,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build-bench}
 PIPELM=${PIPELM:-$BUILD/pipelm}
 PIPELM_BASE=${PIPELM_BASE:-}
+Q8=${Q8:-1}
 if [[ -n $PIPELM_BASE && ! -x $PIPELM_BASE ]]; then
     echo "[compare] PIPELM_BASE=$PIPELM_BASE is not an executable: build the older commit first" >&2
     exit 2
@@ -103,7 +105,7 @@ for entry in "${models[@]}"; do
         # (activations rounded to int8 per 32 values, the scheme llama.cpp uses on CPUs; what the
         # default, auto, does for quantized weights). F16: exact is the default.
         modes=(none)
-        [[ $t != f16 && $t != bf16 && $t != f32 ]] && modes+=(q8)
+        [[ $t != f16 && $t != bf16 && $t != f32 && $Q8 == 1 ]] && modes+=(q8)
         bins=(pipelm:"$PIPELM")
         [[ -n $PIPELM_BASE ]] && bins=(base:"$PIPELM_BASE" "${bins[@]}")
         for aq in "${modes[@]}"; do
