@@ -36,19 +36,19 @@ TEST(BenchSweep, ValueListsGiveOneJsonlRowPerCombinationWithEveryParameter) {
         if (lines[i].find("2 stage(s)") != std::string::npos && second_session == std::string::npos) second_session = i;
         if (lines[i].empty() || lines[i][0] != '{') continue;
         if (first_row == std::string::npos) first_row = i;
-        const json_lite::Value row = json_lite::parse(lines[i]);
+        const auto row = nlohmann::json::parse(lines[i]);
         for (const char* key : {"model", "type", "params", "threads", "link", "cpu_isa", "cpu_model", "cores", "kernel",
                                 "act_quant", "wire", "n_ctx", "reps", "n_seq", "tps", "bubble_pct", "link_mb"})
-            EXPECT_TRUE(row.has(key)) << key << " missing in " << lines[i];
-        EXPECT_EQ(row.at("link_rate").str, "1gbit");
-        EXPECT_EQ(row.at("link").str, "in-process");
-        EXPECT_FALSE(row.at("cpu_model").str.empty());
-        const int64_t stages = row.at("stages").as_int();
-        EXPECT_EQ(static_cast<int64_t>(row.at("busy_pct").arr.size()), stages) << lines[i];
-        const std::string test = row.at("test").str;
-        EXPECT_EQ(test, row.at("n_prompt").as_int() > 0 ? "pp" + std::to_string(row.at("n_prompt").as_int())
-                                                        : "tg" + std::to_string(row.at("n_gen").as_int()));
-        EXPECT_TRUE(seen.insert({stages, row.at("ubatch").as_int(), test}).second) << "duplicate row " << lines[i];
+            EXPECT_TRUE(row.contains(key)) << key << " missing in " << lines[i];
+        EXPECT_EQ(row.at("link_rate"), "1gbit");
+        EXPECT_EQ(row.at("link"), "in-process");
+        EXPECT_FALSE(row.at("cpu_model").get<std::string>().empty());
+        const int64_t stages = row.at("stages").get<int64_t>();
+        EXPECT_EQ(static_cast<int64_t>(row.at("busy_pct").size()), stages) << lines[i];
+        const std::string test = row.at("test").get<std::string>();
+        const int64_t n_prompt = row.at("n_prompt").get<int64_t>(), n_gen = row.at("n_gen").get<int64_t>();
+        EXPECT_EQ(test, n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen));
+        EXPECT_TRUE(seen.insert({stages, row.at("ubatch").get<int64_t>(), test}).second) << "duplicate row " << lines[i];
     }
     EXPECT_EQ(seen.size(), 2u * 2u * 3u) << r.output;
     for (int64_t s : {1, 2})

@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <map>
 
-#include "tests/testing/test_util.h"
+#include "tests/testing/json_util.h"
 
 namespace pipelm::testing {
 namespace {
@@ -28,14 +28,15 @@ struct Tracks {
 
 Tracks load(const std::string& path) {
     Tracks t;
-    const json_lite::Value d = read_json(path);
-    for (const auto& e : d.at("traceEvents").arr) {
-        const int64_t tid = e.has("tid") ? e.at("tid").as_int() : -1;
-        if (e.at("ph").str == "M" && e.at("name").str == "thread_name") t.names[tid] = e.at("args").at("name").str;
-        if (e.at("ph").str != "X") continue;
-        const Span s{e.at("ts").as_int(), e.at("ts").as_int() + e.at("dur").as_int()};
+    const nlohmann::json d = read_json(path);
+    for (const auto& e : d.at("traceEvents")) {
+        const int64_t tid = e.value("tid", int64_t{-1});
+        if (e.at("ph") == "M" && e.at("name") == "thread_name") t.names[tid] = e.at("args").at("name").get<std::string>();
+        if (e.at("ph") != "X") continue;
+        const int64_t ts = e.at("ts").get<int64_t>();
+        const Span s{ts, ts + e.at("dur").get<int64_t>()};
         t.by_tid[tid].push_back(s);
-        t.by_ubatch[tid][e.at("args").at("ubatch").as_int()] = s;
+        t.by_ubatch[tid][e.at("args").at("ubatch").get<int64_t>()] = s;
     }
     return t;
 }

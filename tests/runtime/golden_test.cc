@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "tests/testing/test_util.h"
+#include "tests/testing/json_util.h"
 
 namespace pipelm::testing {
 namespace {

@@ -11,7 +11,7 @@
 #include <filesystem>
 
 #include "tests/testing/process.h"
-#include "tests/testing/test_util.h"
+#include "tests/testing/json_util.h"
 
 namespace pipelm::testing {
 namespace {

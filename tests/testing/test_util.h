@@ -12,8 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "tests/tokenizer/json_lite.h"
-
 namespace pipelm::testing {
 
 inline std::string data_path(const std::string& rel) { return std::string(PIPELM_TEST_DATA) + "/" + rel; }
@@ -58,14 +56,6 @@ inline std::vector<float> read_f32(const std::string& path) {
 inline std::string read_text(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
-inline json_lite::Value read_json(const std::string& path) { return json_lite::parse(read_text(path)); }
-
-inline std::vector<int32_t> json_ids(const json_lite::Value& v) {
-    std::vector<int32_t> ids;
-    for (const auto& x : v.arr) ids.push_back(static_cast<int32_t>(x.as_int()));
-    return ids;
 }
 
 inline std::string ids_arg(const std::vector<int32_t>& ids) {

@@ -9,11 +9,12 @@
 #include <random>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/base/error.h"
 #include "runtime/tokenizer/pretokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/tokenizer/unicode.h"
-#include "tests/tokenizer/json_lite.h"
 
 namespace pipelm::tok {
 namespace {
@@ -29,22 +30,20 @@ std::string read_file(const std::string& path) {
 }
 
 VocabData load_vocab(const std::string& name) {
-    const json_lite::Value j = json_lite::parse(read_file(kData + name));
+    const auto j = nlohmann::json::parse(read_file(kData + name));
     VocabData v;
-    v.model = j.at("tokenizer.ggml.model").str;
-    v.pre = j.at("tokenizer.ggml.pre").str;
-    for (const auto& t : j.at("tokenizer.ggml.tokens").arr) v.tokens.push_back(t.str);
-    if (j.has("tokenizer.ggml.token_type")) {
-        for (const auto& t : j.at("tokenizer.ggml.token_type").arr) v.token_types.push_back(static_cast<int32_t>(t.as_int()));
-    }
-    for (const auto& m : j.at("tokenizer.ggml.merges").arr) v.merges.push_back(m.str);
-    auto id = [&](const char* key) { return j.has(key) ? static_cast<int32_t>(j.at(key).as_int()) : -1; };
+    v.model = j.at("tokenizer.ggml.model").get<std::string>();
+    v.pre = j.at("tokenizer.ggml.pre").get<std::string>();
+    v.tokens = j.at("tokenizer.ggml.tokens").get<std::vector<std::string>>();
+    if (j.contains("tokenizer.ggml.token_type")) v.token_types = j.at("tokenizer.ggml.token_type").get<std::vector<int32_t>>();
+    v.merges = j.at("tokenizer.ggml.merges").get<std::vector<std::string>>();
+    auto id = [&](const char* key) { return j.value(key, int32_t{-1}); };
     v.bos = id("tokenizer.ggml.bos_token_id");
     v.eos = id("tokenizer.ggml.eos_token_id");
     v.eot = id("tokenizer.ggml.eot_token_id");
     v.unk = id("tokenizer.ggml.unknown_token_id");
     v.pad = id("tokenizer.ggml.padding_token_id");
-    if (j.has("tokenizer.chat_template")) v.chat_template = j.at("tokenizer.chat_template").str;
+    v.chat_template = j.value("tokenizer.chat_template", std::string());
     return v;
 }
 
@@ -58,11 +57,7 @@ const Tokenizer& demo() {
     return t;
 }
 
-std::vector<int32_t> ids_of(const json_lite::Value& a) {
-    std::vector<int32_t> out;
-    for (const auto& x : a.arr) out.push_back(static_cast<int32_t>(x.as_int()));
-    return out;
-}
+std::vector<int32_t> ids_of(const nlohmann::json& a) { return a.get<std::vector<int32_t>>(); }
 
 std::string escaped(const std::string& s) {
     std::string out;
@@ -81,11 +76,11 @@ std::string escaped(const std::string& s) {
 // ---- exact ids against llama.cpp --------------------------------------------------------------
 
 TEST(TokTokenizer, TinyMatchesLlamaCppTokenizeJson) {
-    const json_lite::Value j = json_lite::parse(read_file(kData + "glm4-tiny-tokenize.json"));
-    const auto& cases = j.at("cases").arr;
+    const auto j = nlohmann::json::parse(read_file(kData + "glm4-tiny-tokenize.json"));
+    const auto& cases = j.at("cases");
     ASSERT_EQ(cases.size(), 33u);
     for (const auto& c : cases) {
-        const std::string& text = c.at("text").str;
+        const std::string text = c.at("text").get<std::string>();
         SCOPED_TRACE("text: \"" + escaped(text) + "\"");
         const std::vector<int32_t> plain = ids_of(c.at("ids"));
         const std::vector<int32_t> special = ids_of(c.at("ids_parse_special"));
