@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/gguf/gguf.h"
 
 namespace pipelm::launcher::bench {
@@ -17,26 +19,33 @@ namespace pipelm::launcher::bench {
 using Clock = std::chrono::steady_clock;
 inline double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// printf into a std::string (at most 511 characters).
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-
 // ---- tables: one row = ordered (key, cell); columns are the union of keys -----------------------
 
+// Make cells with the *_cell functions: a JSON value given as text would come out as a string.
 struct Cell {
-    std::string text;  // csv (and md unless md is set)
-    std::string json;  // JSON value
-    std::string md;    // markdown text when different from text
-    bool num = false;
+    std::string text;             // csv (and md unless md is set)
+    nlohmann::ordered_json json;  // the json/jsonl value: a string, a number (null if not finite) or a list
+    std::string md;               // markdown text when different from text
+    bool num = false;             // right-aligned in markdown
 };
 using Row = std::vector<std::pair<std::string, Cell>>;
 
-std::string json_quote(const std::string& s);
 Cell str_cell(const std::string& s);
+// `prec` decimals in every format (JSON: the number so rounded).
 Cell num_cell(double v, int prec);
-Cell int_cell(int64_t v);
+// An integer; `md`, when given, is the markdown text ("8.99 MiB" for a byte count).
+Cell int_cell(int64_t v, const std::string& md = "");
+// A mean over repetitions: `prec` decimals in csv, 4 in JSON, "mean ± sd" in markdown.
+Cell mean_sd_cell(double mean, double sd, int prec);
+// Per-stage percentages: "12.3/45.6" (one decimal) in csv and markdown, a list of numbers with
+// two decimals in JSON.
+Cell pct_list_cell(const std::vector<double>& pct);
 
-// Writes the rows to stdout as a markdown table ("md"), "csv" or a "json" array; "jsonl" writes
-// one object per line (callers print each row as it finishes with print_jsonl).
+// The rows as a markdown table ("md", llama-bench's layout), "csv" (RFC 4180 quoting), a "json"
+// array or "jsonl" (one object per line); columns are the union of the rows' keys in first-seen
+// order, an absent cell is empty (md, csv) or left out (json).
+std::string format_table(const std::vector<Row>& rows, const std::string& format);
+// format_table to stdout; with "jsonl" callers print each row as it finishes with print_jsonl.
 void print_table(const std::vector<Row>& rows, const std::string& format);
 void print_jsonl(const Row& row);
 

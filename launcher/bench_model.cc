@@ -1,8 +1,9 @@
 // What `pipelm bench` says about the model of a row, as llama-bench does: a description
 // ("glm4 206M Q8_0": architecture, parameter count, llama.cpp's file type name), the size of all
 // tensors, the parameter count, and the bytes of weights one pass over the model reads.
+#include <fmt/format.h>
+
 #include <cctype>
-#include <cstdio>
 #include <map>
 
 #include "launcher/bench.h"
@@ -34,9 +35,7 @@ std::string params_label(uint64_t params) {
     const double v = static_cast<double>(params);
     const bool billions = v >= 1e9;
     const double x = billions ? v / 1e9 : v / 1e6;
-    char buf[32];
-    std::snprintf(buf, sizeof buf, x >= 10 ? "%.0f%s" : "%.1f%s", x, billions ? "B" : "M");
-    return buf;
+    return fmt::format("{:.{}f}{}", x, x >= 10 ? 0 : 1, billions ? "B" : "M");
 }
 
 ModelInfo model_info(const gguf::GgufFile& f, bool tied_output) {
@@ -64,11 +63,9 @@ ModelInfo model_info(const gguf::GgufFile& f, bool tied_output) {
 
 // llama-bench's size cell: MiB below a GiB, GiB above.
 std::string size_label(uint64_t bytes) {
-    char buf[32];
     const double b = static_cast<double>(bytes);
-    if (b < 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1024.0 * 1024));
-    else std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-    return buf;
+    if (b < 1024.0 * 1024 * 1024) return fmt::format("{:.2f} MiB", b / (1024.0 * 1024));
+    return fmt::format("{:.2f} GiB", b / (1024.0 * 1024 * 1024));
 }
 
 }  // namespace pipelm::launcher::bench

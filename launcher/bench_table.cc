@@ -3,12 +3,14 @@
 // followed and a killed one keeps its rows), and the machine description every row carries.
 #include <sys/utsname.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <charconv>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
+#include <iterator>
 #include <thread>
 
 #include "launcher/bench.h"
@@ -16,32 +18,33 @@
 
 namespace pipelm::launcher::bench {
 
-std::string fmt(const char* f, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, f);
-    std::vsnprintf(buf, sizeof buf, f, ap);
-    va_end(ap);
-    return buf;
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// `v` rounded to `prec` decimals as a JSON number (null if not finite): the value of the decimal
+// text, so the JSON shows what csv shows (without its trailing zeros).
+Json rounded(double v, int prec) {
+    if (!std::isfinite(v)) return nullptr;
+    const std::string t = fmt::format("{:.{}f}", v, prec);
+    double r = v;
+    std::from_chars(t.data(), t.data() + t.size(), r);
+    return r;
 }
 
-std::string json_quote(const std::string& s) {
-    std::string o = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') o += '\\', o += c;
-        else if (static_cast<unsigned char>(c) < 0x20) o += fmt("\\u%04x", c);
-        else o += c;
-    }
-    return o + "\"";
+}  // namespace
+
+Cell str_cell(const std::string& s) { return {s, s, "", false}; }
+Cell num_cell(double v, int prec) { return {fmt::format("{:.{}f}", v, prec), rounded(v, prec), "", true}; }
+Cell int_cell(int64_t v, const std::string& md) { return {fmt::format("{}", v), v, md, true}; }
+Cell mean_sd_cell(double mean, double sd, int prec) {
+    return {fmt::format("{:.{}f}", mean, prec), rounded(mean, 4), fmt::format("{:.{}f} ± {:.{}f}", mean, prec, sd, prec),
+            true};
 }
-Cell str_cell(const std::string& s) { return {s, json_quote(s), "", false}; }
-Cell num_cell(double v, int prec) {
-    const std::string t = fmt("%.*f", prec, v);
-    return {t, std::isfinite(v) ? t : "null", "", true};
-}
-Cell int_cell(int64_t v) {
-    const std::string t = std::to_string(v);
-    return {t, t, "", true};
+Cell pct_list_cell(const std::vector<double>& pct) {
+    Cell c{fmt::format("{:.1f}", fmt::join(pct, "/")), Json::array(), "", false};
+    for (double p : pct) c.json.push_back(rounded(p, 2));
+    return c;
 }
 
 size_t display_width(const std::string& s) {
@@ -64,93 +67,109 @@ std::string md_name(const std::string& k) {
     return it == names.end() ? k : it->second;
 }
 
+const Cell* find_cell(const Row& r, const std::string& k) {
+    for (const auto& kv : r)
+        if (kv.first == k) return &kv.second;
+    return nullptr;
+}
+
+Json row_json(const Row& row) {
+    Json o = Json::object();
+    for (const auto& kv : row) o[kv.first] = kv.second.json;
+    return o;
+}
+
+// UTF-8 as it is; a byte that is not (a file name's) becomes U+FFFD instead of an exception.
+std::string dump(const Json& j, int indent) { return j.dump(indent, ' ', false, Json::error_handler_t::replace); }
+
+// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
+std::string csv_field(const std::string& s) {
+    if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+    std::string o = "\"";
+    for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return o + "\"";
+}
+
+// llama-bench's markdown: "_sd" columns folded into "a ± b" cells, numbers right-aligned, padded
+// by terminal columns.
+void markdown(fmt::memory_buffer& out, const std::vector<Row>& rows, std::vector<std::string> cols) {
+    cols.erase(std::remove_if(cols.begin(), cols.end(), [](const std::string& k) {
+                   return k.size() > 3 && k.compare(k.size() - 3, 3, "_sd") == 0;
+               }), cols.end());
+    std::vector<std::string> head;
+    std::vector<size_t> w;
+    std::vector<bool> right;
+    for (const auto& k : cols) {
+        head.push_back(md_name(k));
+        w.push_back(display_width(head.back()));
+        right.push_back(false);
+    }
+    std::vector<std::vector<std::string>> text(rows.size(), std::vector<std::string>(cols.size()));
+    for (size_t i = 0; i < rows.size(); ++i)
+        for (size_t j = 0; j < cols.size(); ++j)
+            if (const Cell* c = find_cell(rows[i], cols[j])) {
+                text[i][j] = c->md.empty() ? c->text : c->md;
+                w[j] = std::max(w[j], display_width(text[i][j]));
+                if (c->num) right[j] = true;
+            }
+    auto it = std::back_inserter(out);
+    auto line = [&](const std::vector<std::string>& v) {
+        fmt::format_to(it, "|");
+        for (size_t j = 0; j < cols.size(); ++j) {
+            const size_t pad = w[j] - std::min(w[j], display_width(v[j]));
+            if (right[j]) fmt::format_to(it, " {:{}}{} |", "", pad, v[j]);
+            else fmt::format_to(it, " {}{:{}} |", v[j], "", pad);
+        }
+        fmt::format_to(it, "\n");
+    };
+    line(head);
+    fmt::format_to(it, "|");
+    for (size_t j = 0; j < cols.size(); ++j) fmt::format_to(it, "{:-<{}}{}", "", w[j] + 1, right[j] ? ":|" : "-|");
+    fmt::format_to(it, "\n");
+    for (const auto& t : text) line(t);
+}
+
 }  // namespace
 
-void print_table(const std::vector<Row>& rows, const std::string& format) {
+std::string format_table(const std::vector<Row>& rows, const std::string& format) {
+    if (format == "json") {
+        Json a = Json::array();
+        for (const auto& r : rows) a.push_back(row_json(r));
+        return dump(a, 2) + "\n";
+    }
+    if (format == "jsonl") {
+        std::string s;
+        for (const auto& r : rows) s += dump(row_json(r), -1) + "\n";
+        return s;
+    }
     std::vector<std::string> cols;
     for (const auto& r : rows)
         for (const auto& kv : r)
             if (std::find(cols.begin(), cols.end(), kv.first) == cols.end()) cols.push_back(kv.first);
-    auto get = [](const Row& r, const std::string& k) -> const Cell* {
-        for (const auto& kv : r)
-            if (kv.first == k) return &kv.second;
-        return nullptr;
-    };
-    if (format == "jsonl") {
-        for (const auto& r : rows) print_jsonl(r);
-        return;
-    }
-    std::ostringstream os;
-    if (format == "json") {
-        os << "[\n";
-        for (size_t i = 0; i < rows.size(); ++i) {
-            os << "  {";
-            for (size_t j = 0; j < rows[i].size(); ++j)
-                os << (j ? ", " : "") << json_quote(rows[i][j].first) << ": " << rows[i][j].second.json;
-            os << (i + 1 < rows.size() ? "},\n" : "}\n");
-        }
-        os << "]\n";
-    } else if (format == "csv") {
-        auto q = [](const std::string& s) {
-            if (s.find_first_of(",\"\n") == std::string::npos) return s;
-            std::string o = "\"";
-            for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
-            return o + "\"";
-        };
-        for (size_t j = 0; j < cols.size(); ++j) os << (j ? "," : "") << q(cols[j]);
-        os << "\n";
+    fmt::memory_buffer out;
+    if (format == "csv") {
+        auto it = std::back_inserter(out);
+        for (size_t j = 0; j < cols.size(); ++j) fmt::format_to(it, "{}{}", j ? "," : "", csv_field(cols[j]));
+        fmt::format_to(it, "\n");
         for (const auto& r : rows) {
             for (size_t j = 0; j < cols.size(); ++j) {
-                const Cell* c = get(r, cols[j]);
-                os << (j ? "," : "") << (c ? q(c->text) : "");
+                const Cell* c = find_cell(r, cols[j]);
+                fmt::format_to(it, "{}{}", j ? "," : "", c ? csv_field(c->text) : "");
             }
-            os << "\n";
+            fmt::format_to(it, "\n");
         }
     } else {
-        cols.erase(std::remove_if(cols.begin(), cols.end(), [](const std::string& k) {  // folded into "a ± b"
-                       return k.size() > 3 && k.compare(k.size() - 3, 3, "_sd") == 0;
-                   }), cols.end());
-        std::vector<std::string> head;
-        std::vector<size_t> w;
-        std::vector<bool> right;
-        for (const auto& k : cols) {
-            head.push_back(md_name(k));
-            w.push_back(display_width(head.back()));
-            right.push_back(false);
-        }
-        std::vector<std::vector<std::string>> text(rows.size(), std::vector<std::string>(cols.size()));
-        for (size_t i = 0; i < rows.size(); ++i)
-            for (size_t j = 0; j < cols.size(); ++j)
-                if (const Cell* c = get(rows[i], cols[j])) {
-                    text[i][j] = c->md.empty() ? c->text : c->md;
-                    w[j] = std::max(w[j], display_width(text[i][j]));
-                    if (c->num) right[j] = true;
-                }
-        auto line = [&](const std::vector<std::string>& v) {
-            os << "|";
-            for (size_t j = 0; j < cols.size(); ++j) {
-                const std::string pad(w[j] - std::min(w[j], display_width(v[j])), ' ');
-                os << " " << (right[j] ? pad + v[j] : v[j] + pad) << " |";
-            }
-            os << "\n";
-        };
-        line(head);
-        os << "|";
-        for (size_t j = 0; j < cols.size(); ++j) os << std::string(w[j] + 1, '-') << (right[j] ? ":|" : "-|");
-        os << "\n";
-        for (const auto& t : text) line(t);
+        markdown(out, rows, cols);
     }
-    std::fputs(os.str().c_str(), stdout);
+    return fmt::to_string(out);
+}
+
+void print_table(const std::vector<Row>& rows, const std::string& format) {
+    std::fputs(format_table(rows, format).c_str(), stdout);
     std::fflush(stdout);
 }
 
-void print_jsonl(const Row& row) {
-    std::string line = "{";
-    for (size_t j = 0; j < row.size(); ++j) line += (j ? ", " : "") + json_quote(row[j].first) + ": " + row[j].second.json;
-    line += "}\n";
-    std::fputs(line.c_str(), stdout);
-    std::fflush(stdout);
-}
+void print_jsonl(const Row& row) { print_table({row}, "jsonl"); }
 
 Machine machine() {
     Machine m;

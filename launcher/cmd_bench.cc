@@ -20,6 +20,8 @@
 #include <map>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "launcher/bench.h"
 #include "launcher/cli.h"
 #include "launcher/commands.h"
@@ -36,7 +38,6 @@ namespace {
 using bench::Bandwidth;
 using bench::Cell;
 using bench::Clock;
-using bench::fmt;
 using bench::int_cell;
 using bench::MeanSd;
 using bench::num_cell;
@@ -59,7 +60,7 @@ struct Run {
 void add_rate(Row& row, const std::string& x, const std::vector<double>& t, const std::vector<double>& rate) {
     const MeanSd m = bench::mean_sd(rate);
     row.insert(row.end(), {{"t_" + x + "_s", num_cell(bench::mean_sd(t).mean, 3)},
-                           {"s_" + x + "_tps", {fmt("%.2f", m.mean), fmt("%.4f", m.mean), fmt("%.2f ± %.2f", m.mean, m.sd), true}},
+                           {"s_" + x + "_tps", bench::mean_sd_cell(m.mean, m.sd, 2)},
                            {"s_" + x + "_tps_sd", num_cell(m.sd, 2)}});
 }
 
@@ -210,8 +211,8 @@ public:
             Row row = {{"pp", int_cell(ub_)}, {"tg", int_cell(n_tg)}, {"n_kv", int_cell(n_kv)}};
             add_rate(row, "pp", t_pp, s_pp);
             if (n_tg > 0) add_rate(row, "tg", t_tg, s_tg);
-            PIPELM_INFO(fmt("bench: sweep %d/%d: N_KV %d, S_PP %.2f t/s", i + 1, n_rows, n_kv, bench::mean_sd(s_pp).mean),
-                        n_tg > 0 ? fmt(", S_TG %.2f t/s", bench::mean_sd(s_tg).mean) : "");
+            PIPELM_INFO(fmt::format("bench: sweep {}/{}: N_KV {}, S_PP {:.2f} t/s", i + 1, n_rows, n_kv, bench::mean_sd(s_pp).mean),
+                        n_tg > 0 ? fmt::format(", S_TG {:.2f} t/s", bench::mean_sd(s_tg).mean) : "");
             emit(std::move(row));
         }
     }
@@ -266,7 +267,7 @@ void measure_test(Bench& bench, const Test& t, int reps, int S, int bw_threads, 
     for (int i = 0; i < reps; ++i) {
         runs.push_back(bench.measure(t.body));
         if (roof) bw_samples.push_back(bench::measure_bandwidth({bw_threads}, 3).gbs[bw_threads]);
-        PIPELM_INFO(fmt("bench: %s run %d/%d: %.2f t/s", t.name.c_str(), i + 1, reps, runs.back().tokens / runs.back().wall));
+        PIPELM_INFO(fmt::format("bench: {} run {}/{}: {:.2f} t/s", t.name, i + 1, reps, runs.back().tokens / runs.back().wall));
     }
     std::vector<double> tps, frac, ttft, itl;
     std::vector<double> busy(S, 0.0);
@@ -281,16 +282,15 @@ void measure_test(Bench& bench, const Test& t, int reps, int S, int bw_threads, 
     }
     const bench::MeanSd m = bench::mean_sd(tps);
     row.insert(row.end(), {{"test", str_cell(t.name)},
-                           {"tps", {fmt("%.2f", m.mean), fmt("%.4f", m.mean), fmt("%.2f ± %.2f", m.mean, m.sd), true}},
+                           {"tps", bench::mean_sd_cell(m.mean, m.sd, 2)},
                            {"tps_sd", num_cell(m.sd, 2)}});
-    std::string bt, bj = "[";
+    std::vector<double> busy_pct;
     double busy_sum = 0;
     for (int s = 0; s < S; ++s) {
-        bt += fmt("%s%.1f", s ? "/" : "", 100 * busy[s] / wall);
-        bj += fmt("%s%.2f", s ? ", " : "", 100 * busy[s] / wall);
+        busy_pct.push_back(100 * busy[s] / wall);
         busy_sum += busy[s];
     }
-    row.insert(row.end(), {{"busy_pct", {bt, bj + "]", "", false}},
+    row.insert(row.end(), {{"busy_pct", bench::pct_list_cell(busy_pct)},
                            {"bubble_pct", num_cell(100 * (1 - busy_sum / (S * wall)), 1)},
                            {"link_mb", num_cell(link / 1e6, 2)}});
     if (roof) {
@@ -298,14 +298,13 @@ void measure_test(Bench& bench, const Test& t, int reps, int S, int bw_threads, 
             const double gbs = 0.5 * (bw_samples[i] + bw_samples[i + 1]);
             frac.push_back(static_cast<double>(weight_bytes_per_pass) * runs[i].passes / (gbs * 1e9) /
                            runs[i].wall);
-            PIPELM_INFO(fmt("bench: %s run %zu/%d: read bandwidth %.2f / %.2f GB/s before / after, roofline "
-                            "fraction %.3f", t.name.c_str(), i + 1, reps, bw_samples[i], bw_samples[i + 1],
+            PIPELM_INFO(fmt::format("bench: {} run {}/{}: read bandwidth {:.2f} / {:.2f} GB/s before / after, roofline "
+                                    "fraction {:.3f}", t.name, i + 1, reps, bw_samples[i], bw_samples[i + 1],
                             frac.back()));
         }
         const bench::MeanSd f = bench::mean_sd(frac);
         row.insert(row.end(), {{"bw_gbs", num_cell(bench::mean_sd(bw_samples).mean, 2)},
-                               {"bw_frac", {fmt("%.3f", f.mean), fmt("%.4f", f.mean),
-                                            fmt("%.3f ± %.3f", f.mean, f.sd), true}},
+                               {"bw_frac", bench::mean_sd_cell(f.mean, f.sd, 3)},
                                {"bw_frac_sd", num_cell(f.sd, 3)}});
     }
     if (t.latency) {
@@ -343,14 +342,12 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
     Bench bench(eng, eng.options().ubatch);
     const bool full = p.out != "md";  // machine-readable formats carry every parameter
 
-    const std::string n_params = std::to_string(mi.params);
     // Which CPU kernels ran (the run-time ISA choice of this process; every level gives the same
     // bits, only the speed differs) and the activation mode of the CPU matmuls.
     const std::string aq = o.act_quant.empty() ? "auto" : o.act_quant;
     PIPELM_INFO("bench: CPU kernels ", mach.cpu_isa, ", --act-quant ", aq, ", ", S, " stage(s), ubatch ", o.ubatch);
-    const std::string n_bytes = std::to_string(mi.bytes);
-    Row base = {{"model", str_cell(mi.desc)}, {"size", {n_bytes, n_bytes, bench::size_label(mi.bytes), true}},
-                {"params", {n_params, n_params, fmt("%.2f M", mi.params / 1e6), true}},
+    Row base = {{"model", str_cell(mi.desc)}, {"size", int_cell(static_cast<int64_t>(mi.bytes), bench::size_label(mi.bytes))},
+                {"params", int_cell(static_cast<int64_t>(mi.params), fmt::format("{:.2f} M", mi.params / 1e6))},
                 {"backend", str_cell(backend_label(o.devices))}, {"stages", int_cell(S)},
                 {"link", str_cell(mode_name(session.mode()))}, {"threads", int_cell(threads)},
                 {"cpu_isa", str_cell(mach.cpu_isa)}, {"act_quant", str_cell(aq)}};
@@ -380,10 +377,10 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
     Bandwidth bw;
     if (p.roofline) {
         bw = bench::measure_bandwidth({threads, threads * local_stages});
-        PIPELM_INFO(fmt("roofline: read bandwidth %.2f GB/s with %d thread(s)", bw.gbs[threads], threads),
-                    local_stages > 1 ? fmt(", %.2f GB/s with %d", bw.gbs[threads * local_stages], threads * local_stages) : "",
-                    fmt(" (buffer %.0f MiB, LLC %.0f MiB); weights read per pass %.1f MiB", bw.buffer_bytes / 1048576.0,
-                        bw.llc / 1048576.0, mi.weight_bytes_per_pass / 1048576.0));
+        PIPELM_INFO(fmt::format("roofline: read bandwidth {:.2f} GB/s with {} thread(s)", bw.gbs[threads], threads),
+                    local_stages > 1 ? fmt::format(", {:.2f} GB/s with {}", bw.gbs[threads * local_stages], threads * local_stages) : "",
+                    fmt::format(" (buffer {:.0f} MiB, LLC {:.0f} MiB); weights read per pass {:.1f} MiB", bw.buffer_bytes / 1048576.0,
+                                bw.llc / 1048576.0, mi.weight_bytes_per_pass / 1048576.0));
         if (mi.weight_bytes_per_pass < 2 * bw.llc)
             PIPELM_WARN("roofline: the weights nearly fit in the last-level cache; fractions are not memory-bound figures");
     }

@@ -10,6 +10,7 @@
 #include <map>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "launcher/bench.h"
@@ -24,7 +25,6 @@
 
 namespace pipelm::launcher {
 
-using bench::fmt;
 using bench::int_cell;
 using bench::num_cell;
 using bench::Row;
@@ -146,8 +146,8 @@ int cmd_simulate(int argc, char** argv) {
     const std::string out = a.str("--output");
     if (out != "md" && out != "csv" && out != "json" && out != "jsonl")
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--output ", out, ": use md, csv, json or jsonl");
-    PIPELM_INFO(fmt("simulate: compute %.3f ms per ubatch + %.4f ms per token, %lld bytes per token on a link",
-                    m.pass_s * 1e3, m.token_s * 1e3, static_cast<long long>(m.bytes_per_token)));
+    PIPELM_INFO(fmt::format("simulate: compute {:.3f} ms per ubatch + {:.4f} ms per token, {} bytes per token on a link",
+                            m.pass_s * 1e3, m.token_s * 1e3, m.bytes_per_token));
 
     std::vector<Row> rows;
     for (const int S : stages)
@@ -169,12 +169,9 @@ int cmd_simulate(int argc, char** argv) {
                 auto emit = [&](const std::string& test, const pipeline::SimResult& r, bool latency) {
                     Row row = {{"stages", int_cell(S)}, {"link_rate", str_cell(rate)}, {"ubatch", int_cell(ub)},
                                {"test", str_cell(test)}, {"tps", num_cell(r.tps(), 2)}};
-                    std::string bt, bj = "[";
-                    for (int s = 0; s < S; ++s) {
-                        bt += fmt("%s%.1f", s ? "/" : "", 100 * r.busy_s[s] / r.seconds);
-                        bj += fmt("%s%.2f", s ? ", " : "", 100 * r.busy_s[s] / r.seconds);
-                    }
-                    row.push_back({"busy_pct", {bt, bj + "]", "", false}});
+                    std::vector<double> busy_pct;
+                    for (int s = 0; s < S; ++s) busy_pct.push_back(100 * r.busy_s[s] / r.seconds);
+                    row.push_back({"busy_pct", bench::pct_list_cell(busy_pct)});
                     if (latency)
                         row.insert(row.end(), {{"ttft_ms_p50", num_cell(1e3 * bench::percentile(r.ttft, 0.5), 1)},
                                                {"itl_ms_p50", num_cell(1e3 * bench::percentile(r.itl, 0.5), 1)},

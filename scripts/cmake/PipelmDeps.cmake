@@ -83,3 +83,9 @@ find_package(nlohmann_json 3.2 CONFIG QUIET)
 if(NOT nlohmann_json_FOUND)
   message(FATAL_ERROR "nlohmann-json not found: install the Debian package nlohmann-json3-dev (scripts/setup.sh does it)")
 endif()
+
+# ---- fmt (the bench tables' number formatting) -------------------------------------------------
+find_package(fmt 9 CONFIG QUIET)
+if(NOT fmt_FOUND)
+  message(FATAL_ERROR "fmt not found: install the Debian package libfmt-dev (scripts/setup.sh does it)")
+endif()
