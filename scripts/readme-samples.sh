@@ -5,6 +5,7 @@
 #   scripts/readme-samples.sh --check   compare instead (ctest's readme_test), and check that every
 #                                       relative link and repository path in README.md exists and
 #                                       that the command table lists every command of `pipelm --help`
+#                                       and the package list is scripts/setup.sh's
 #
 # The binary: $PIPELM, else $BUILD/pipelm (BUILD defaults to build, where scripts/setup.sh and
 # scripts/test.sh build). Commands run in the repository root with a fresh XDG_CACHE_HOME (the
@@ -194,6 +195,20 @@ elif ! diff "$TMP/help-commands" "$TMP/table-commands" > "$TMP/cmd.diff"; then
     sed -n 's/^< /    missing from the table: /p; s/^> /    in the table, not in --help: /p' "$TMP/cmd.diff"
 else
     echo "command table: the $(wc -l < "$TMP/help-commands") commands of pipelm --help"
+fi
+
+# ---- the package list --------------------------------------------------------------------------
+# README's "installs only missing Debian packages (`...`" against PKGS=(...) in scripts/setup.sh.
+tr '\n' ' ' < "$README" | grep -oE 'installs only missing Debian packages \(`[^`]+`' |
+    sed -E 's/.*\(`//; s/`$//' | tr -s ' ' '\n' | sed '/^$/d' | sort > "$TMP/readme-pkgs"
+sed -nE 's/^PKGS=\((.*)\)$/\1/p' "$ROOT/scripts/setup.sh" | tr -s ' ' '\n' | sed '/^$/d' | sort > "$TMP/setup-pkgs"
+if [[ ! -s $TMP/readme-pkgs || ! -s $TMP/setup-pkgs ]]; then
+    fail "cannot find the package list in README.md (\"installs only missing Debian packages (\`...\`\") or PKGS=(...) in scripts/setup.sh"
+elif ! diff "$TMP/setup-pkgs" "$TMP/readme-pkgs" > "$TMP/pkg.diff"; then
+    fail "README.md's package list and PKGS in scripts/setup.sh differ:"
+    sed -n 's/^< /    missing from README.md: /p; s/^> /    in README.md, not in setup.sh: /p' "$TMP/pkg.diff"
+else
+    echo "package list: the $(wc -l < "$TMP/setup-pkgs") packages of scripts/setup.sh"
 fi
 
 if ((fails)); then
