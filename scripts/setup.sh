@@ -12,7 +12,7 @@ for a in "$@"; do
   esac
 done
 
-PKGS=(g++ cmake ninja-build libopenmpi-dev openmpi-bin libasio-dev libcereal-dev libgtest-dev libcpp-httplib-dev nlohmann-json3-dev libfmt-dev pkg-config libsodium-dev clang python3-numpy gnuplot-nox)
+PKGS=(g++ cmake ninja-build libopenmpi-dev openmpi-bin libasio-dev libcereal-dev libgtest-dev libcpp-httplib-dev nlohmann-json3-dev libfmt-dev libxxhash-dev pkg-config libsodium-dev clang python3-numpy gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

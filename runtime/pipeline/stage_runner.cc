@@ -3,8 +3,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
-#include <sstream>
+#include <memory>
+
+#include <xxhash.h>
 
 #include "runtime/base/log.h"
 
@@ -478,39 +481,80 @@ uint64_t Engine::link_bytes() const {
     return b;
 }
 
-std::string model_identity(const gguf::GgufFile& f) {
-    uint64_t h = 1469598103934665603ull;
-    auto mix = [&](const void* p, size_t n) {
-        const auto* b = static_cast<const uint8_t*>(p);
-        for (size_t i = 0; i < n; ++i) {
-            h ^= b[i];
-            h *= 1099511628211ull;
-        }
-    };
-    for (const auto& kv : f.metadata()) {
-        mix(kv.first.data(), kv.first.size());
-        const auto& v = kv.second;
-        mix(&v.type, sizeof(v.type));
-        mix(&v.u, sizeof(v.u));
-        mix(&v.i, sizeof(v.i));
-        mix(&v.f, sizeof(v.f));
-        mix(v.s.data(), v.s.size());
-        const uint64_t n = v.size();
-        mix(&n, sizeof(n));
+namespace {
+
+// XXH3-64 over the values fed in; every variable-length item is preceded by its length, so no
+// two different sequences of items feed the same bytes.
+class IdentityHash {
+public:
+    IdentityHash() : st_(XXH3_createState(), &XXH3_freeState) {
+        if (!st_ || XXH3_64bits_reset(st_.get()) != XXH_OK) PIPELM_THROW(ErrorCode::kInternal, "XXH3_createState failed");
     }
+    void bytes(const void* p, size_t n) {
+        if (n > 0) XXH3_64bits_update(st_.get(), p, n);
+    }
+    void u64(uint64_t v) { bytes(&v, sizeof v); }
+    void str(const std::string& s) {
+        u64(s.size());
+        bytes(s.data(), s.size());
+    }
+    // The type and the value; an array's element type, count and every element (the whole
+    // vocabulary and merges of a tokenizer, each nested array).
+    void value(const gguf::Value& v) {
+        u64(static_cast<uint64_t>(v.type));
+        switch (v.type) {
+            case gguf::ValueType::kString: str(v.s); break;
+            case gguf::ValueType::kF32:
+            case gguf::ValueType::kF64: bytes(&v.f, sizeof v.f); break;
+            case gguf::ValueType::kI8:
+            case gguf::ValueType::kI16:
+            case gguf::ValueType::kI32:
+            case gguf::ValueType::kI64: u64(static_cast<uint64_t>(v.i)); break;
+            case gguf::ValueType::kArray:
+                u64(static_cast<uint64_t>(v.elem_type));
+                u64(v.size());
+                u64(v.raw.size());
+                bytes(v.raw.data(), v.raw.size());
+                for (const auto& s : v.strs) str(s);
+                for (const auto& e : v.nested) value(e);
+                break;
+            default: u64(v.u); break;  // unsigned integers and bool
+        }
+    }
+    std::string hex() const {
+        char buf[17];
+        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(XXH3_64bits_digest(st_.get())));
+        return buf;
+    }
+
+private:
+    std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> st_;
+};
+
+}  // namespace
+
+std::string model_identity(const gguf::GgufFile& f) {
+    IdentityHash h;
+    h.u64(f.metadata().size());
+    for (const auto& kv : f.metadata()) {
+        h.str(kv.first);
+        h.value(kv.second);
+    }
+    h.u64(f.tensors().size());
     for (const auto& t : f.tensors()) {
-        mix(t.name.data(), t.name.size());
-        mix(t.ne.data(), t.ne.size() * sizeof(int64_t));
-        mix(&t.type, sizeof(t.type));
-        mix(&t.offset, sizeof(t.offset));
+        h.str(t.name);
+        h.u64(t.ne.size());
+        h.bytes(t.ne.data(), t.ne.size() * sizeof(int64_t));
+        h.u64(static_cast<uint64_t>(t.type));
+        h.u64(t.offset);
         // The small tensors too (norm weights and biases, at most 64 KiB each): two files with the
         // same header but other weights differ there (any fine-tune changes its norms), and a
         // stage does not page in other stages' large matrices to compute the identity.
-        if (t.data && t.bytes > 0 && t.bytes <= (64u << 10)) mix(t.data, t.bytes);
+        const bool small = t.data && t.bytes > 0 && t.bytes <= (64u << 10);
+        h.u64(small ? t.bytes : 0);
+        if (small) h.bytes(t.data, t.bytes);
     }
-    std::ostringstream os;
-    os << std::hex << h;
-    return os.str();
+    return h.hex();
 }
 
 }  // namespace pipelm::pipeline

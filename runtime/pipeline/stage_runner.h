@@ -199,7 +199,10 @@ private:
 // One line per recovery: "recovery: stage 2: A -> B in 0.412 s, 57 tokens replayed (cause: ...)".
 std::vector<std::string> recovery_lines(const std::vector<Recovery>& rs);
 
-// Model identity for the handshake: hash of the metadata and tensor table (not the data).
+// Model identity for the handshake, 16 hex digits: XXH3-64 of the metadata (every key, type and
+// value, each element of arrays included: one token of the vocabulary changes it), the tensor
+// table (names, shapes, types, offsets) and the bytes of the small tensors (<= 64 KiB: norms and
+// biases), not the large weights. An HF folder gets it from the GgufFile it is opened as.
 std::string model_identity(const gguf::GgufFile& f);
 
 }  // namespace pipelm::pipeline

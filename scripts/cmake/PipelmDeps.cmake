@@ -89,3 +89,13 @@ find_package(fmt 9 CONFIG QUIET)
 if(NOT fmt_FOUND)
   message(FATAL_ERROR "fmt not found: install the Debian package libfmt-dev (scripts/setup.sh does it)")
 endif()
+
+# ---- xxHash (the model identity of the stage handshake: XXH3-64 of metadata and tensor table) --
+find_path(XXHASH_INCLUDE_DIR xxhash.h)
+find_library(XXHASH_LIBRARY xxhash)
+if(NOT XXHASH_INCLUDE_DIR OR NOT XXHASH_LIBRARY)
+  message(FATAL_ERROR "xxHash not found: install the Debian package libxxhash-dev (scripts/setup.sh does it)")
+endif()
+add_library(xxHash::xxhash INTERFACE IMPORTED)  # the name xxHash's own CMake package exports
+set_target_properties(xxHash::xxhash PROPERTIES
+  INTERFACE_INCLUDE_DIRECTORIES "${XXHASH_INCLUDE_DIR}" INTERFACE_LINK_LIBRARIES "${XXHASH_LIBRARY}")

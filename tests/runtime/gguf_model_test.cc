@@ -1,6 +1,8 @@
 // GLM-4 hyperparameter/tensor checks on GGUF files, and a deterministic header fuzz loop.
 #include "tests/runtime/gguf_test_util.h"
 
+#include "runtime/pipeline/stage_runner.h"
+
 namespace pipelm {
 namespace {
 
@@ -190,6 +192,61 @@ TEST_F(Glm4FromGguf, PatchedTestModelShape) {
         EXPECT_NE(m.find("'" + name + "'"), std::string::npos) << m;
         EXPECT_NE(m.find("{" + std::to_string(n1) + ", " + std::to_string(n0) + "}"), std::string::npos) << m;
     }
+}
+
+// The model identity of the stage handshake (pipeline::model_identity) covers the contents of
+// metadata arrays: a worker whose vocabulary differs in one token (or one token type, or one
+// nested element) is another model, while the same content written again is the same model.
+TEST_F(Glm4FromGguf, ModelIdentityCoversEveryArrayElement) {
+    auto id_of = [](const std::string& path) { return pipeline::model_identity(*GgufFile::open(path)); };
+    auto edit_array = [](const std::string& key, const std::function<void(Value&)>& change) {
+        return [key, change](Editable& e) {
+            for (auto& kv : e.kvs)
+                if (kv.first == key) return change(kv.second);
+            throw std::runtime_error("no key " + key);
+        };
+    };
+    const std::string same = dir_->path("id-same.gguf"), token = dir_->path("id-token.gguf"),
+                      type = dir_->path("id-type.gguf"), nested_a = dir_->path("id-nested-a.gguf"),
+                      nested_b = dir_->path("id-nested-b.gguf");
+    rewrite(model_, same, [](Editable&) {});
+    // One token string of 300, same length: the array's type and size are unchanged.
+    rewrite(model_, token, edit_array("tokenizer.ggml.tokens", [](Value& v) {
+        ASSERT_GT(v.strs.size(), 100u);
+        v.strs[100].back() = static_cast<char>(v.strs[100].back() ^ 1);
+    }));
+    rewrite(model_, type, edit_array("tokenizer.ggml.token_type", [](Value& v) {
+        ASSERT_GT(v.raw.size(), 4u * 101);
+        v.raw[4 * 100] ^= 1;
+    }));
+    // An array of arrays that differ in one inner element.
+    auto nested = [](int32_t last) {
+        return [last](Editable& e) {
+            Value outer, inner;
+            outer.type = inner.type = ValueType::kArray;
+            outer.elem_type = ValueType::kArray;
+            inner.elem_type = ValueType::kI32;
+            for (int32_t x : {1, 2, last}) {
+                Value el;
+                el.type = ValueType::kI32;
+                el.i = x;
+                inner.push_back(el);
+            }
+            outer.push_back(inner);
+            e.kvs.emplace_back("test.nested", outer);
+        };
+    };
+    rewrite(model_, nested_a, nested(3));
+    rewrite(model_, nested_b, nested(4));
+
+    const std::string base = id_of(model_);
+    EXPECT_EQ(base.size(), 16u) << base;  // XXH3-64 in hex
+    EXPECT_EQ(id_of(model_), base);
+    EXPECT_EQ(id_of(same), base) << "the same content written again";
+    EXPECT_NE(id_of(token), base) << "one token string differs";
+    EXPECT_NE(id_of(type), base) << "one token type differs";
+    EXPECT_NE(id_of(token), id_of(type));
+    EXPECT_NE(id_of(nested_a), id_of(nested_b)) << "one element of a nested array differs";
 }
 
 // ---------------------------------------------------------------------------------------------
