@@ -37,11 +37,13 @@ void store_row(GgmlType type, const float* src, void* dst, int64_t n);
 
 struct AttentionArgs : AttentionHeads {
     // Per token: the K/V rows it attends to are rows [0, n_kv[t]) of its sequence's cache,
-    // k_rows[t] / v_rows[t] point at row 0; each row holds n_head_kv * head_dim values of kv_type.
+    // k_rows[t] / v_rows[t] point at row 0; each row holds n_head_kv * head_dim values of k_type
+    // / v_type (they may differ: llama.cpp's -ctk q8_0 -ctv f16).
     const void* const* k_rows = nullptr;
     const void* const* v_rows = nullptr;
     const int32_t* n_kv = nullptr;
-    GgmlType kv_type = GgmlType::kF32;
+    GgmlType k_type = GgmlType::kF32;
+    GgmlType v_type = GgmlType::kF32;
 };
 
 // Causal GQA attention, FP32 scores, FP32 softmax (max subtracted first; sum in double) and FP32
@@ -50,7 +52,9 @@ struct AttentionArgs : AttentionHeads {
 // contiguous ranges of (t, g) items of about equal cost (~ n_kv[t]), and a batch with few items
 // (decode) splits a group's heads. The accumulation order (attention_cpu.cc) is fixed per
 // (t, h): the result does not depend on the batch, the threads or the ISA (scalar vs AVX2).
-// kv_type: f32, f16 or q8_0 (head_dim a multiple of 32); other block types are dequantized.
+// k_type, v_type: f32, f16 or q8_0 (head_dim a multiple of 32), each on its own; other block types
+// are dequantized. A converted row holds exactly the values of the stored one, so the result is
+// that of an f32 cache holding the dequantized rows, bit for bit.
 void attention(const AttentionArgs& a, ThreadPool& pool);
 
 // True if any of x[0..n) is NaN or ±Inf.

@@ -399,20 +399,22 @@ struct Item {
 template <bool kAvx2>
 void attend_item(const AttentionArgs& a, const Item& it, int group, int block, Scratch& sc) {
     const int hd = a.head_dim, n = a.n_kv[it.t];
-    if (a.kv_type == GgmlType::kF32) block = std::max(n, 1);  // rows are read in place: one block
+    const bool in_place = a.k_type == GgmlType::kF32 && a.v_type == GgmlType::kF32;
+    if (in_place) block = std::max(n, 1);  // rows are read in place: one block
     const int h_first = it.g * group + it.h0;
     float* out = a.out + it.t * a.ldo + static_cast<int64_t>(h_first) * hd;  // [nh][hd]
     std::fill(out, out + static_cast<int64_t>(it.nh) * hd, 0.f);
     if (n <= 0) return;
     const float* q[kMaxHeads];
     for (int h = 0; h < it.nh; ++h) q[h] = a.q + it.t * a.ldq + static_cast<int64_t>(h_first + h) * hd;
-    const size_t row_bytes = ggml_row_bytes(a.kv_type, static_cast<int64_t>(a.n_head_kv) * hd);
-    const size_t head_offset = ggml_row_bytes(a.kv_type, static_cast<int64_t>(it.g) * hd);
-    const RowSource K{static_cast<const uint8_t*>(a.k_rows[it.t]), row_bytes, head_offset, a.kv_type, hd};
-    const RowSource V{static_cast<const uint8_t*>(a.v_rows[it.t]), row_bytes, head_offset, a.kv_type, hd};
+    const int64_t row_values = static_cast<int64_t>(a.n_head_kv) * hd, head_values = static_cast<int64_t>(it.g) * hd;
+    const RowSource K{static_cast<const uint8_t*>(a.k_rows[it.t]), ggml_row_bytes(a.k_type, row_values),
+                      ggml_row_bytes(a.k_type, head_values), a.k_type, hd};
+    const RowSource V{static_cast<const uint8_t*>(a.v_rows[it.t]), ggml_row_bytes(a.v_type, row_values),
+                      ggml_row_bytes(a.v_type, head_values), a.v_type, hd};
     const int64_t lds = (n + 15) & ~int64_t{15};
     if (sc.s.size() < static_cast<size_t>(it.nh * lds)) sc.s.resize(it.nh * lds);
-    if (a.kv_type != GgmlType::kF32 && sc.buf.size() < static_cast<size_t>(block) * hd)
+    if (!in_place && sc.buf.size() < static_cast<size_t>(block) * hd)
         sc.buf.resize(static_cast<size_t>(block) * hd);
     float* s = sc.s.data();
     // Scores, a block of K rows at a time.
@@ -487,8 +489,9 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
     if (a.n_tokens <= 0) return;
     PIPELM_CHECK(a.n_head_kv > 0 && a.n_head % a.n_head_kv == 0, "attention: n_head ", a.n_head,
                  " is not a multiple of n_head_kv ", a.n_head_kv);
-    PIPELM_CHECK(a.head_dim > 0 && a.head_dim % ggml_type_info(a.kv_type).block == 0, "attention: head_dim ",
-                 a.head_dim, " is not a multiple of the ", ggml_type_name(a.kv_type), " block size");
+    for (GgmlType t : {a.k_type, a.v_type})
+        PIPELM_CHECK(a.head_dim > 0 && a.head_dim % ggml_type_info(t).block == 0, "attention: head_dim ", a.head_dim,
+                     " is not a multiple of the ", ggml_type_name(t), " block size");
     const int group = a.n_head / a.n_head_kv;
     const int n_threads = pool.size();
     // Work items (t, g, head chunk), t-major. A batch with fewer (t, g) pairs than threads

@@ -49,8 +49,6 @@ public:
             if (s.head_dim % ggml_type_info(t).block != 0)
                 PIPELM_THROW(ErrorCode::kInvalidArgument, "KV cache type ", ggml_type_name(t), " needs head_dim (",
                              s.head_dim, ") to be a multiple of ", ggml_type_info(t).block, ": use f16 or f32");
-        if (s.cache_type_k != s.cache_type_v)
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--cache-type-k and --cache-type-v must currently be equal");
         shape_ = s;
         kv_ = KvCache(s.n_layers, s.n_seq, s.n_ctx, s.kv_dim(), s.cache_type_k, s.cache_type_v);
         rope_cs_.resize(static_cast<size_t>(s.n_ctx) * s.n_rot);
@@ -126,7 +124,8 @@ public:
         a.k_rows = k_rows_.data();
         a.v_rows = v_rows_.data();
         a.n_kv = n_kv_.data();
-        a.kv_type = kv_.k_type();
+        a.k_type = kv_.k_type();
+        a.v_type = kv_.v_type();
         kernels::attention(a, pool_);
     }
     void swiglu(const float* gu, float* out, int64_t n_tokens, int64_t n_ff) override {

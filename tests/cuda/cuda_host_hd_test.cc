@@ -316,7 +316,7 @@ TEST(CudaHostHd, SoftmaxPiecesMatchCpuAttention) {
         a.k_rows = &kr;
         a.v_rows = &vr;
         a.n_kv = &nkv;
-        a.kv_type = GgmlType::kF32;
+        a.k_type = a.v_type = GgmlType::kF32;
         kernels::attention(a, pool);
         // The device, step by step.
         std::vector<float> s(n), p(n);

@@ -362,7 +362,7 @@ struct AttnSetup {
         a.k_rows = kr.data();
         a.v_rows = vr.data();
         a.n_kv = nkv.data();
-        a.kv_type = kv_type;
+        a.k_type = a.v_type = kv_type;
         kernels::attention(a, pool);
         return out;
     }

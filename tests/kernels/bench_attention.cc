@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
         a.k_rows = krows.data();
         a.v_rows = vrows.data();
         a.n_kv = n_kv.data();
-        a.kv_type = type;
+        a.k_type = a.v_type = type;
         const double s = best_of([&] { kernels::attention(a, pool); }, reps);
         std::printf("  kv %-5s %9.3f ms  %7.2f GFLOP/s\n", ts.c_str(), s * 1e3, flops / s * 1e-9);
     }

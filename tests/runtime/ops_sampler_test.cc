@@ -234,7 +234,7 @@ std::vector<float> run_attention(const AttnCase& c, const std::vector<float>& q,
     a.k_rows = krows.data();
     a.v_rows = vrows.data();
     a.n_kv = n_kv.data();
-    a.kv_type = c.type;
+    a.k_type = a.v_type = c.type;
     kernels::attention(a, pool);
     return out;
 }
@@ -309,6 +309,65 @@ TEST(Ops, AttentionMatchesFp64WithGqaCacheTypesAndLargeScores) {
             }
         EXPECT_LE(worst, 1.0);
     }
+}
+
+// K and V caches of different types (-ctk q8_0 -ctv f16, ...): each is read as its own type, so
+// the result is bit for bit that of f32 caches holding the dequantized rows (a converted row has
+// exactly the stored values), on every ISA.
+TEST(Ops, AttentionTakesKAndVCachesOfDifferentTypes) {
+    ThreadPool pool(2);
+    const int n_head = 4, n_head_kv = 2, hd = 64, n_ctx = 80;
+    const int64_t kvw = int64_t(n_head_kv) * hd, qw = int64_t(n_head) * hd;
+    const std::vector<int32_t> n_kv = {1, 5, 33, 80, 17};
+    const int64_t n_tok = int64_t(n_kv.size());
+    const auto q = random_vec(n_tok * qw, 7, 2.f);
+    const auto kf = random_vec(n_ctx * kvw, 8, 2.f), vf = random_vec(n_ctx * kvw, 9);
+    // Rows of `t` from f; `deq` gets their exact f32 values.
+    auto store = [&](GgmlType t, const std::vector<float>& f, std::vector<float>& deq) {
+        const size_t rb = ggml_row_bytes(t, kvw);
+        std::vector<uint8_t> rows(n_ctx * rb);
+        deq.resize(f.size());
+        for (int64_t j = 0; j < n_ctx; ++j) {
+            kernels::store_row(t, f.data() + j * kvw, rows.data() + j * rb, kvw);
+            kernels::dequantize_row(t, rows.data() + j * rb, deq.data() + j * kvw, kvw);
+        }
+        return rows;
+    };
+    auto attend = [&](GgmlType kt, const void* k, GgmlType vt, const void* v) {
+        std::vector<const void*> krows(n_tok, k), vrows(n_tok, v);
+        std::vector<float> out(n_tok * qw, -1.f);
+        kernels::AttentionArgs a;
+        a.q = q.data();
+        a.ldq = qw;
+        a.out = out.data();
+        a.ldo = qw;
+        a.n_tokens = n_tok;
+        a.n_head = n_head;
+        a.n_head_kv = n_head_kv;
+        a.head_dim = hd;
+        a.scale = 1.f / std::sqrt(float(hd));
+        a.k_rows = krows.data();
+        a.v_rows = vrows.data();
+        a.n_kv = n_kv.data();
+        a.k_type = kt;
+        a.v_type = vt;
+        kernels::attention(a, pool);
+        return out;
+    };
+    const GgmlType types[] = {GgmlType::kF32, GgmlType::kF16, GgmlType::kQ8_0};
+    for (GgmlType kt : types)
+        for (GgmlType vt : types) {
+            if (kt == vt) continue;
+            SCOPED_TRACE(testing::Message() << "k " << ggml_type_name(kt) << " v " << ggml_type_name(vt));
+            std::vector<float> kd, vd;
+            const auto k = store(kt, kf, kd);
+            const auto v = store(vt, vf, vd);
+            for_each_isa([&](const char* isa) {
+                const auto mixed = attend(kt, k.data(), vt, v.data());
+                const auto ref = attend(GgmlType::kF32, kd.data(), GgmlType::kF32, vd.data());
+                EXPECT_EQ(0, std::memcmp(mixed.data(), ref.data(), mixed.size() * 4)) << isa;
+            });
+        }
 }
 
 // Bit-identical outputs whatever the threads (1, 2, 3), the batch (each token alone vs all
