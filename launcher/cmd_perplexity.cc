@@ -1,6 +1,7 @@
 // pipelm perplexity: PPL over non-overlapping windows (glm4-demo README method, as
 // llama-perplexity), and KL divergence / top-1 agreement against a saved base run.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -93,6 +94,16 @@ int cmd_perplexity(int argc, char** argv) {
     std::vector<float> base_row(V);
     std::vector<float> lp_f(V);
     pipeline::Engine& eng = session->engine();
+    const auto t_start = std::chrono::steady_clock::now();
+    // llama-perplexity's timing: seconds per pass (window) so far and the time left at that rate.
+    auto timing = [&](int64_t done) {
+        const double per_pass =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() / std::max<int64_t>(1, done);
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%.2f seconds per pass - ETA %.2f minutes", per_pass,
+                      per_pass * static_cast<double>(n_windows - done) / 60.0);
+        return std::string(buf);
+    };
     for (int64_t w = 0; w < n_windows; ++w) {
         if (interrupted()) {
             PIPELM_WARN("interrupted after ", w, " windows");
@@ -123,10 +134,14 @@ int cmd_perplexity(int argc, char** argv) {
                 top1_same += am == am_b;
             }
         }
+        if (w == 0) PIPELM_INFO("perplexity: ", timing(1));
         if ((w + 1) % 20 == 0 || w + 1 == n_windows) {
             double m = 0;
             for (double x : nll) m += x;
-            std::fprintf(stderr, "[%lld/%lld] ppl %.4f\n", (long long)(w + 1), (long long)n_windows, std::exp(m / nll.size()));
+            char buf[64];
+            std::snprintf(buf, sizeof buf, "[%lld/%lld] ppl %.4f, ", (long long)(w + 1), (long long)n_windows,
+                          std::exp(m / nll.size()));
+            PIPELM_INFO(buf, timing(w + 1));
         }
     }
     if (nll.size() < 2) {
@@ -143,6 +158,7 @@ int cmd_perplexity(int argc, char** argv) {
     const double se = ppl * std::sqrt(var / (N - 1));
     std::printf("perplexity: %.4f +/- %.4f  (mean NLL %.6f nats over %.0f tokens, %lld windows of %d)\n", ppl, se, mean, N,
                 (long long)n_windows, win);
+    std::printf("Final estimate: PPL = %.4f +/- %.5f\n", ppl, se);  // llama-perplexity's last line
     if (!kld.empty()) {
         double km = 0, kv = 0;
         for (double x : kld) km += x;
