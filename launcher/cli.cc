@@ -266,6 +266,13 @@ bool Args::parse(int argc, char** argv, int first, const std::string& summary) {
         }
     }
     reconcile_threads_batch();
+    // -v / -q act here, so that every command declaring them honours them from its first line on
+    // (the CUDA module takes the level when a cuda stage is made).
+    if (has("--verbose") && has("--quiet"))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "flags -v (--verbose) and -q (--quiet) of `pipelm ", command_,
+                     "` contradict each other: give one");
+    if (has("--verbose")) set_log_level(LogLevel::kDebug);
+    if (has("--quiet")) set_log_level(LogLevel::kError);
     return true;
 }
 
@@ -369,7 +376,8 @@ std::vector<FlagSpec> pipeline_flags() {
          "auto"},
         {"--attn-precision", "", true, "f32|f16", "accumulation precision of attention on CUDA (f16 only to demonstrate the failure)", "arch default"},
         {"--no-check-finite", "", false, "", "skip the NaN/Inf check after every layer", ""},
-        {"--verbose", "-v", false, "", "more log output", ""},
+        {"--verbose", "-v", false, "", "log debug lines too (plan, per-stage weights and KV, mapped tensors)", ""},
+        {"--quiet", "-q", false, "", "log errors only (no plan, progress or speed lines)", ""},
     };
 }
 

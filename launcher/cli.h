@@ -27,7 +27,8 @@ public:
     // number, not finite or outside the flag's range (numeric_ranges() in cli.cc: one table for
     // every command). llama.cpp's spellings are accepted where the meaning matches (--ctx-size,
     // --ubatch-size, --threads-batch, -fa) and point to pipelm's flags where it does not (-ngl,
-    // -sm, -ts). Returns false if --help was given (help text already printed to stdout).
+    // -sm, -ts). -v/--verbose sets the log level to debug, -q/--quiet to errors only. Returns
+    // false if --help was given (help text already printed to stdout).
     bool parse(int argc, char** argv, int first, const std::string& summary);
 
     bool has(const std::string& name) const;

@@ -144,7 +144,7 @@ int cmd_chat(int argc, char** argv) {
     SessionOptions o = SessionOptions::from_args(a);
     if (o.model_path.empty()) {
         o.model_path = default_model_path();
-        if (!a.has("--stages") && o.workers.empty()) o.n_stages = 2;
+        if (o.n_stages_from.empty() && o.workers.empty()) o.n_stages = 2;
     }
     ChatSettings cs;
     cs.system = a.str("--system");

@@ -13,6 +13,7 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "launcher/session_net.h"
 #include "launcher/simulate.h"
 #include "runtime/base/log.h"
 #include "runtime/hf/hf_folder.h"
@@ -179,18 +180,6 @@ int cmd_mkmodel(int argc, char** argv) {
 
 namespace {
 
-// Under mpirun (launched_by_mpirun's variables): the world size and this rank; {0, 0} otherwise.
-std::pair<int, int> mpi_world_from_env() {
-    auto num = [](std::initializer_list<const char*> vars) {
-        for (const char* v : vars)
-            if (const char* e = std::getenv(v)) return std::atoi(e);
-        return -1;
-    };
-    const int size = num({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"});
-    if (size <= 0) return {0, 0};
-    return {size, std::max(0, num({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"}))};
-}
-
 // The shape a --preset (mkmodel's table) names, with --dtype as a weight type (bf16, q8_0, ...)
 // or a llama-quantize file type (q4_k_m, ...): the config and the bytes each tensor would take.
 std::pair<model::Glm4Config, pipeline::ModelCosts> preset_costs(const std::string& preset, const std::string& dtype) {
@@ -300,6 +289,15 @@ int cmd_plan(int argc, char** argv) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: pass either -m FILE.gguf or --preset NAME (", model::mkmodel_presets(), ")");
     if (a.has("--dtype") && !a.has("--preset"))
         PIPELM_THROW(ErrorCode::kInvalidArgument, "plan: --dtype goes with --preset (a file's types are its own)");
+    // Under mpirun one stage per rank; rank 0 alone reads the model and prints the plan (or the error).
+    const auto [world, rank] = net::mpi_world_from_env();
+    if (world > 1) {
+        if (!o.n_stages_from.empty() && o.n_stages != world)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, o.n_stages_from, " gives ", o.n_stages, " stages: mpirun started ",
+                         world, " ranks and each rank is one stage (drop ", o.n_stages_from, " or match -np)");
+        if (rank != 0) return 0;
+        net::report_for_the_job();
+    }
     model::Glm4Config cfg;
     pipeline::ModelCosts costs;
     std::string what;
@@ -315,14 +313,7 @@ int cmd_plan(int argc, char** argv) {
     const int n_ctx = resolve_ctx(o, cfg);
     int S = o.n_stages;
     if (!o.workers.empty()) S = 1 + static_cast<int>(std::count(o.workers.begin(), o.workers.end(), ',')) + 1;
-    const auto [world, rank] = mpi_world_from_env();
-    if (world > 1) {
-        if (a.has("--stages") && o.n_stages != world)
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", o.n_stages, ": mpirun started ", world,
-                         " ranks and each rank is one stage (drop --stages or match -np)");
-        S = world;
-        if (rank != 0) return 0;  // rank 0 prints the plan
-    }
+    if (world > 1) S = world;
     const pipeline::PlanRequest r = plan_request(o, cfg, S, n_ctx);
     auto plan = pipeline::make_plan(costs, r);
     std::printf("%s\n%s, context %d x %d sequence(s), KV %s/%s\n%s", what.c_str(), cfg.summary().c_str(), n_ctx,

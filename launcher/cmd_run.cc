@@ -99,7 +99,7 @@ int cmd_run(int argc, char** argv) {
     std::string prompt = a.str("--prompt");
     if (demo) {
         o.model_path = default_model_path();
-        if (!a.has("--stages") && o.workers.empty()) o.n_stages = 2;
+        if (o.n_stages_from.empty() && o.workers.empty()) o.n_stages = 2;
         if (prompt.empty() && !a.has("--file")) prompt = "[gMASK]<sop>The whale";
     }
     if (a.has("--file")) prompt = read_file(a.str("--file"), "--file");

@@ -8,6 +8,7 @@
 #include "kernels/matmul.h"
 #include "launcher/cli.h"
 #include "launcher/commands.h"
+#include "launcher/session_net.h"
 #include "launcher/signals.h"
 #include "runtime/base/error.h"
 #include "runtime/base/log.h"
@@ -32,7 +33,9 @@ const char* kUsage =
     "  serve       OpenAI-compatible HTTP server with continuous batching over the pipeline\n"
     "  chat        interactive chat in the terminal (multi-turn, streaming)\n\n"
     "modes: in-process (--stages N), MPI (mpirun -np N pipelm run ...), TCP (--workers h:p,...)\n"
-    "pipelm --version: the CPU kernels this machine runs, CUDA and MPI support\n";
+    "pipelm --version: the CPU kernels this machine runs, CUDA and MPI support\n"
+    "exit codes: 0 ok, 2 bad flag, 3 malformed file, 4 unsupported, 5 I/O, 6 memory, 7 peer lost /\n"
+    "  timeout / protocol, 8 non-finite activations, 9 device not available, 130 interrupted, 1 other\n";
 
 int exit_code(pipelm::ErrorCode c) {
     switch (c) {
@@ -45,6 +48,7 @@ int exit_code(pipelm::ErrorCode c) {
         case pipelm::ErrorCode::kTimeout:
         case pipelm::ErrorCode::kProtocol: return 7;
         case pipelm::ErrorCode::kNumerics: return 8;
+        case pipelm::ErrorCode::kNoDevice: return 9;
         case pipelm::ErrorCode::kCancelled: return 130;
         default: return 1;
     }
@@ -90,7 +94,7 @@ int main(int argc, char** argv) {
                      near.empty() ? "" : (" (did you mean " + near + "?)").c_str(), kUsage);
         return 2;
     } catch (const pipelm::Error& e) {
-        pipelm::log_line(pipelm::LogLevel::kError, e.what());
+        pipelm::launcher::net::report_error(e.what(), e.code());  // once, not per rank, under mpirun
         return exit_code(e.code());
     } catch (const std::bad_alloc&) {
         pipelm::log_line(pipelm::LogLevel::kError, "out of memory: use more stages, a smaller --ctx or a smaller model");

@@ -24,6 +24,28 @@ const char* mode_name(Mode m) {
     return "?";
 }
 
+void log_model(const gguf::GgufFile& f, const model::Glm4Config& cfg) {
+    PIPELM_DEBUG("model: ", f.path(), ": ", cfg.summary(), ", ", f.tensors().size(), " tensors mapped");
+}
+
+namespace {
+std::string mib(uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(bytes) / (1 << 20));
+    return buf;
+}
+}  // namespace
+
+void log_stage(const model::Stage& st) {
+    const model::StageSpec& sp = st.spec();
+    const std::string layers = sp.first_layer == sp.last_layer
+                                   ? std::string("no layers")
+                                   : "layers " + std::to_string(sp.first_layer) + ".." + std::to_string(sp.last_layer - 1);
+    PIPELM_DEBUG("stage ", sp.index, ": ", layers, sp.has_embedding ? " + embedding" : "",
+                 sp.has_head ? " + head" : "", " on ", st.device(), ": weights ", mib(st.weight_bytes()), " MiB, KV cache ",
+                 mib(st.kv_bytes()), " MiB");
+}
+
 int default_threads(int local_stages) {
     const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
     return std::max(1, static_cast<int>(cores) / std::max(1, local_stages));
@@ -71,6 +93,7 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
                          "activations, exact) or q8 (int8 activations per 32-value block)");
         o.act_quant = q;
     }
+    if (a.has("--stages")) o.n_stages_from = "--stages";
     if (!o.devices.empty()) {
         std::stringstream ss(o.devices);
         std::string d;
@@ -84,6 +107,17 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
         if (!a.has("--stages")) o.n_stages = n;
         else if (o.n_stages != n)
             PIPELM_THROW(ErrorCode::kInvalidArgument, "--devices names ", n, " devices but --stages is ", o.n_stages);
+        if (o.n_stages_from.empty()) o.n_stages_from = "--devices";
+    }
+    if (o.split != "auto" && o.split != "mem") {
+        // Layers per stage: the list's length is the stage count, as --devices' is.
+        const int n = static_cast<int>(pipeline::parse_split(o.split).size());
+        if (!o.n_stages_from.empty() && o.n_stages != n)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", o.split, " names ", n, " stages but ", o.n_stages_from,
+                         " ", o.n_stages_from == "--stages" ? a.str("--stages") : o.devices, " gives ", o.n_stages,
+                         ": give one count per stage, or drop ", o.n_stages_from);
+        o.n_stages = n;
+        if (o.n_stages_from.empty()) o.n_stages_from = "--split";
     }
     return o;
 }
@@ -149,6 +183,7 @@ std::unique_ptr<Session> Session::open(const SessionOptions& opt) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
     s->file_ = hf::open_model(opt.model_path);
     s->cfg_ = model::Glm4Config::from_gguf(*s->file_);
+    log_model(*s->file_, s->cfg_);
     s->tokenizer_ = std::make_unique<tok::Tokenizer>(vocab_from_gguf(*s->file_));
     s->n_ctx_ = resolve_ctx(opt, s->cfg_);
     if (s->mode_ == Mode::kTcp) s->start_tcp(opt);
@@ -161,6 +196,8 @@ void Session::start_in_process(const SessionOptions& opt) {
     plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_), plan_request(opt, cfg_, S, n_ctx_));
     if (!opt.quiet_plan && S > 1)
         PIPELM_INFO("plan: ", S, " stages, in-process links\n", pipeline::format_plan(plan_));
+    else
+        PIPELM_DEBUG("plan: ", S, " stage(s), in-process\n", pipeline::format_plan(plan_));
     const int threads = opt.threads > 0 ? opt.threads : default_threads(S);
     std::vector<transport::StageLinks> links =
         S > 1 ? transport::make_inproc_pipeline(S) : std::vector<transport::StageLinks>(1);
@@ -189,6 +226,7 @@ void Session::start_in_process(const SessionOptions& opt) {
         stages_.push_back(model::make_stage(file_, cfg_, spec, so, *pools_.back()));
     }
     if (bar_shown) std::fputs("\n", stderr);
+    for (const auto& st : stages_) log_stage(*st);
     thread_errors_.resize(S);
     for (int s = 1; s < S; ++s) {
         pipeline::RunnerOptions ro;

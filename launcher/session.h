@@ -28,6 +28,9 @@ struct SessionOptions {
     int n_ctx = 0;    // 0 = min(model's, 4096)
     int ubatch = 64;
     int n_stages = 1;
+    // The flag that fixed n_stages: "--stages", "--devices" (one device per stage) or "--split"
+    // (an explicit list: one count per stage); "" when none did (a command may pick its default).
+    std::string n_stages_from;
     std::string split = "auto";
     std::string mem;
     std::string devices;
@@ -120,6 +123,9 @@ model::StageOptions stage_options(int n_ctx, int n_seq, GgmlType k, GgmlType v, 
 
 // tokenizer.ggml.* keys -> VocabData.
 using tok::vocab_from_gguf;  // runtime/tokenizer/gguf_vocab.h
+// Debug lines (-v): the model opened (tensors mapped), a stage's layers, device, weights and KV.
+void log_model(const gguf::GgufFile& f, const model::Glm4Config& cfg);
+void log_stage(const model::Stage& st);
 // Threads per stage when --threads is not given.
 int default_threads(int local_stages);
 

@@ -1,5 +1,6 @@
 // MPI and TCP wiring of a session, and the TCP worker loop.
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <chrono>
 #include <cstdlib>
@@ -7,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "launcher/session.h"
 #include "launcher/session_net.h"
@@ -20,7 +22,41 @@
 namespace pipelm::launcher {
 
 namespace net {
+namespace {
+std::atomic<bool> g_ranks_met{false};       // start_mpi has begun: errors are no longer the command line's
+std::atomic<bool> g_error_reported{false};  // agree_after_setup printed this process's error
+std::atomic<bool> g_for_the_job{false};     // report_for_the_job()
+}  // namespace
+
+void report_for_the_job() { g_for_the_job = true; }
+
 bool launched_by_mpirun() { return transport::MpiEnv::launched_by_mpirun(); }
+
+std::pair<int, int> mpi_world_from_env() {
+    auto num = [](std::initializer_list<const char*> vars) {
+        for (const char* v : vars)
+            if (const char* e = std::getenv(v)) return std::atoi(e);
+        return -1;
+    };
+    const int size = num({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"});
+    if (size <= 0) return {0, 0};
+    return {size, std::max(0, num({"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"}))};
+}
+
+void report_error(const std::string& message, ErrorCode code) {
+    if (g_error_reported) return;
+    const auto [world, rank] = mpi_world_from_env();
+    if (world > 1 && !g_ranks_met && !g_for_the_job) {
+        if (code == ErrorCode::kInvalidArgument && rank != 0) {
+            // Rank 0 says it for all. mpirun ends the job as soon as one rank exits non-zero: give
+            // rank 0 (perhaps started later) time to print first.
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            return;
+        }
+        if (code != ErrorCode::kInvalidArgument) set_log_prefix("[rank " + std::to_string(rank) + "] ");
+    }
+    log_line(LogLevel::kError, message);
+}
 }  // namespace net
 
 namespace {
@@ -66,6 +102,33 @@ int local_ranks() {
     return 1;
 }
 
+// Every rank has made its stage or failed (`mine`): the ranks compare notes before any link
+// exists, so that none waits on a peer that is gone. An error every rank hit alike (a missing -m
+// file, a --split that does not fit the ranks) is printed once, by rank 0, without a rank prefix;
+// otherwise each failed rank prints its own, prefixed, and the others nothing. Printed here,
+// before MPI_Finalize, so that mpirun cannot end rank 0 before its line is out; every rank then
+// throws (main prints nothing more) and exits with the first failed rank's code.
+void agree_after_setup(const transport::MpiEnv& env, const std::optional<Error>& mine) {
+    const std::string note = mine ? std::to_string(static_cast<int>(mine->code())) + ":" + mine->what() : "";
+    const std::vector<std::string> notes = env.allgather(note);
+    const auto failed = std::find_if(notes.begin(), notes.end(), [](const std::string& n) { return !n.empty(); });
+    if (failed == notes.end()) return;
+    const size_t colon = failed->find(':');
+    const auto code = static_cast<ErrorCode>(std::atoi(failed->substr(0, colon).c_str()));
+    const std::string message = failed->substr(colon + 1);
+    if (std::all_of(notes.begin(), notes.end(), [&](const std::string& n) { return n == notes[0]; })) {
+        if (env.rank() == 0) {
+            set_log_prefix("");
+            log_line(LogLevel::kError, message);
+        }
+    } else if (mine) {
+        log_line(LogLevel::kError, mine->what());
+    }
+    net::g_error_reported = true;
+    throw Error(code, mine ? std::string(mine->what()) : "rank " + std::to_string(failed - notes.begin()) +
+                                                              " failed while setting up: " + message);
+}
+
 }  // namespace
 
 void Session::start_mpi(const SessionOptions& opt) {
@@ -74,24 +137,39 @@ void Session::start_mpi(const SessionOptions& opt) {
     rank_ = env->rank();
     const int S = env->size();
     set_log_prefix("[rank " + std::to_string(rank_) + "] ");
-    if (opt.n_stages > 1 && opt.n_stages != S)
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", opt.n_stages, " but mpirun started ", S,
-                     " ranks: under mpirun every rank is one stage (drop --stages or use -np ", opt.n_stages, ")");
-    if (opt.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
-    file_ = hf::open_model(opt.model_path);
-    cfg_ = model::Glm4Config::from_gguf(*file_);
-    n_ctx_ = resolve_ctx(opt, cfg_);
-    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
-    if (rank_ == 0 && !opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, one per MPI rank\n", pipeline::format_plan(plan_));
-    const int threads = opt.threads > 0 ? opt.threads : default_threads(local_ranks());
-    pools_.push_back(std::make_unique<ThreadPool>(threads));
-    const auto& p = plan_[rank_];
-    model::StageSpec spec{rank_, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
-    stages_.push_back(model::make_stage(
-        file_, cfg_, spec,
-        stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision,
-                      model::find_arch(cfg_.arch, file_->path()).precision, opt.act_quant),
-        *pools_[0]));
+    net::g_ranks_met = true;
+    // This rank's stage; what fails is compared with the other ranks' below.
+    std::optional<Error> failed;
+    try {
+        if (opt.n_stages > 1 && opt.n_stages != S) {
+            const std::string flag = opt.n_stages_from.empty() ? std::string("--stages") : opt.n_stages_from;
+            PIPELM_THROW(ErrorCode::kInvalidArgument, flag, " gives ", opt.n_stages, " stages but mpirun started ", S,
+                         " ranks: under mpirun every rank is one stage (match -np ", opt.n_stages,
+                         flag == "--split" ? " or give one count per rank)" : " or drop " + flag + ")");
+        }
+        if (opt.model_path.empty()) PIPELM_THROW(ErrorCode::kInvalidArgument, "no model given: pass -m FILE.gguf");
+        file_ = hf::open_model(opt.model_path);
+        cfg_ = model::Glm4Config::from_gguf(*file_);
+        log_model(*file_, cfg_);
+        n_ctx_ = resolve_ctx(opt, cfg_);
+        plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
+        if (rank_ == 0 && !opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, one per MPI rank\n", pipeline::format_plan(plan_));
+        const int threads = opt.threads > 0 ? opt.threads : default_threads(local_ranks());
+        pools_.push_back(std::make_unique<ThreadPool>(threads));
+        const auto& p = plan_[rank_];
+        model::StageSpec spec{rank_, p.first_layer, p.last_layer, p.has_embedding, p.has_head};
+        stages_.push_back(model::make_stage(
+            file_, cfg_, spec,
+            stage_options(n_ctx_, opt.n_seq, opt.cache_k, opt.cache_v, opt.check_finite, p.device, opt.attn_precision,
+                          model::find_arch(cfg_.arch, file_->path()).precision, opt.act_quant),
+            *pools_[0]));
+        log_stage(*stages_[0]);
+    } catch (const Error& e) {
+        failed = e;
+    } catch (const std::bad_alloc&) {
+        failed = Error(ErrorCode::kOutOfMemory, "out of memory: use more stages, a smaller --ctx or a smaller model");
+    }
+    agree_after_setup(*env, failed);
     transport::StageLinks links = transport::make_mpi_links(*env);
     const std::string id = pipeline::model_identity(*file_);
     if (rank_ != 0) {

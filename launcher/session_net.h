@@ -1,12 +1,30 @@
 // MPI and TCP parts of the session wiring (kept apart so that session.cc stays transport-free).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "runtime/base/error.h"
 
 namespace pipelm::launcher::net {
 
 // True when this process was started by mpirun/mpiexec with more than one rank.
 bool launched_by_mpirun();
+// Under mpirun (launched_by_mpirun's variables): the world size and this rank; {0, 0} otherwise.
+std::pair<int, int> mpi_world_from_env();
+
+// Prints the error that ends this process (launcher/main.cc). Under mpirun every rank runs the
+// same command line, so most errors happen on every rank alike; such an error is printed once,
+// by rank 0, and one rank's own error by that rank with its "[rank N] " prefix:
+// - before the ranks meet (flags, option checks): an invalid argument comes from the command
+//   line and is printed by rank 0 only; anything else by each rank, prefixed;
+// - while they set up their stages (opening the model, the plan, loading): the ranks compare
+//   their errors (Session::start_mpi) and print them there, so this prints nothing more;
+// - afterwards: each rank its own, prefixed.
+void report_error(const std::string& message, ErrorCode code);
+// This rank alone does the command's work (plan under mpirun: rank 0, the others exit at once):
+// its errors are the job's, printed without a rank prefix.
+void report_for_the_job();
 
 struct WorkerOptions {
     std::string listen;               // HOST:PORT

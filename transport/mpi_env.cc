@@ -1,5 +1,8 @@
 // MpiEnv: RAII for MPI_Init_thread / MPI_Finalize and pipelm's communicator.
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "runtime/base/error.h"
 #include "transport/mpi_link.h"
@@ -68,6 +71,41 @@ MpiEnv::~MpiEnv() {
     if (finalize_) MPI_Finalize();
 }
 
+namespace {
+// Waits for `req` without blocking inside MPI (see mpi_link.h): test, then sleep 50 us doubling
+// to 2 ms.
+void wait_polling(MPI_Request& req, const char* what) {
+    auto pause = std::chrono::microseconds(50);
+    for (;;) {
+        int done = 0;
+        const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) PIPELM_THROW(ErrorCode::kMpi, what, " failed: ", mpi_error_string(rc));
+        if (done) return;
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::microseconds(2000));
+    }
+}
+}  // namespace
+
+std::vector<std::string> MpiEnv::allgather(const std::string& mine) const {
+    std::vector<int> lens(static_cast<size_t>(size_));
+    const int len = static_cast<int>(mine.size());
+    MPI_Request req;
+    int rc = MPI_Iallgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm_, &req);
+    if (rc != MPI_SUCCESS) PIPELM_THROW(ErrorCode::kMpi, "MPI_Iallgather failed: ", mpi_error_string(rc));
+    wait_polling(req, "MPI_Iallgather");
+    std::vector<int> displs(static_cast<size_t>(size_));
+    int total = 0;
+    for (int r = 0; r < size_; ++r) displs[r] = total, total += lens[r];
+    std::string all(static_cast<size_t>(total), '\0');
+    rc = MPI_Iallgatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, comm_, &req);
+    if (rc != MPI_SUCCESS) PIPELM_THROW(ErrorCode::kMpi, "MPI_Iallgatherv failed: ", mpi_error_string(rc));
+    wait_polling(req, "MPI_Iallgatherv");
+    std::vector<std::string> out;
+    for (int r = 0; r < size_; ++r) out.push_back(all.substr(static_cast<size_t>(displs[r]), static_cast<size_t>(lens[r])));
+    return out;
+}
+
 void MpiEnv::abort_job(int code) const noexcept {
     MPI_Abort(MPI_COMM_WORLD, code);
     std::_Exit(code);
@@ -82,6 +120,8 @@ MpiEnv::MpiEnv(int*, char***) {
 }
 
 MpiEnv::~MpiEnv() = default;
+
+std::vector<std::string> MpiEnv::allgather(const std::string& mine) const { return {mine}; }
 
 void MpiEnv::abort_job(int code) const noexcept { std::_Exit(code); }
 

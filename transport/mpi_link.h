@@ -23,6 +23,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "transport/link.h"
 
@@ -57,6 +58,11 @@ public:
     // True when this process was started by mpirun/mpiexec/srun (OMPI_COMM_WORLD_SIZE,
     // PMI_SIZE, PMIX_RANK, ...): the launcher then creates an MpiEnv.
     static bool launched_by_mpirun();
+
+    // Every rank's `mine`, in rank order (collective: every rank must call it, once per use). It
+    // polls non-blocking collectives with short sleeps, as the links do, so that a rank waiting
+    // for a slower one (loading its weights) does not spin a core.
+    std::vector<std::string> allgather(const std::string& mine) const;
 
     // MPI_Abort on MPI_COMM_WORLD: ends every rank of the job with `code`. For launcher/main.cc.
     [[noreturn]] void abort_job(int code) const noexcept;

@@ -19,6 +19,7 @@ const char* error_code_name(ErrorCode code) noexcept {
         case ErrorCode::kCancelled: return "cancelled";
         case ErrorCode::kNumerics: return "non-finite values";
         case ErrorCode::kInternal: return "internal error";
+        case ErrorCode::kNoDevice: return "device not available";
     }
     return "error";
 }

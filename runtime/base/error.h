@@ -22,6 +22,9 @@ enum class ErrorCode {
     kCancelled,
     kNumerics,
     kInternal,
+    // A device named in --devices is not there: no GPU, no driver, no such ordinal, or a pipelm
+    // built without CUDA (last, so that the CUDA module's codes keep their values).
+    kNoDevice,
 };
 
 const char* error_code_name(ErrorCode code) noexcept;

@@ -64,13 +64,13 @@ public:
         const cudaError_t e = cudaGetDeviceCount(&count);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
-            PIPELM_THROW(ErrorCode::kCuda, "no CUDA device ", device(), ": ", cudaGetErrorString(e), " (",
+            PIPELM_THROW(ErrorCode::kNoDevice, "no CUDA device ", device(), ": ", cudaGetErrorString(e), " (",
                          cudaGetErrorName(e), "; stage ", stage_,
                          "): check the NVIDIA driver (CUDA 13 needs driver 580 or newer) and CUDA_VISIBLE_DEVICES, "
                          "or use --devices cpu");
         }
         if (device_ < 0 || device_ >= count)
-            PIPELM_THROW(ErrorCode::kCuda, "no CUDA device ", device(), ": this machine has ", count, " CUDA device(s)",
+            PIPELM_THROW(ErrorCode::kNoDevice, "no CUDA device ", device(), ": this machine has ", count, " CUDA device(s)",
                          count > 0 ? " (cuda:0 .. cuda:" + std::to_string(count - 1) + ")" : std::string(), " (stage ",
                          stage_, "); name an existing device in --devices, or cpu");
         use();
@@ -89,8 +89,11 @@ public:
     void reserve(const BackendPlan& p) override {
         use();
         const BackendShape& s = p.shape;
+        // The CUDA attention reads K and V of one type (the CPU backend takes them apart).
         if (s.cache_type_k != s.cache_type_v)
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--cache-type-k and --cache-type-v must currently be equal");
+            PIPELM_THROW(ErrorCode::kUnsupported, "stage ", s.stage, ": the CUDA backend keeps K and V in one type, not -ctk ",
+                         ggml_type_name(s.cache_type_k), " -ctv ", ggml_type_name(s.cache_type_v),
+                         ": give both f32 or both f16, or --devices cpu for this stage");
         if (s.cache_type_k != GgmlType::kF32 && s.cache_type_k != GgmlType::kF16)
             PIPELM_THROW(ErrorCode::kUnsupported, "stage ", s.stage, ": the CUDA backend keeps the KV cache as f32 or f16, not ",
                          ggml_type_name(s.cache_type_k), " (use --cache-type-k/--cache-type-v f32 or f16)");

@@ -38,6 +38,9 @@ struct Module {
     CudaBackendFactory factory = nullptr;
     std::string path;
     std::string error;  // why it could not be loaded
+    // kNoDevice when CUDA is not there (no module in this build, no CUDA runtime to load it
+    // with), kUnsupported when the module found is not this pipelm's.
+    ErrorCode code = ErrorCode::kNoDevice;
 };
 
 Module& module() {
@@ -68,6 +71,7 @@ void load_module(Module& m) {
         auto f = reinterpret_cast<CudaBackendFactory>(dlsym(h, kCudaFactorySymbol));
         if (!f) {
             m.error = c + " is not a pipelm CUDA module (no " + kCudaFactorySymbol + "); rebuild pipelm";
+            m.code = ErrorCode::kUnsupported;
             return;
         }
         m.factory = f;
@@ -92,7 +96,7 @@ int parse_cuda_ordinal(const std::string& device, int stage) {
 std::unique_ptr<Backend> make_cuda_backend(int device, int stage) {
     Module& m = module();
     std::call_once(m.once, [&] { load_module(m); });
-    if (!m.factory) PIPELM_THROW(ErrorCode::kUnsupported, "stage ", stage, ": device 'cuda:", device, "': ", m.error);
+    if (!m.factory) PIPELM_THROW(m.code, "stage ", stage, ": device 'cuda:", device, "': ", m.error);
     CudaBackendArgs args;
     args.device = device;
     args.stage = stage;

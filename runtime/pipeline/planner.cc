@@ -251,9 +251,12 @@ std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req
         }
     } else {
         counts = parse_split(req.split);
-        if (static_cast<int>(counts.size()) != S && req.n_stages > 1)
+        // Every mode gives its stage count (--stages/--devices/--split in-process, mpirun's ranks,
+        // --workers); a list of another length would leave stages without layers or a head.
+        if (static_cast<int>(counts.size()) != S)
             PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", req.split, " has ", counts.size(),
-                         " stages but --stages is ", S);
+                         " stages but the pipeline has ", S, " (--stages, --devices, the ranks of mpirun or 1 + the "
+                         "--workers): give one count per stage");
         int sum = 0;
         for (int c : counts) sum += c;
         if (sum != n_layer)

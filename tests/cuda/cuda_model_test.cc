@@ -434,7 +434,7 @@ TEST_F(CudaModel, MakeStageBuildsACudaStage) {
     EXPECT_EQ(st->kv_bytes(), 2ull * 61 * 256 * m.cfg.kv_dim() * 4);
 }
 
-// Runs with or without a GPU: a missing device is Error{kCuda} "no CUDA device cuda:N: ...".
+// Runs with or without a GPU: a missing device is Error{kNoDevice} "no CUDA device cuda:N: ..." (exit 9).
 TEST(CudaErrors, MissingDeviceIsReported) {
     const Model m = open_model("models/glm4-tiny/model.gguf");
     StageOptions o = cuda_options();
@@ -443,7 +443,7 @@ TEST(CudaErrors, MissingDeviceIsReported) {
         auto s = model::make_stage(m.file, m.cfg, StageSpec{0, 0, 61, true, true}, o, test_pool());
         FAIL() << "cuda:99 exists?";
     } catch (const Error& e) {
-        EXPECT_EQ(e.code(), ErrorCode::kCuda) << e.what();
+        EXPECT_EQ(e.code(), ErrorCode::kNoDevice) << e.what();
         EXPECT_NE(std::string(e.what()).find("no CUDA device cuda:99: "), std::string::npos) << e.what();
     }
 }

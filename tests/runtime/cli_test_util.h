@@ -40,14 +40,13 @@ struct RunResult {
     std::string out, err;
 };
 
-// Runs PIPELM_BINARY with `args` in directory `cwd` (where a core file would land), stdout and
-// stderr to files there. Kills it after `timeout_s`. A non-zero `address_space` caps the child's
-// virtual memory (RLIMIT_AS, bytes): thread stacks then run out after a hundred or so threads.
-inline RunResult run_pipelm(const std::vector<std::string>& args, const std::string& cwd, double timeout_s = 120,
-                     size_t address_space = 0) {
+// Runs `argv` (argv[0] looked up on PATH: mpirun, ...) in directory `cwd` (where a core file would
+// land), stdout and stderr to files there. Kills it after `timeout_s`. A non-zero `address_space`
+// caps the child's virtual memory (RLIMIT_AS, bytes): thread stacks then run out after a hundred
+// or so threads. run_pipelm below runs PIPELM_BINARY with `args`.
+inline RunResult run_command(const std::vector<std::string>& argv_s, const std::string& cwd, double timeout_s = 120,
+                             size_t address_space = 0) {
     const std::string out_path = cwd + "/.stdout", err_path = cwd + "/.stderr";
-    std::vector<std::string> argv_s = {PIPELM_BINARY};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : argv_s) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -64,7 +63,7 @@ inline RunResult run_pipelm(const std::vector<std::string>& args, const std::str
         if (o < 0 || e < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
         ::close(o);
         ::close(e);
-        ::execv(argv[0], argv.data());
+        ::execvp(argv[0], argv.data());
         ::_exit(127);
     }
     RunResult r;
@@ -94,6 +93,13 @@ inline RunResult run_pipelm(const std::vector<std::string>& args, const std::str
     std::remove(out_path.c_str());
     std::remove(err_path.c_str());
     return r;
+}
+
+inline RunResult run_pipelm(const std::vector<std::string>& args, const std::string& cwd, double timeout_s = 120,
+                            size_t address_space = 0) {
+    std::vector<std::string> argv = {PIPELM_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv, cwd, timeout_s, address_space);
 }
 
 inline std::vector<std::string> core_files(const std::string& dir) {
@@ -137,6 +143,7 @@ constexpr int kExitFormat = 3;
 constexpr int kExitUnsupported = 4;
 constexpr int kExitIo = 5;
 constexpr int kExitMemory = 6;
+constexpr int kExitNoDevice = 9;
 
 // The sanitizers reserve terabytes of address space: an RLIMIT_AS cap cannot apply to them.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

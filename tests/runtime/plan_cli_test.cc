@@ -62,6 +62,9 @@ TEST_F(PlanCli, MpirunRanksSetTheStageCount) {
     const RunResult r0 = pipelm({"plan", "--preset", "glm4-9b"});
     ::setenv("OMPI_COMM_WORLD_RANK", "1", 1);
     const RunResult r1 = pipelm({"plan", "--preset", "glm4-9b"});
+    // An error of the command line is every rank's: rank 0 prints it, the others exit with its code.
+    const RunResult bad1 = pipelm({"plan", "--preset", "glm4-9b", "--stages", "3"});
+    ::setenv("OMPI_COMM_WORLD_RANK", "0", 1);
     const RunResult bad = pipelm({"plan", "--preset", "glm4-9b", "--stages", "3"});
     ::unsetenv("OMPI_COMM_WORLD_SIZE");
     ::unsetenv("OMPI_COMM_WORLD_RANK");
@@ -71,6 +74,8 @@ TEST_F(PlanCli, MpirunRanksSetTheStageCount) {
     EXPECT_EQ(r1.exit_code, 0) << r1.err;
     EXPECT_EQ(r1.out, "");
     EXPECT_TRUE(clean_error(bad, tmp_.dir(), kExitInvalidArgument, {"--stages", "mpirun"}));
+    EXPECT_EQ(bad1.exit_code, kExitInvalidArgument);
+    EXPECT_EQ(bad1.err, "");
 }
 
 }  // namespace
