@@ -307,6 +307,7 @@ int cmd_plan(int argc, char** argv) {
     } else {
         auto f = hf::open_model(o.model_path);
         cfg = model::Glm4Config::from_gguf(*f);
+        log_model(*f, cfg);
         costs = pipeline::ModelCosts::from_gguf(*f, cfg);
         what = f->path();
     }

@@ -11,6 +11,7 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
+#include "launcher/session_net.h"
 #include "launcher/signals.h"
 #include "runtime/base/log.h"
 #include "runtime/pipeline/trace.h"
@@ -102,7 +103,9 @@ int cmd_run(int argc, char** argv) {
         if (o.n_stages_from.empty() && o.workers.empty()) o.n_stages = 2;
         if (prompt.empty() && !a.has("--file")) prompt = "[gMASK]<sop>The whale";
     }
-    if (a.has("--file")) prompt = read_file(a.str("--file"), "--file");
+    // Read before the model is loaded (a wrong path fails at once); under mpirun by rank 0 alone,
+    // which alone uses the prompt, so that a missing file is reported once.
+    if (a.has("--file") && net::mpi_world_from_env().second == 0) prompt = read_file(a.str("--file"), "--file");
     pipeline::Trace trace;  // before the session: the engine holds a pointer to it
     auto session = Session::open(o);
     if (!session->is_coordinator()) return 0;
