@@ -26,7 +26,7 @@
 #include "runtime/model/glm4_config.h"
 #include "runtime/model/stage.h"
 #include "tests/cuda/cuda_test_util.h"
-#include "tests/testing/test_util.h"
+#include "tests/testing/json_util.h"
 
 namespace pipelm::cudatest {
 namespace {
