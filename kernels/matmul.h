@@ -35,6 +35,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "runtime/base/ggml_types.h"
@@ -63,10 +64,16 @@ public:
     //   IQ4_XS weights are then copied once into the lane order of the integer kernels (same
     //   bytes; kernels/cpu/matmul_q8.h), which the AVX2 kQ8 path reads instead of the file
     //   layout: same results, faster decode.
+    //   rows_packed: when set, called on the calling thread each time rows [0, row_end) of the
+    //   view have been repacked, in steps of about kReleaseStep source bytes: the caller may drop
+    //   those rows' pages (a mapped file's pages), so that loading holds one copy of a weight plus
+    //   a step rather than two copies of it. Never called when nothing is repacked.
     struct Options {
         bool repack_q8 = false;
         ThreadPool* pool = nullptr;  // repacks in parallel when given
+        std::function<void(int64_t row_end)> rows_packed;
     };
+    static constexpr size_t kReleaseStep = size_t{8} << 20;
     static Matrix prepare(const WeightView& w) { return prepare(w, Options()); }
     static Matrix prepare(const WeightView& w, const Options& opt);
 

@@ -88,11 +88,19 @@ Matrix Matrix::prepare(const WeightView& w, const Options& opt) {
                          ggml_type_name(w.type), " weight; run with --act-quant none to read the file layout");
         std::shared_ptr<void> packed(mem, [](void* p) { std::free(p); });
         uint8_t* out = static_cast<uint8_t*>(mem);
-        if (opt.pool != nullptr)
-            opt.pool->parallel_for(w.rows, [&](int64_t r0, int64_t r1, int) { detail::pack_rows(w, layout, out, r0, r1); },
-                                   64);
-        else
-            detail::pack_rows(w, layout, out, 0, w.rows);
+        // Steps of whole 64-row groups (pack_rows takes any range of them) of about kReleaseStep
+        // source bytes, each split over the pool; after each, the caller may drop those rows.
+        const int64_t step = opt.rows_packed ? std::max<int64_t>(64, static_cast<int64_t>(kReleaseStep / w.row_bytes) / 64 * 64)
+                                             : w.rows;
+        for (int64_t s0 = 0; s0 < w.rows; s0 += step) {
+            const int64_t s1 = std::min(w.rows, s0 + step);
+            if (opt.pool != nullptr)
+                opt.pool->parallel_for(s1 - s0, [&](int64_t r0, int64_t r1, int) { detail::pack_rows(w, layout, out, s0 + r0, s0 + r1); },
+                                       64);
+            else
+                detail::pack_rows(w, layout, out, s0, s1);
+            if (opt.rows_packed) opt.rows_packed(s1);
+        }
         m.set_packed(std::move(packed), detail::kPackLanes);
     }
     return m;

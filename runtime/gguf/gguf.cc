@@ -569,4 +569,10 @@ void GgufFile::advise_dontneed(const TensorInfo& t) const {
     map_->advise_dontneed(static_cast<size_t>(data_offset_ + t.offset), static_cast<size_t>(t.bytes));
 }
 
+void GgufFile::advise_dontneed(const TensorInfo& t, uint64_t begin, uint64_t bytes) const {
+    if (!map_ || begin >= t.bytes) return;
+    map_->advise_dontneed(static_cast<size_t>(data_offset_ + t.offset + begin),
+                          static_cast<size_t>(std::min(bytes, t.bytes - begin)));
+}
+
 }  // namespace pipelm::gguf

@@ -122,6 +122,9 @@ public:
     void advise_willneed(const TensorInfo& t) const;
     // The tensor's whole pages released from this process (see MappedFile::advise_dontneed).
     void advise_dontneed(const TensorInfo& t) const;
+    // The whole pages of bytes [begin, begin + bytes) of the tensor's data (clamped to it), for a
+    // file that is mapped; a no-op for an assembled file (its source releases whole tensors).
+    void advise_dontneed(const TensorInfo& t, uint64_t begin, uint64_t bytes) const;
 
     ~GgufFile();
 

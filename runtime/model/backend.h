@@ -17,6 +17,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,9 +90,13 @@ public:
 
     // ---- load time ----------------------------------------------------------------------------
     // A matmul and/or embedding weight as stored (`name` for messages). The view's memory (the
-    // mapped file) outlives the backend.
-    virtual std::unique_ptr<BackendWeight> matrix(const kernels::WeightView& w, WeightUse use,
-                                                  const std::string& name) = 0;
+    // mapped file) outlives the backend. A backend that copies the weight calls `rows_copied`
+    // (when set) as rows [0, row_end) of the copy are made, so that the stage can drop those
+    // rows' file pages while it copies the rest: loading then holds one copy of a weight plus a
+    // step, not two (the lm_head of GLM-4-32B is 764 MB in Q6_K).
+    using RowsCopied = std::function<void(int64_t row_end)>;
+    virtual std::unique_ptr<BackendWeight> matrix(const kernels::WeightView& w, WeightUse use, const std::string& name,
+                                                  const RowsCopied& rows_copied) = 0;
     // A copy of n floats (norm weights, biases) in the backend's memory; valid for its lifetime.
     virtual const float* vector(const float* host, int64_t n, const std::string& name) = 0;
     // Called once, before the weights: checks that the plan fits (Error{kOutOfMemory} naming the

@@ -33,11 +33,13 @@ public:
 
     std::string device() const override { return "cpu"; }
 
-    std::unique_ptr<BackendWeight> matrix(const kernels::WeightView& w, WeightUse use, const std::string&) override {
+    std::unique_ptr<BackendWeight> matrix(const kernels::WeightView& w, WeightUse use, const std::string&,
+                                          const RowsCopied& rows_copied) override {
         if (use == WeightUse::kEmbedding) return std::make_unique<CpuWeight>(kernels::Matrix::prepare(w));
         kernels::Matrix::Options prep;
         prep.repack_q8 = aq_ == kernels::ActQuant::kQ8;
         prep.pool = &pool_;
+        prep.rows_packed = rows_copied;
         return std::make_unique<CpuWeight>(kernels::Matrix::prepare(w, prep));
     }
     const float* vector(const float* host, int64_t, const std::string&) override { return host; }

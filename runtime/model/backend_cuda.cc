@@ -150,7 +150,9 @@ public:
     }
     uint64_t kv_bytes() const override { return kv_.bytes(); }
 
-    std::unique_ptr<BackendWeight> matrix(const kernels::WeightView& v, WeightUse, const std::string& name) override {
+    // The copy is on the device: the host holds only the file pages, released by the stage after.
+    std::unique_ptr<BackendWeight> matrix(const kernels::WeightView& v, WeightUse, const std::string& name,
+                                          const RowsCopied&) override {
         use();
         auto w = std::make_unique<CudaWeight>();
         w->w = device_shape(v);

@@ -47,7 +47,11 @@ Glm4Stage::W Glm4Stage::matrix(TensorId id, int layer, WeightUse use) {
     const gguf::TensorInfo& t = file_->tensor(name);
     file_->advise_willneed(t);
     weight_bytes_ += t.bytes;
-    W w = be_->matrix(view_of(*file_, t), use, name);
+    const kernels::WeightView v = view_of(*file_, t);
+    // The rows already copied are dropped as the backend goes (peak: one copy plus a step).
+    W w = be_->matrix(v, use, name, [&](int64_t row_end) {
+        file_->advise_dontneed(t, 0, static_cast<uint64_t>(row_end) * v.row_bytes);
+    });
     if (w->copied()) file_->advise_dontneed(t);  // the backend's copy is what the ops read
     return w;
 }

@@ -280,6 +280,37 @@ TEST_P(MatmulQ8Isa, RepackedLargeBatchBitIdenticalToScalar) {
     }
 }
 
+// Repacking reports its progress in steps of about kReleaseStep source bytes (the stage drops
+// the file pages of the rows already copied, so loading holds one copy of a weight plus a step,
+// not two), ends at the last row, and gives the bits of a repack in one go.
+TEST(MatmulQ8, RepackReportsRowsInStepsAndKeepsTheBits) {
+    std::mt19937_64 rng(31);
+    ThreadPool pool(2);
+    const int64_t cols = 4096;
+    const int64_t step_rows = static_cast<int64_t>(Matrix::kReleaseStep / ggml_row_bytes(GgmlType::kQ8_0, cols)) / 64 * 64;
+    const int64_t rows = 2 * step_rows + 77;  // two whole steps and a partial one
+    Weight w = make_weight(GgmlType::kQ8_0, rows, cols, rng);
+    Matrix::Options whole;
+    whole.repack_q8 = true;
+    whole.pool = &pool;
+    Matrix::Options stepped = whole;
+    std::vector<int64_t> ends;
+    stepped.rows_packed = [&](int64_t row_end) { ends.push_back(row_end); };
+    const Matrix a = Matrix::prepare(w.m.view(), whole), b = Matrix::prepare(w.m.view(), stepped);
+    if (a.packed() == nullptr) GTEST_SKIP() << "this CPU has no integer kernels to repack for (no AVX2)";
+    EXPECT_EQ(ends, (std::vector<int64_t>{step_rows, 2 * step_rows, rows}));
+    const auto x = random_x(3, cols, rng);
+    std::vector<float> ya(3 * rows), yb(3 * rows);
+    matmul(a, x.data(), cols, ya.data(), rows, 3, pool, ActQuant::kQ8);
+    matmul(b, x.data(), cols, yb.data(), rows, 3, pool, ActQuant::kQ8);
+    EXPECT_EQ(first_bit_diff(ya.data(), yb.data(), 3 * rows), -1);
+    // Nothing repacked (F16 has no integer kernel): nothing reported.
+    ends.clear();
+    Weight h = make_weight(GgmlType::kF16, 8, 256, rng);
+    EXPECT_EQ(Matrix::prepare(h.m.view(), stepped).packed(), nullptr);
+    EXPECT_TRUE(ends.empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, MatmulQ8Isa, ::testing::ValuesIn(testing::simd_isas()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
