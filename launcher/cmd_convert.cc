@@ -21,32 +21,6 @@
 #include "runtime/model/tensors.h"
 
 namespace pipelm::launcher {
-namespace {
-
-struct TensorRole {
-    model::TensorId id;
-    int layer;
-};
-
-// GGUF name -> (weight-table row, layer) for every tensor of a file shaped as `c`.
-std::map<std::string, TensorRole> tensor_roles(const model::Glm4Config& c) {
-    std::map<std::string, TensorRole> roles;
-    model::for_each_tensor(c, c.n_layer, [&](model::TensorId id, int l) { roles[model::tensor_name(id, l)] = {id, l}; });
-    return roles;
-}
-
-// The stored type of a 2-D weight under `ftype` ("auto": the checkpoint's own).
-GgmlType weight_type(const std::string& ftype, const gguf::TensorInfo& t, const TensorRole& r, const model::Glm4Config& c) {
-    if (ftype == "auto") return t.type;
-    const model::Ftype f = model::parse_ftype(ftype);
-    model::MkModelSpec spec;
-    spec.n_layer = c.n_layer;
-    spec.n_head = c.n_head;
-    spec.n_head_kv = c.n_head_kv;
-    return model::ftype_tensor_type(f, r.id, t.ne[0], r.layer, spec);
-}
-
-}  // namespace
 
 int cmd_convert(int argc, char** argv) {
     cli::Args a("convert", {{"--model", "-m", true, "DIR", "Hugging Face folder (or give it as the first argument)", ""},
@@ -70,7 +44,9 @@ int cmd_convert(int argc, char** argv) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "convert: ", dir, " is a GGUF file already; convert reads a Hugging "
                      "Face folder (to change a GGUF's types: pipelm quantize)");
     const model::Glm4Config c = model::Glm4Config::from_gguf(*in);
-    const auto roles = tensor_roles(c);
+    // auto: each weight's checkpoint type; otherwise llama-quantize's mix (shared with quantize).
+    const std::map<std::string, GgmlType> types =
+        ftype == "auto" ? std::map<std::string, GgmlType>() : model::ftype_tensor_types(model::parse_ftype(ftype), c);
 
     gguf::GgufWriter w(32);
     for (const auto& kv : in->metadata()) {
@@ -80,7 +56,7 @@ int cmd_convert(int argc, char** argv) {
             w.set(kv.first, kv.second);
     }
     for (const auto& t : in->tensors()) {
-        const GgmlType to = t.ne.size() == 2 ? weight_type(ftype, t, roles.at(t.name), c) : GgmlType::kF32;
+        const GgmlType to = t.ne.size() != 2 ? GgmlType::kF32 : ftype == "auto" ? t.type : types.at(t.name);
         const gguf::TensorInfo* src = &t;
         const gguf::GgufFile* file = in.get();
         w.add_tensor(t.name, to, t.ne, [src, file, to](uint8_t* dst) {

@@ -33,26 +33,6 @@ Glm4Config spec_config(const MkModelSpec& s) {
     return c;
 }
 
-// general.file_type holds llama.cpp's llama_ftype code ("mostly <type>"), not the ggml type id.
-uint32_t llama_ftype(GgmlType t) {
-    switch (t) {
-        case GgmlType::kF32: return 0;
-        case GgmlType::kF16: return 1;
-        case GgmlType::kQ4_0: return 2;
-        case GgmlType::kQ4_1: return 3;
-        case GgmlType::kQ8_0: return 7;
-        case GgmlType::kQ5_0: return 8;
-        case GgmlType::kQ5_1: return 9;
-        case GgmlType::kQ4_K: return 15;  // Q4_K_M
-        case GgmlType::kQ5_K: return 17;  // Q5_K_M
-        case GgmlType::kQ6_K: return 18;
-        case GgmlType::kIQ4_NL: return 25;
-        case GgmlType::kIQ4_XS: return 30;
-        case GgmlType::kBF16: return 32;
-        default: return 0;
-    }
-}
-
 struct FtypeInfo {
     Ftype ftype;
     const char* name;
@@ -240,6 +220,39 @@ GgmlType ftype_tensor_type(Ftype f, TensorId id, int64_t ne0, int layer, const M
 
 Glm4Config mkmodel_config(const MkModelSpec& spec) { return spec_config(spec); }
 
+std::map<std::string, GgmlType> ftype_tensor_types(Ftype f, const Glm4Config& c) {
+    MkModelSpec spec;
+    spec.n_layer = c.n_layer;
+    spec.n_head = c.n_head;
+    spec.n_head_kv = c.n_head_kv;
+    std::map<std::string, GgmlType> types;
+    for_each_tensor(c, c.n_layer, [&](TensorId id, int l) {
+        if (tensor_def(id).kind == TensorKind::kMatrix)
+            types[tensor_name(id, l)] = ftype_tensor_type(f, id, tensor_shape(id, c)[0], l, spec);
+    });
+    return types;
+}
+
+// general.file_type holds llama.cpp's llama_ftype code ("mostly <type>"), not the ggml type id.
+uint32_t dtype_llama_code(GgmlType t) {
+    switch (t) {
+        case GgmlType::kF32: return 0;
+        case GgmlType::kF16: return 1;
+        case GgmlType::kQ4_0: return 2;
+        case GgmlType::kQ4_1: return 3;
+        case GgmlType::kQ8_0: return 7;
+        case GgmlType::kQ5_0: return 8;
+        case GgmlType::kQ5_1: return 9;
+        case GgmlType::kQ4_K: return 15;  // Q4_K_M
+        case GgmlType::kQ5_K: return 17;  // Q5_K_M
+        case GgmlType::kQ6_K: return 18;
+        case GgmlType::kIQ4_NL: return 25;
+        case GgmlType::kIQ4_XS: return 30;
+        case GgmlType::kBF16: return 32;
+        default: return 0;
+    }
+}
+
 GgmlType mkmodel_matrix_type(const MkModelSpec& s, TensorId id, int64_t ne0, int layer) {
     return s.ftype ? ftype_tensor_type(*s.ftype, id, ne0, layer, s) : s.dtype;
 }
@@ -274,7 +287,7 @@ void mkmodel_write(const MkModelSpec& s, const std::string& path, int n_threads)
     gguf::GgufWriter w;
     w.set_string("general.architecture", "glm4");
     w.set_string("general.name", "pipelm random GLM-4 (mkmodel)");
-    w.set_u32("general.file_type", s.ftype ? ftype_llama_code(*s.ftype) : llama_ftype(s.dtype));
+    w.set_u32("general.file_type", s.ftype ? ftype_llama_code(*s.ftype) : dtype_llama_code(s.dtype));
     w.set_u32("glm4.context_length", s.n_ctx);
     w.set_u32("glm4.embedding_length", s.n_embd);
     w.set_u32("glm4.feed_forward_length", s.n_ff);

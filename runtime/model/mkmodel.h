@@ -3,6 +3,7 @@
 // that every command works on its output. For tests and benchmarks; the text it generates is noise.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -56,5 +57,11 @@ uint32_t ftype_llama_code(Ftype f);   // llama.cpp's LLAMA_FTYPE_MOSTLY_* number
 // K/IQ4_XS type cannot hold fall back as llama.cpp does (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0,
 // iq4_xs -> iq4_nl, then f16); rows a 32-block base type cannot hold throw kInvalidArgument.
 GgmlType ftype_tensor_type(Ftype f, TensorId id, int64_t ne0, int layer, const MkModelSpec& spec);
+// ftype_tensor_type of every 2-D weight of a GLM-4 file shaped as `c`, by GGUF tensor name: the
+// types `pipelm quantize` and `pipelm convert` write.
+std::map<std::string, GgmlType> ftype_tensor_types(Ftype f, const Glm4Config& c);
+// general.file_type of a file whose 2-D weights are all of type t (q4_K: Q4_K_M's code, as mkmodel
+// --dtype writes it).
+uint32_t dtype_llama_code(GgmlType t);
 
 }  // namespace pipelm::model
