@@ -124,7 +124,8 @@ std::string closest(const std::string& word, const std::vector<std::string>& can
     return best;
 }
 
-Args::Args(std::string command, std::vector<FlagSpec> specs) : command_(std::move(command)), specs_(std::move(specs)) {
+Args::Args(std::string command, std::vector<FlagSpec> specs, std::vector<PositionalSpec> positionals)
+    : command_(std::move(command)), specs_(std::move(specs)), positionals_(std::move(positionals)) {
     specs_.push_back({"--help", "-h", false, "", "show this help", ""});
 }
 
@@ -136,7 +137,9 @@ const FlagSpec* Args::find(const std::string& arg) const {
 
 std::string Args::help(const std::string& summary) const {
     std::ostringstream os;
-    os << "usage: pipelm " << command_ << " [flags]\n\n" << summary << "\n\nflags:\n";
+    os << "usage: pipelm " << command_ << " [flags]";
+    for (const auto& p : positionals_) os << " " << p.name;
+    os << "\n\n" << summary << "\n\nflags:\n";
     for (const auto& s : specs_) {
         std::string left = "  " + (s.alias.empty() ? "" : s.alias + ", ") + s.name;
         if (s.takes_value) left += " " + (s.value_name.empty() ? std::string("X") : s.value_name);
@@ -224,8 +227,19 @@ void Args::reconcile_threads_batch() {
 }
 
 bool Args::parse(int argc, char** argv, int first, const std::string& summary) {
+    std::vector<std::string> words;  // positionals, in order
     for (int i = first; i < argc; ++i) {
         std::string a = argv[i];
+        if (!positionals_.empty() && !a.empty() && a[0] != '-') {
+            if (words.size() == positionals_.size()) {
+                std::string names;
+                for (const auto& p : positionals_) names += " " + p.name;
+                PIPELM_THROW(ErrorCode::kInvalidArgument, "`pipelm ", command_, "` takes", names, "; '", a,
+                             "' is one argument too many");
+            }
+            words.push_back(a);
+            continue;
+        }
         std::string value;
         bool has_inline = false;
         const size_t eq = a.find('=');
@@ -264,6 +278,15 @@ bool Args::parse(int argc, char** argv, int first, const std::string& summary) {
             if (has_inline) PIPELM_THROW(ErrorCode::kInvalidArgument, "flag ", s->name, " takes no value");
             values_[s->name] = "1";
         }
+    }
+    for (size_t k = 0; k < words.size(); ++k) {
+        const PositionalSpec& p = positionals_[k];
+        auto it = values_.find(p.flag);
+        if (it != values_.end() && it->second != words[k])
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "`pipelm ", command_, "`: ", p.name, " '", words[k], "' and ", p.flag,
+                         " '", it->second, "' differ: give one");
+        check_value(*find(p.flag), words[k], p.name);
+        values_[p.flag] = words[k];
     }
     reconcile_threads_batch();
     // -v / -q act here, so that every command declaring them honours them from its first line on

@@ -10,6 +10,12 @@
 
 namespace pipelm::cli {
 
+// A positional argument ("IN") that stands for a flag ("--model"): `pipelm quantize IN OUT TYPE`.
+struct PositionalSpec {
+    std::string name;
+    std::string flag;
+};
+
 struct FlagSpec {
     std::string name;   // "--ctx"
     std::string alias;  // "-c" or ""
@@ -21,14 +27,16 @@ struct FlagSpec {
 
 class Args {
 public:
-    Args(std::string command, std::vector<FlagSpec> specs);
+    Args(std::string command, std::vector<FlagSpec> specs, std::vector<PositionalSpec> positionals = {});
     // Parses argv[first..argc); throws Error{kInvalidArgument} naming the flag for an unknown
     // flag (with the closest known one), a missing value and a numeric value that is not a
     // number, not finite or outside the flag's range (numeric_ranges() in cli.cc: one table for
     // every command). llama.cpp's spellings are accepted where the meaning matches (--ctx-size,
     // --ubatch-size, --threads-batch, -fa) and point to pipelm's flags where it does not (-ngl,
     // -sm, -ts). -v/--verbose sets the log level to debug, -q/--quiet to errors only. Returns
-    // false if --help was given (help text already printed to stdout).
+    // false if --help was given (help text already printed to stdout). Words that are not flags fill
+    // the declared positionals in order (before, between or after the flags) and set their flags; a
+    // positional and its flag with different values, or one word too many, is an error.
     bool parse(int argc, char** argv, int first, const std::string& summary);
 
     bool has(const std::string& name) const;
@@ -49,6 +57,7 @@ private:
     void reconcile_threads_batch();
     std::string command_;
     std::vector<FlagSpec> specs_;
+    std::vector<PositionalSpec> positionals_;
     std::map<std::string, std::string> values_;
 };
 

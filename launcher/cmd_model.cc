@@ -80,9 +80,10 @@ std::string value_to_string(const gguf::Value& v, size_t max_items = 8) {
 }  // namespace
 
 int cmd_inspect(int argc, char** argv) {
-    cli::Args a("inspect", {{"--model", "-m", true, "FILE", "GGUF file", ""}});
+    cli::Args a("inspect", {{"--model", "-m", true, "FILE", "GGUF file (or give it as the argument)", ""}},
+                {{"FILE", "--model"}});
     if (!a.parse(argc, argv, 2, "Prints a GGUF file's metadata, tensor table and bits per weight.")) return 0;
-    if (!a.has("--model")) PIPELM_THROW(ErrorCode::kInvalidArgument, "inspect: pass -m FILE.gguf");
+    if (!a.has("--model")) PIPELM_THROW(ErrorCode::kInvalidArgument, "inspect: pass FILE.gguf (or -m FILE.gguf)");
     auto f = hf::open_model(a.str("--model"));
     std::printf("file: %s\nGGUF version %u, alignment %llu, %zu metadata keys, %zu tensors, %llu bytes\n\n",
                 f->path().c_str(), f->version(), (unsigned long long)f->alignment(), f->metadata().size(),

@@ -10,6 +10,7 @@
 #include "launcher/commands.h"
 #include "launcher/session_net.h"
 #include "launcher/signals.h"
+#include "pipelm_version.h"  // generated at build time (scripts/cmake/PipelmVersion.cmake)
 #include "runtime/base/error.h"
 #include "runtime/base/log.h"
 
@@ -27,13 +28,13 @@ const char* kUsage =
     "  tokenize    print the token ids of a text as JSON\n"
     "  inspect     print a GGUF file's metadata and tensor table\n"
     "  mkmodel     write a GLM-4 GGUF with random weights of any shape\n"
-    "  quantize    rewrite a GGUF's weights in another type (f16, bf16, q8_0, q4_k, ...)\n"
+    "  quantize    rewrite a GGUF's weights in another type: IN OUT TYPE as llama-quantize (q4_k_m, q8_0, ...)\n"
     "  convert     write a Hugging Face folder (safetensors) as a GGUF, as llama.cpp's converter does\n"
     "  worker      serve pipeline stages over TCP for `run --workers`\n"
     "  serve       OpenAI-compatible HTTP server with continuous batching over the pipeline\n"
     "  chat        interactive chat in the terminal (multi-turn, streaming)\n\n"
     "modes: in-process (--stages N), MPI (mpirun -np N pipelm run ...), TCP (--workers h:p,...)\n"
-    "pipelm --version: the CPU kernels this machine runs, CUDA and MPI support\n"
+    "pipelm --version: version, git commit, the CPU kernels this machine runs, CUDA, NCCL and MPI support\n"
     "exit codes: 0 ok, 2 bad flag, 3 malformed file, 4 unsupported, 5 I/O, 6 memory, 7 peer lost /\n"
     "  timeout / protocol, 8 non-finite activations, 9 device not available, 130 interrupted, 1 other\n";
 
@@ -64,10 +65,19 @@ int main(int argc, char** argv) {
     }
     const std::string cmd = argv[1];
     if (cmd == "--version" || cmd == "version") {
-        // What this build and this CPU run: the CPU kernel level is chosen at run time (the best
-        // the CPU has, or $PIPELM_CPU_ISA), every level giving the same bits.
-        std::printf("pipelm\ncpu kernels: %s\ncuda: %s\nmpi: %s\n", pipelm::kernels::cpu_isa_name(),
-                    PIPELM_WITH_CUDA ? "built (loaded by the first cuda stage)" : "not built",
+        // The version, the commit built (git describe at build time; "unknown" outside a git
+        // checkout) and what this build and this CPU run: the CPU kernel level is chosen at run
+        // time (the best the CPU has, or $PIPELM_CPU_ISA), every level giving the same bits.
+        const std::string cuda = PIPELM_WITH_CUDA ? std::string("built, CUDA ") + PIPELM_CUDA_VERSION +
+                                                        " (loaded by the first cuda stage)"
+                                                  : std::string("not built");
+#if defined(PIPELM_WITH_NCCL) && PIPELM_WITH_NCCL
+        const char* nccl = "built";
+#else
+        const char* nccl = "not built";  // nothing is built against NCCL yet (scripts/cmake/PipelmDeps.cmake)
+#endif
+        std::printf("pipelm %s\ncommit: %s\ncpu kernels: %s\ncuda: %s\nnccl: %s\nmpi: %s\n", PIPELM_VERSION,
+                    PIPELM_GIT_COMMIT, pipelm::kernels::cpu_isa_name(), cuda.c_str(), nccl,
                     PIPELM_WITH_MPI ? "built" : "not built");
         return 0;
     }

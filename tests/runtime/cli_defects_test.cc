@@ -5,7 +5,10 @@
 // - -ctk and -ctv had to be equal ("must currently be equal");
 // - under mpirun an error every rank hits was printed once per rank;
 // - a missing GPU exited 1, a code the README's list lacks;
-// - perplexity had no llama-perplexity "Final estimate" line, no seconds per pass and no ETA.
+// - perplexity had no llama-perplexity "Final estimate" line, no seconds per pass and no ETA;
+// - `pipelm inspect FILE` and llama-quantize's `pipelm quantize IN OUT TYPE` were unknown flags,
+//   and quantize knew ggml types only (every weight in one type, general.file_type left as it was);
+// - `pipelm --version` printed no version, no commit and no NCCL line.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,11 +16,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "runtime/gguf/gguf.h"
 #include "runtime/model/mkmodel.h"
 #include "tests/runtime/cli_test_util.h"
 #include "tests/runtime/gguf_test_util.h"
@@ -223,6 +228,94 @@ TEST_F(CliDefects, PerplexityPrintsFinalEstimateAndEta) {
     ASSERT_EQ(progress.size(), 1u) << r.err;
     EXPECT_TRUE(std::regex_search(progress[0], timing)) << progress[0];
     EXPECT_NE(progress[0].find("ETA 0.00 minutes"), std::string::npos) << progress[0];  // nothing left
+}
+
+// name -> type of every tensor of a GGUF.
+std::map<std::string, std::string> tensor_types(const std::string& path) {
+    std::map<std::string, std::string> types;
+    const auto f = gguf::GgufFile::open(path);
+    for (const auto& t : f->tensors()) types[t.name] = ggml_type_name(t.type);
+    return types;
+}
+
+// `pipelm quantize IN OUT TYPE` as llama-quantize takes it: a file type gives each tensor the
+// mix mkmodel --ftype writes for the same shapes (glm4-tiny: its 64-value rows take the 32-block
+// fallbacks) and llama-quantize gave the glm4-quant files (kept in tests/data), with llama.cpp's
+// general.file_type; the flag form gives the same bytes; the output runs.
+TEST_F(CliDefects, QuantizeTakesLlamaQuantizeArgumentsAndFileTypes) {
+    const std::string tiny = std::string(PIPELM_TEST_DATA) + "/models/glm4-tiny/model.gguf";
+    const std::string q = tmp_.path("tiny-q4_k_m.gguf");
+    const RunResult r = pipelm({"quantize", tiny, q, "q4_k_m"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    model::MkModelSpec spec;  // glm4-tiny's shape
+    spec.ftype = model::Ftype::kQ4_K_M;
+    const std::string mk = tmp_.path("mk-q4_k_m.gguf");
+    model::mkmodel_write(spec, mk, 1);
+    const auto types = tensor_types(q);
+    EXPECT_EQ(types, tensor_types(mk));
+    EXPECT_EQ(types.at("blk.0.attn_v.weight"), "q8_0");  // q6_K in a more-bits layer, 64 values: q8_0
+    EXPECT_EQ(types.at("blk.7.attn_v.weight"), "q5_0");  // q4_K, 64 values: q5_0
+    EXPECT_EQ(gguf::GgufFile::open(q)->get_int("general.file_type"), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    const std::string flags = tmp_.path("tiny-q4_k_m-flags.gguf");
+    ASSERT_EQ(pipelm({"quantize", "-m", tiny, "-o", flags, "--type", "Q4_K_M"}).exit_code, 0);
+    EXPECT_TRUE(slurp(flags) == slurp(q));
+    const std::string out = tmp_.path("q.f32");
+    const RunResult l = pipelm({"logits", "-m", q, "--tokens", "1,5,9,2", "--out", out});
+    ASSERT_EQ(l.exit_code, 0) << l.err;
+    const std::vector<float> v = floats(slurp(out));
+    ASSERT_EQ(v.size(), 4u * 666);
+    EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); }));
+
+    // The glm4-quant shape (256-value rows): the types llama-quantize itself gave (from a Q8_0
+    // input: the types depend on the names and shapes only).
+    const std::string dir = std::string(PIPELM_TEST_DATA) + "/models/glm4-quant/";
+    for (const char* ftype : {"q4_k_m", "IQ4_XS", "q5_k_m", "q4_0"}) {
+        std::string lower = ftype;
+        std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+        const std::string o = tmp_.path(lower + ".gguf");
+        const RunResult rq = pipelm({"quantize", dir + "model-q8_0.gguf", o, ftype});
+        ASSERT_EQ(rq.exit_code, 0) << rq.err;
+        EXPECT_EQ(tensor_types(o), tensor_types(dir + "model-" + lower + ".gguf")) << ftype;
+        EXPECT_EQ(gguf::GgufFile::open(o)->get_int("general.file_type"),
+                  gguf::GgufFile::open(dir + "model-" + lower + ".gguf")->get_int("general.file_type")) << ftype;
+    }
+    // A ggml type that is no file type of its own: every 2-D weight in it, as before.
+    const std::string pure = tmp_.path("q4_k.gguf");
+    ASSERT_EQ(pipelm({"quantize", dir + "model-q8_0.gguf", pure, "q4_k"}).exit_code, 0);
+    for (const auto& [name, type] : tensor_types(pure))
+        EXPECT_TRUE(type == "q4_K" || name.find("norm") != std::string::npos) << name << " " << type;
+
+    // One-line errors, exit 2.
+    const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> bad = {
+        {{"quantize", tiny, q, "q4_k_x"}, {"q4_k_x", "did you mean"}},
+        {{"quantize", tiny, q}, {"TYPE", "missing"}},
+        {{"quantize", tiny}, {"OUT", "missing"}},
+        {{"quantize", tiny, q, "q8_0", "-o", tmp_.path("other.gguf")}, {"OUT", "--out", "differ"}},
+        {{"quantize", tiny, q, "q8_0", "extra"}, {"extra", "too many"}},
+        {{"inspect", tiny, tiny}, {"too many"}},
+    };
+    for (const auto& [args, words] : bad) EXPECT_TRUE(clean_error(pipelm(args), tmp_.dir(), kExitInvalidArgument, words));
+}
+
+TEST_F(CliDefects, InspectTakesTheFileAsItsArgument) {
+    const std::string tiny = std::string(PIPELM_TEST_DATA) + "/models/glm4-tiny/model.gguf";
+    const RunResult pos = pipelm({"inspect", tiny}), flag = pipelm({"inspect", "-m", tiny});
+    ASSERT_EQ(pos.exit_code, 0) << pos.err;
+    ASSERT_EQ(flag.exit_code, 0) << flag.err;
+    EXPECT_EQ(pos.out, flag.out);
+    EXPECT_NE(pos.out.find("blk.60.ffn_down.weight"), std::string::npos);
+}
+
+// --version: the project version, the commit built (git describe, "unknown" outside a checkout)
+// and the features: the CPU kernels of this machine, CUDA (with its version), NCCL, MPI.
+TEST_F(CliDefects, VersionPrintsVersionCommitAndFeatures) {
+    const RunResult r = pipelm({"--version"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (const char* line : {"^pipelm [0-9]+\\.[0-9]+\\.[0-9]+\n",
+                             "\ncommit: (unknown|([A-Za-z0-9._-]+-g)?[0-9a-f]{7,40}(-dirty)?)\n",
+                             "\ncpu kernels: [a-z0-9]", "\ncuda: (built, CUDA [0-9]+\\.[0-9]+|not built)",
+                             "\nnccl: (built|not built)\n", "\nmpi: (built|not built)\n"})
+        EXPECT_TRUE(std::regex_search(r.out, std::regex(line))) << line << "\n" << r.out;
 }
 
 // Under mpirun (2 ranks), an error every rank hits is printed once, by rank 0, without a rank
