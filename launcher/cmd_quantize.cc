@@ -23,6 +23,7 @@
 #include "runtime/base/fp16.h"
 #include "runtime/base/log.h"
 #include "runtime/gguf/gguf_writer.h"
+#include "runtime/hf/hf_folder.h"
 #include "runtime/model/glm4_config.h"
 #include "runtime/model/mkmodel.h"
 
@@ -94,7 +95,7 @@ Target parse_target(const std::string& name) {
 
 int cmd_quantize(int argc, char** argv) {
     cli::Args a("quantize",
-                {{"--model", "-m", true, "FILE", "input GGUF (or IN)", ""},
+                {{"--model", "-m", true, "FILE|DIR", "input GGUF or Hugging Face folder (or IN)", ""},
                  {"--out", "-o", true, "FILE", "output GGUF (or OUT)", ""},
                  {"--type", "", true, "TYPE", "file type or ggml type (or TYPE; see above)", ""},
                  {"--pure", "", false, "", "every 2-D weight in the file type's base type (no per-tensor mix)", ""}},
@@ -116,7 +117,7 @@ int cmd_quantize(int argc, char** argv) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "quantize: ", missing, " missing: pass IN.gguf OUT.gguf TYPE (or -m IN.gguf ",
                      "-o OUT.gguf --type TYPE)");
     const Target target = parse_target(a.str("--type"));
-    auto in = gguf::GgufFile::open(a.str("--model"));
+    auto in = hf::open_model(a.str("--model"));  // a GGUF or a Hugging Face folder
     // The file type's per-tensor mix, by tensor name (a GLM-4 file); without one (or with --pure)
     // every 2-D weight takes `uniform`.
     std::map<std::string, GgmlType> mix;
@@ -139,12 +140,13 @@ int cmd_quantize(int argc, char** argv) {
             PIPELM_THROW(ErrorCode::kInvalidArgument, "quantize: tensor '", t.name, "' has rows of ", t.ne[0],
                          " elements, not a multiple of ", ggml_type_name(tt), "'s block of ", ggml_type_info(tt).block);
         const gguf::TensorInfo* src = &t;
-        w.add_tensor(t.name, tt, t.ne, [src, tt](uint8_t* dst) {
+        w.add_tensor(t.name, tt, t.ne, [&in, src, tt](uint8_t* dst) {
             const int64_t cols = src->ne[0], rows = src->n_elements() / cols;
             const size_t in_rb = ggml_row_bytes(src->type, cols), out_rb = ggml_row_bytes(tt, cols);
+            const uint8_t* data = in->data(*src);  // a folder maps the tensor on first use
             std::vector<float> row(cols);
             for (int64_t r = 0; r < rows; ++r) {
-                kernels::dequantize_row(src->type, src->data + r * in_rb, row.data(), cols);
+                kernels::dequantize_row(src->type, data + r * in_rb, row.data(), cols);
                 convert_row(tt, row.data(), dst + r * out_rb, cols);
             }
         });

@@ -191,6 +191,16 @@ TEST_F(HfFolder, ConvertWritesTheGgufOfTheFolder) {
     EXPECT_EQ(logits(q, kDir + "/q.f32"), 0);
 }
 
+// quantize reads a folder as every command does (-m DIR): the folder's weights in the folder's
+// GGUF layout, so quantizing the BF16 folder and mkglm4's BF16 GGUF of it gives the same bytes.
+TEST_F(HfFolder, QuantizeTakesTheFolder) {
+    const std::string a = kDir + "/quant-folder.gguf", b = kDir + "/quant-gguf.gguf";
+    ASSERT_EQ(sh(std::string(PIPELM_BINARY) + " quantize " + kDir + "/bf16 " + a + " q8_0 >/dev/null 2>&1"), 0);
+    ASSERT_EQ(sh(std::string(PIPELM_BINARY) + " quantize " + kDir + "/bf16/model.gguf " + b + " q8_0 >/dev/null 2>&1"), 0);
+    EXPECT_TRUE(slurp(a) == slurp(b)) << a << " differs from " << b;
+    EXPECT_EQ(logits(a, kDir + "/qf.f32"), 0);
+}
+
 TEST_F(HfFolder, OneSafetensorsFileIsRefusedWithAPointerToTheFolder) {
     const std::string err = kDir + "/single.err";
     const int rc = sh(std::string(PIPELM_BINARY) + " logits -m " + kDir + "/bf16/model.safetensors --tokens 1 -o " + kDir + "/x.f32 2>" + err);
