@@ -234,15 +234,7 @@ void print_plan_speed(const std::vector<pipeline::StagePlan>& plan, const model:
                       const SessionOptions& o, const cli::Args& a) {
     const int S = static_cast<int>(plan.size());
     pipeline::SimModel m;
-    if (a.has("--calib")) {
-        const auto pts = calibration_points(a.str("--calib"));
-        if (!pipeline::fit_compute(pts, m.pass_s, m.token_s))
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--calib ", a.str("--calib"), ": its ", pts.size(),
-                         " one-stage rows do not give two ubatch sizes to fit (run bench with -p 64 -n 16 --sequences 1,4)");
-    } else if (a.has("--pass-ms") && a.has("--token-ms")) {
-        m.pass_s = a.number("--pass-ms") * 1e-3;
-        m.token_s = a.number("--token-ms") * 1e-3;
-    } else {
+    if (!compute_model(a, m)) {
         std::printf("speed: needs a 1-stage calibration of this shape on the target machine (--calib FILE, or\n"
                     "  --pass-ms and --token-ms), e.g.\n"
                     "  pipelm mkmodel --preset NAME --ftype TYPE -o m.gguf   (when planning a --preset)\n"

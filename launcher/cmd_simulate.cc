@@ -19,7 +19,7 @@
 #include "launcher/simulate.h"
 #include "runtime/base/error.h"
 #include "runtime/base/log.h"
-#include "runtime/gguf/gguf.h"
+#include "runtime/hf/hf_folder.h"
 #include "runtime/model/glm4_config.h"
 #include "runtime/pipeline/simulator.h"
 
@@ -77,6 +77,20 @@ std::vector<std::pair<int, double>> calibration_points(const std::string& path) 
     return pts;
 }
 
+bool compute_model(const cli::Args& a, pipeline::SimModel& m) {
+    if (a.has("--calib")) {
+        const auto pts = calibration_points(a.str("--calib"));
+        if (!pipeline::fit_compute(pts, m.pass_s, m.token_s))
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--calib ", a.str("--calib"), ": its ", pts.size(),
+                         " one-stage rows do not give two ubatch sizes to fit (run bench with -p 64 -n 16 --sequences 1,4)");
+        return true;
+    }
+    if (!a.has("--pass-ms") || !a.has("--token-ms")) return false;
+    m.pass_s = a.number("--pass-ms") * 1e-3;
+    m.token_s = a.number("--token-ms") * 1e-3;
+    return true;
+}
+
 int cmd_simulate(int argc, char** argv) {
     cli::Args a("simulate", {
         {"--model", "-m", true, "FILE", "GGUF model (only its shape is read: n_embd, layers)", ""},
@@ -112,7 +126,7 @@ int cmd_simulate(int argc, char** argv) {
     pipeline::SimModel m;
     int n_layer = 0;
     if (a.has("--model")) {
-        auto f = gguf::GgufFile::open(a.str("--model"));
+        auto f = hf::open_model(a.str("--model"));  // a GGUF or a Hugging Face folder: only the shape
         const auto cfg = model::Glm4Config::from_gguf(*f);
         m.bytes_per_token = cfg.n_embd;
         n_layer = cfg.n_layer;
@@ -125,15 +139,7 @@ int cmd_simulate(int argc, char** argv) {
     if (wire != "f32" && wire != "bf16") PIPELM_THROW(ErrorCode::kInvalidArgument, "--wire ", wire, ": use f32 or bf16");
     m.bytes_per_token *= wire == "f32" ? 4 : 2;
     m.link_latency_s = a.number("--link-latency-us") * 1e-6;
-    if (a.has("--calib")) {
-        const auto pts = calibration_points(a.str("--calib"));
-        if (!pipeline::fit_compute(pts, m.pass_s, m.token_s))
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--calib ", a.str("--calib"), ": its ", pts.size(),
-                         " one-stage rows do not give two ubatch sizes to fit (run bench with -p 64 -n 16 --sequences 1,4)");
-    } else if (a.has("--pass-ms") && a.has("--token-ms")) {
-        m.pass_s = a.number("--pass-ms") * 1e-3;
-        m.token_s = a.number("--token-ms") * 1e-3;
-    } else {
+    if (!compute_model(a, m)) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "simulate: give --calib FILE.jsonl or --pass-ms and --token-ms");
     }
     if (!(m.pass_s >= 0 && m.token_s >= 0 && m.pass_s + m.token_s > 0))
