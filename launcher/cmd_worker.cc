@@ -16,6 +16,7 @@ int cmd_worker(int argc, char** argv) {
          "stands for the coordinator's path)", ""},
         {"--threads", "-t", true, "N", "compute threads (default: the coordinator's --threads, else all cores)", ""},
         {"--once", "", false, "", "serve one job and exit (non-zero if it failed)", ""},
+        {"--peer-timeout", "", true, "SEC", "silence (no data, no heartbeat) after which a coordinator or neighbour is lost", "10"},
     });
     if (!a.parse(argc, argv, 2,
                  "Waits for a coordinator (`pipelm run|logits|bench|perplexity --workers HOST:PORT,... --token-file F`),\n"
@@ -27,6 +28,7 @@ int cmd_worker(int argc, char** argv) {
     o.models = net::split_models(a.str("--model"));
     o.threads = a.has("--threads") ? static_cast<int>(a.integer("--threads")) : 0;
     o.once = a.flag("--once");
+    o.peer_timeout_s = a.number("--peer-timeout");
     return net::run_worker(o);
 }
 

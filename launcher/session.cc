@@ -69,6 +69,7 @@ SessionOptions SessionOptions::from_args(const cli::Args& a) {
                      "stage is lost");
     o.token_file = a.str("--token-file");
     o.connect_timeout_s = a.number("--connect-timeout");
+    o.peer_timeout_s = a.number("--peer-timeout");
     o.wire = pipeline::parse_wire(a.str("--wire"));
     o.n_seq = static_cast<int>(a.integer("--parallel"));
     o.cache_k = parse_ggml_type(a.str("--cache-type-k"));

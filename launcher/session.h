@@ -38,6 +38,7 @@ struct SessionOptions {
     std::string standby;  // --standby: TCP workers that take over a lost stage
     std::string token_file;
     double connect_timeout_s = 30;
+    double peer_timeout_s = 10;  // --peer-timeout: TCP links give up on a silent peer after this
     pipeline::Wire wire = pipeline::Wire::kF32;
     int n_seq = 1;
     GgmlType cache_k = GgmlType::kF32, cache_v = GgmlType::kF32;

@@ -304,6 +304,7 @@ void Session::start_tcp(const SessionOptions& opt) {
         tcp->jobs[s] = pipeline::encode(j);
     }
     tcp->timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
+    tcp->options.peer_timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.peer_timeout_s * 1000));
     // What the last stage may send back: the outputs of one ubatch (at most --ubatch tokens, or
     // one per slot in a multi-sequence step), logits included.
     tcp->options.receive_limits = job_limits(std::max(opt.ubatch, opt.n_seq), cfg_.n_vocab, S);
@@ -420,6 +421,7 @@ int run_worker(const WorkerOptions& opt) {
     for (const auto& m : opt.models) hf::open_model(m);  // unreadable or malformed: say so now
     const std::string token = transport::read_token_file(opt.token_file);
     transport::TcpOptions bootstrap;
+    bootstrap.peer_timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.peer_timeout_s * 1000));
     bootstrap.receive_limits = transport::LinkLimits{};
     bootstrap.receive_limits->max_control_bytes = kBootstrapControlBytes;
     bootstrap.receive_limits->max_payload_bytes = 0;  // until the job says how large a ubatch may be

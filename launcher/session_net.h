@@ -32,6 +32,7 @@ struct WorkerOptions {
     std::vector<std::string> models;  // -m: the only files this worker opens
     int threads = 0;                  // 0: the coordinator's --threads, else all cores
     bool once = false;
+    double peer_timeout_s = 10;       // --peer-timeout: silence after which a peer is lost
 };
 
 // Runs a TCP worker: serves jobs from coordinators until killed (or one job with `once`). A

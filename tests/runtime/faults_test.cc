@@ -168,13 +168,18 @@ protected:
     };
 
     // Two --once workers with token A and a perplexity coordinator over them (coordinator.log),
-    // once worker 1 has the job. Call through ASSERT_NO_FATAL_FAILURE.
-    void start_two_worker_perplexity(TwoWorkerJob& job) {
-        job.w1 = &worker("worker1.log", token_a_, kDemo, {"--once"});
-        job.w2 = &worker("worker2.log", token_a_, kDemo, {"--once"});
+    // once worker 1 has the job; `extra` goes to the workers and the coordinator. Call through
+    // ASSERT_NO_FATAL_FAILURE.
+    void start_two_worker_perplexity(TwoWorkerJob& job, const std::vector<std::string>& extra = {}) {
+        std::vector<std::string> wflags = {"--once"};
+        wflags.insert(wflags.end(), extra.begin(), extra.end());
+        job.w1 = &worker("worker1.log", token_a_, kDemo, wflags);
+        job.w2 = &worker("worker2.log", token_a_, kDemo, wflags);
         ASSERT_FALSE(HasFailure());
         const std::string addresses = job.w1->address + "," + job.w2->address;
-        job.coord = &spawn(pipelm_argv(perplexity_args(over_workers(addresses, token_a_))), "coordinator.log");
+        std::vector<std::string> cflags = over_workers(addresses, token_a_);
+        cflags.insert(cflags.end(), extra.begin(), extra.end());
+        job.coord = &spawn(pipelm_argv(perplexity_args(cflags)), "coordinator.log");
         ASSERT_TRUE(job.w1->proc.wait_for_text("job:", kStartTimeout)) << job.w1->proc.log() << job.coord->log();
     }
 
@@ -228,7 +233,8 @@ TEST_F(FaultsTest, TcpWorkerKilledMidJob) {
 // unreachable host): the heartbeat timeout (10 s) ends the job on every side.
 TEST_F(FaultsTest, TcpWorkerFrozenMidJobTimesOut) {
     TwoWorkerJob job;
-    ASSERT_NO_FATAL_FAILURE(start_two_worker_perplexity(job));
+    // --peer-timeout 3 on every process (default 10 s): the silence that counts as a lost peer.
+    ASSERT_NO_FATAL_FAILURE(start_two_worker_perplexity(job, {"--peer-timeout", "3"}));
     Worker &w1 = *job.w1, &w2 = *job.w2;
     Process& coord = *job.coord;
     ASSERT_NO_FATAL_FAILURE(wait_then_expect_running(coord, "windows of 256", Ms(500)));
@@ -238,7 +244,10 @@ TEST_F(FaultsTest, TcpWorkerFrozenMidJobTimesOut) {
     const int st = expect_exit(coord, Ms(20000), "coordinator");
     const double t_coord = seconds_since(t0);
     EXPECT_EQ(st, 7) << coord.log();
-    EXPECT_GE(t_coord, 5.0) << "gave up on a silent peer before its heartbeat timeout:\n" << coord.log();
+    // Lost after 3 s of silence, counted from the last heartbeat heard (sent every 0.75 s): at
+    // 2.25 s at the earliest; well before the default 10 s.
+    EXPECT_GE(t_coord, 2.0) << "gave up on a silent peer before its --peer-timeout:\n" << coord.log();
+    EXPECT_LT(t_coord, 8.0) << "--peer-timeout 3 was not applied (the default is 10 s):\n" << coord.log();
     const std::string err = coord.line_with("error:");
     EXPECT_NE(err.find("stage 1"), std::string::npos) << coord.log();
     EXPECT_NE(coord.log().find("heartbeat"), std::string::npos) << coord.log();
