@@ -28,22 +28,14 @@ void log_model(const gguf::GgufFile& f, const model::Glm4Config& cfg) {
     PIPELM_DEBUG("model: ", f.path(), ": ", cfg.summary(), ", ", f.tensors().size(), " tensors mapped");
 }
 
-namespace {
-std::string mib(uint64_t bytes) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(bytes) / (1 << 20));
-    return buf;
-}
-}  // namespace
-
 void log_stage(const model::Stage& st) {
     const model::StageSpec& sp = st.spec();
     const std::string layers = sp.first_layer == sp.last_layer
                                    ? std::string("no layers")
                                    : "layers " + std::to_string(sp.first_layer) + ".." + std::to_string(sp.last_layer - 1);
     PIPELM_DEBUG("stage ", sp.index, ": ", layers, sp.has_embedding ? " + embedding" : "",
-                 sp.has_head ? " + head" : "", " on ", st.device(), ": weights ", mib(st.weight_bytes()), " MiB, KV cache ",
-                 mib(st.kv_bytes()), " MiB");
+                 sp.has_head ? " + head" : "", " on ", st.device(), ": weights ", pipeline::mib(st.weight_bytes()), " MiB, KV cache ",
+                 pipeline::mib(st.kv_bytes()), " MiB");
 }
 
 int default_threads(int local_stages) {

@@ -187,15 +187,11 @@ uint64_t min_fitting_budget(const ModelCosts& costs, uint64_t kv_bytes_per_layer
     return best[k][n];
 }
 
-namespace {
-
 std::string mib(uint64_t b) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(b) / (1 << 20));
     return buf;
 }
-
-}  // namespace
 
 std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req) {
     const int n_layer = static_cast<int>(costs.layer_bytes.size());

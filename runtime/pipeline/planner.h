@@ -75,6 +75,9 @@ uint64_t min_fitting_budget(const ModelCosts& costs, uint64_t kv_bytes_per_layer
 // stage fits; when none does, the error names min_fitting_budget.
 std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req);
 
+// Bytes as MiB with one decimal ("1616.7"), as the plan table and its messages print them.
+std::string mib(uint64_t bytes);
+
 // "16,15,15,15" -> counts; throws naming --split.
 std::vector<int> parse_split(const std::string& s);
 // "8G,512M" -> bytes

@@ -198,13 +198,39 @@ void make_qk(const AttnCase& c, int64_t n_tok, int64_t n_ctx, uint32_t seed, std
     for (auto& x : k) x += u;
 }
 
+// kernels::attention over tokens t with n_kv[t] rows of one K and one V cache (every token
+// reads the same rows k, v of types kt, vt). Returns out [n_tok][n_head * hd].
+std::vector<float> attend(const std::vector<float>& q, int n_head, int n_head_kv, int hd, GgmlType kt, const void* k,
+                          GgmlType vt, const void* v, const std::vector<int32_t>& n_kv, ThreadPool& pool) {
+    const int64_t qw = int64_t(n_head) * hd, n_tok = int64_t(n_kv.size());
+    std::vector<const void*> krows(n_tok, k), vrows(n_tok, v);
+    std::vector<float> out(n_tok * qw, -1.f);
+    kernels::AttentionArgs a;
+    a.q = q.data();
+    a.ldq = qw;
+    a.out = out.data();
+    a.ldo = qw;
+    a.n_tokens = n_tok;
+    a.n_head = n_head;
+    a.n_head_kv = n_head_kv;
+    a.head_dim = hd;
+    a.scale = 1.f / std::sqrt(float(hd));
+    a.k_rows = krows.data();
+    a.v_rows = vrows.data();
+    a.n_kv = n_kv.data();
+    a.k_type = kt;
+    a.v_type = vt;
+    kernels::attention(a, pool);
+    return out;
+}
+
 // Runs kernels::attention on tokens with n_kv[t] = n_kv[t] rows of one cache (rows from `kf`
 // and `vf`, stored as c.type). Returns out [n_tok][n_head * hd].
 std::vector<float> run_attention(const AttnCase& c, const std::vector<float>& q, const std::vector<float>& kf,
                                  const std::vector<float>& vf, const std::vector<int32_t>& n_kv, ThreadPool& pool,
                                  std::vector<float>* kd = nullptr, std::vector<float>* vd = nullptr) {
-    const int64_t kvw = int64_t(c.n_head_kv) * c.hd, qw = int64_t(c.n_head) * c.hd;
-    const int64_t n_rows = int64_t(kf.size()) / kvw, n_tok = int64_t(n_kv.size());
+    const int64_t kvw = int64_t(c.n_head_kv) * c.hd;
+    const int64_t n_rows = int64_t(kf.size()) / kvw;
     const size_t rb = ggml_row_bytes(c.type, kvw);
     std::vector<uint8_t> k(n_rows * rb), v(n_rows * rb);
     for (int64_t j = 0; j < n_rows; ++j) {
@@ -219,24 +245,7 @@ std::vector<float> run_attention(const AttnCase& c, const std::vector<float>& q,
             kernels::dequantize_row(c.type, v.data() + j * rb, vd->data() + j * kvw, kvw);
         }
     }
-    std::vector<const void*> krows(n_tok, k.data()), vrows(n_tok, v.data());
-    std::vector<float> out(n_tok * qw, -1.f);
-    kernels::AttentionArgs a;
-    a.q = q.data();
-    a.ldq = qw;
-    a.out = out.data();
-    a.ldo = qw;
-    a.n_tokens = n_tok;
-    a.n_head = c.n_head;
-    a.n_head_kv = c.n_head_kv;
-    a.head_dim = c.hd;
-    a.scale = 1.f / std::sqrt(float(c.hd));
-    a.k_rows = krows.data();
-    a.v_rows = vrows.data();
-    a.n_kv = n_kv.data();
-    a.k_type = a.v_type = c.type;
-    kernels::attention(a, pool);
-    return out;
+    return attend(q, c.n_head, c.n_head_kv, c.hd, c.type, k.data(), c.type, v.data(), n_kv, pool);
 }
 
 // Causal GQA attention: query head h uses KV head h / (n_head / n_head_kv); token t sees rows
@@ -333,27 +342,6 @@ TEST(Ops, AttentionTakesKAndVCachesOfDifferentTypes) {
         }
         return rows;
     };
-    auto attend = [&](GgmlType kt, const void* k, GgmlType vt, const void* v) {
-        std::vector<const void*> krows(n_tok, k), vrows(n_tok, v);
-        std::vector<float> out(n_tok * qw, -1.f);
-        kernels::AttentionArgs a;
-        a.q = q.data();
-        a.ldq = qw;
-        a.out = out.data();
-        a.ldo = qw;
-        a.n_tokens = n_tok;
-        a.n_head = n_head;
-        a.n_head_kv = n_head_kv;
-        a.head_dim = hd;
-        a.scale = 1.f / std::sqrt(float(hd));
-        a.k_rows = krows.data();
-        a.v_rows = vrows.data();
-        a.n_kv = n_kv.data();
-        a.k_type = kt;
-        a.v_type = vt;
-        kernels::attention(a, pool);
-        return out;
-    };
     const GgmlType types[] = {GgmlType::kF32, GgmlType::kF16, GgmlType::kQ8_0};
     for (GgmlType kt : types)
         for (GgmlType vt : types) {
@@ -363,8 +351,8 @@ TEST(Ops, AttentionTakesKAndVCachesOfDifferentTypes) {
             const auto k = store(kt, kf, kd);
             const auto v = store(vt, vf, vd);
             for_each_isa([&](const char* isa) {
-                const auto mixed = attend(kt, k.data(), vt, v.data());
-                const auto ref = attend(GgmlType::kF32, kd.data(), GgmlType::kF32, vd.data());
+                const auto mixed = attend(q, n_head, n_head_kv, hd, kt, k.data(), vt, v.data(), n_kv, pool);
+                const auto ref = attend(q, n_head, n_head_kv, hd, GgmlType::kF32, kd.data(), GgmlType::kF32, vd.data(), n_kv, pool);
                 EXPECT_EQ(0, std::memcmp(mixed.data(), ref.data(), mixed.size() * 4)) << isa;
             });
         }
