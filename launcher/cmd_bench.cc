@@ -334,9 +334,7 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
     const int S = eng.n_stages();
     const int local_stages = session.mode() == Mode::kInProcess ? S : 1;
     int sharing = local_stages;  // stages on this host sharing its cores (as the session divides them)
-    if (session.mode() == Mode::kMpi)
-        for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
-            if (const char* e = std::getenv(v); e && std::atoi(e) > 0 && sharing == 1) sharing = std::atoi(e);
+    if (session.mode() == Mode::kMpi) sharing = net::local_ranks();
     const int threads = o.threads > 0 ? o.threads : default_threads(sharing);
     const bench::ModelInfo mi = bench::model_info(session.file(), session.config().tied_output);
     Bench bench(eng, eng.options().ubatch);

@@ -21,10 +21,7 @@ namespace {
 // Under mpirun only rank 0, the coordinator, serves HTTP. Its rank is known from mpirun's
 // environment before MPI starts, so that /health can answer while the model loads.
 bool serves_http() {
-    if (!net::launched_by_mpirun()) return true;
-    for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-        if (const char* e = std::getenv(v)) return std::atoi(e) == 0;
-    return true;
+    return net::mpi_world_from_env().second == 0;
 }
 
 std::string read_api_key(const std::string& path) {

@@ -30,6 +30,14 @@ std::atomic<bool> g_for_the_job{false};     // report_for_the_job()
 
 void report_for_the_job() { g_for_the_job = true; }
 
+int local_ranks() {
+    for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}) {
+        const char* s = std::getenv(v);
+        if (s && std::atoi(s) > 0) return std::atoi(s);
+    }
+    return 1;
+}
+
 bool launched_by_mpirun() { return transport::MpiEnv::launched_by_mpirun(); }
 
 std::pair<int, int> mpi_world_from_env() {
@@ -94,14 +102,6 @@ transport::LinkLimits job_limits(int64_t tokens, int64_t width, int n_stages) {
     return l;
 }
 
-int local_ranks() {
-    for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}) {
-        const char* s = std::getenv(v);
-        if (s && std::atoi(s) > 0) return std::atoi(s);
-    }
-    return 1;
-}
-
 // Every rank has made its stage or failed (`mine`): the ranks compare notes before any link
 // exists, so that none waits on a peer that is gone. An error every rank hit alike (a missing -m
 // file, a --split that does not fit the ranks) is printed once, by rank 0, without a rank prefix;
@@ -154,7 +154,7 @@ void Session::start_mpi(const SessionOptions& opt) {
         n_ctx_ = resolve_ctx(opt, cfg_);
         plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
         if (rank_ == 0 && !opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, one per MPI rank\n", pipeline::format_plan(plan_));
-        const int threads = opt.threads > 0 ? opt.threads : default_threads(local_ranks());
+        const int threads = opt.threads > 0 ? opt.threads : default_threads(net::local_ranks());
         pools_.push_back(std::make_unique<ThreadPool>(threads));
         const auto& p = plan_[rank_];
         model::StageSpec spec{rank_, p.first_layer, p.last_layer, p.has_embedding, p.has_head};

@@ -12,6 +12,8 @@ namespace pipelm::launcher::net {
 bool launched_by_mpirun();
 // Under mpirun (launched_by_mpirun's variables): the world size and this rank; {0, 0} otherwise.
 std::pair<int, int> mpi_world_from_env();
+// Ranks mpirun started on this host (they share its cores); 1 outside mpirun.
+int local_ranks();
 
 // Prints the error that ends this process (launcher/main.cc). Under mpirun every rank runs the
 // same command line, so most errors happen on every rank alike; such an error is printed once,
