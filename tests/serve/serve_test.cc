@@ -2,9 +2,9 @@
 //   - the npm `openai` client (tests/serve/client.mjs) against 2 in-process stages, `mpirun -np 2`
 //     and a coordinator with a TCP worker: chat and completions, streamed and not, stop strings,
 //     /v1/models, and 16 concurrent greedy requests byte-identical to the same 16 one at a time;
-//   - load and faults: 200 requests at concurrency 32, one client in ten aborting mid-stream:
-//     no server error, every finished answer equal to the request run alone, every slot free
-//     afterwards, RSS within 5 % of what it was before;
+//   - load and faults: 500 requests at concurrency 32 (after warm-ups), one client in ten
+//     aborting mid-stream: no server error, every finished answer equal to the request run alone,
+//     every slot free afterwards, RSS within 5 % of what it was before;
 //   - raw HTTP: OpenAI-style error JSON with a 4xx status for every bad input, the API key, 429
 //     with Retry-After when the queue is full, a dropped client freeing its slot, SSE ending in
 //     "data: [DONE]", /metrics, /health answering 503 while the pipeline is not up, and a TCP
@@ -12,6 +12,7 @@
 // The openai-client tests skip (saying why) without node or without the npm package and registry.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <functional>
@@ -106,17 +107,26 @@ TEST_F(ServeTest, LoadWithClientsDisconnectingMidStream) {
     if (const std::string why = openai_client_missing(); !why.empty()) GTEST_SKIP() << why;
     if (start(ServeMode::kInProcess, {"--parallel", "8", "--queue-size", "32", "--http-threads", "36"}).port == 0) return;
     // Warm-up with the same load: the model's pages, the stacks of the HTTP threads and the
-    // allocator arenas they use become resident once (about 13 MB here); what must not grow is
-    // what comes after.
-    const json warm = client({"load", "200", "32"});
-    EXPECT_TRUE(warm["errors"].empty()) << warm.dump(2);
-    const long rss_before = rss_kb(server_.proc.pid());
-    const json r = client({"load", "200", "32"});
+    // malloc arenas they use become resident (about 13 MB here). A sample of the RSS after a load
+    // is not a steady level: how much the HTTP threads touch and how much glibc gives back on
+    // free depend on how the clients' connections interleave (with glibc's default of up to 16
+    // arenas here, samples after the same load differed by 2-3 MB, 6-9 %, on a loaded machine;
+    // serve now caps the arenas at 2, which left steps of up to 1 MB). So "before" is the highest
+    // RSS after two warm-ups (what a warm server holds), and the check is one-sided: the 500
+    // requests after must not grow it by 5 % (a leak of 3 kB per request would); giving memory
+    // back is not a leak.
+    long rss_before = 0;
+    for (int w = 0; w < 2; ++w) {
+        const json warm = client({"load", "200", "32"});
+        EXPECT_TRUE(warm["errors"].empty()) << warm.dump(2);
+        rss_before = std::max(rss_before, rss_kb(server_.proc.pid()));
+    }
+    const json r = client({"load", "500", "32"});
     const long rss_after = rss_kb(server_.proc.pid());
     EXPECT_TRUE(r["errors"].empty()) << r["errors"].dump(2);
     EXPECT_TRUE(r["wrong"].empty()) << r["wrong"].dump(2);
-    EXPECT_EQ(r["ok"], 180);
-    EXPECT_EQ(r["aborted"], 20);
+    EXPECT_EQ(r["ok"], 450);
+    EXPECT_EQ(r["aborted"], 50);
     // Aborted streams free their slots: nothing runs or waits any more.
     std::string m;
     for (int i = 0; i < 100; ++i) {
@@ -127,13 +137,13 @@ TEST_F(ServeTest, LoadWithClientsDisconnectingMidStream) {
     EXPECT_EQ(metric_value(m, "pipelm_slots_free"), 8) << m;
     EXPECT_EQ(metric_value(m, "pipelm_running_sequences"), 0) << m;
     EXPECT_EQ(metric_value(m, "pipelm_queue_depth"), 0) << m;
-    EXPECT_GE(metric_value(m, "pipelm_client_disconnects_total"), 20) << m;
+    EXPECT_GE(metric_value(m, "pipelm_client_disconnects_total"), 50) << m;
     EXPECT_EQ(m.find(",code=\"5"), std::string::npos) << "a 5xx answer:\n" << m;
     EXPECT_GT(metric_value(m, "pipelm_ubatches_mixed_total"), 0) << m;
     const double growth = static_cast<double>(rss_after - rss_before) / static_cast<double>(rss_before);
-    std::printf("200 requests at concurrency 32 in %.2f s; RSS %ld -> %ld kB (%+.1f %%)\n", r.value("seconds", 0.0),
-                rss_before, rss_after, 100 * growth);
-    EXPECT_LT(std::abs(growth), 0.05) << "RSS " << rss_before << " -> " << rss_after << " kB";
+    std::printf("500 requests at concurrency 32 in %.2f s; RSS %ld (highest after the warm-ups) -> %ld kB (%+.1f %%)\n",
+                r.value("seconds", 0.0), rss_before, rss_after, 100 * growth);
+    EXPECT_LT(growth, 0.05) << "RSS " << rss_before << " -> " << rss_after << " kB";
 }
 
 // ---- raw HTTP: errors, key, queue, disconnects, SSE framing -------------------------------------
