@@ -59,6 +59,7 @@ constexpr NumericRange kRanges[] = {
     {"--rope-dim", 0, 4096, true, ""},
     {"--ffn", 1, 1 << 22, true, ""},
     {"--vocab", 1, 1 << 24, true, ""},
+    {"--host-cores", 0, 1 << 16, true, "0 = a core per thread"},
 };
 
 const NumericRange* range_of(const std::string& name) {

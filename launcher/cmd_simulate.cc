@@ -6,8 +6,10 @@
 // them (same column names), so measured and simulated rows can be put side by side.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -21,6 +23,7 @@
 #include "runtime/base/log.h"
 #include "runtime/hf/hf_folder.h"
 #include "runtime/model/glm4_config.h"
+#include "runtime/pipeline/planner.h"
 #include "runtime/pipeline/simulator.h"
 
 namespace pipelm::launcher {
@@ -104,6 +107,11 @@ int cmd_simulate(int argc, char** argv) {
         {"--link-latency-us", "", true, "US", "latency added to every message", "50"},
         {"--link-burst", "", true, "BYTES|tbf", "token bucket of the link (tbf: as hosts.sh --rate sets it, max(rate/4000, 16 KiB)); 0 = a plain rate", "0"},
         {"--wire", "", true, "f32|bf16", "format of activations on links", "f32"},
+        {"--stages-per-host", "", true, "N|all", "stages that share a host's read bandwidth and cores (in-process stages, several ranks per node)", "1"},
+        {"--host-bw", "", true, "GB/s|measure", "read bandwidth of a host, all its cores together (bench --roofline prints it; measure: this machine's)", ""},
+        {"--stage-bw", "", true, "GB/s", "read bandwidth of one stage's threads alone, as in the calibration (measured with --host-bw measure)", ""},
+        {"--host-cores", "", true, "N", "cores of a host (0: one per thread)", "0"},
+        {"--threads", "-t", true, "N", "threads per stage (as the calibration ran)", "1"},
         {"--calib", "", true, "FILE", "1-stage `pipelm bench -o jsonl` rows to fit the compute model to", ""},
         {"--pass-ms", "", true, "MS", "fixed milliseconds of a ubatch through the whole model (instead of --calib)", ""},
         {"--token-ms", "", true, "MS", "milliseconds per token of a ubatch (instead of --calib)", ""},
@@ -116,7 +124,8 @@ int cmd_simulate(int argc, char** argv) {
     if (!a.parse(static_cast<int>(av.size()), av.data(), 2,
                  "Predicts bench's t/s, TTFT, inter-token latency and busy per stage for stage counts, link rates,\n"
                  "sequences and ubatch sizes, from a discrete-event model of the pipeline (runtime/pipeline/simulator.h)\n"
-                 "and a 1-stage calibration: pipelm bench -m M -t T --stages 1 -p 64 -n 16 --sequences 1,4 -o jsonl > c.jsonl"))
+                 "and a 1-stage calibration: pipelm bench -m M -t T --stages 1 -p 64 -n 16 --sequences 1,4 -o jsonl > c.jsonl\n"
+                 "Stages on one host (--stages-per-host) share its cores (--host-cores) and read bandwidth (--host-bw)."))
         return 0;
     auto list = [&](const char* flag, int lo, int hi) {
         return bench::int_list(flag, lists.count(flag) ? lists[flag] : a.str(flag), lo, hi);
@@ -125,11 +134,13 @@ int cmd_simulate(int argc, char** argv) {
     const auto seqs = list("--sequences", 1, 4096), ubatches = list("--ubatch", 1, 1 << 16);
     pipeline::SimModel m;
     int n_layer = 0;
+    std::optional<pipeline::ModelCosts> costs;  // with -m: each stage's share as the auto split gives it
     if (a.has("--model")) {
         auto f = hf::open_model(a.str("--model"));  // a GGUF or a Hugging Face folder: only the shape
         const auto cfg = model::Glm4Config::from_gguf(*f);
         m.bytes_per_token = cfg.n_embd;
         n_layer = cfg.n_layer;
+        costs = pipeline::ModelCosts::from_gguf(*f, cfg);
     } else if (a.has("--embd")) {
         m.bytes_per_token = a.integer("--embd");
     } else {
@@ -144,6 +155,41 @@ int cmd_simulate(int argc, char** argv) {
     }
     if (!(m.pass_s >= 0 && m.token_s >= 0 && m.pass_s + m.token_s > 0))
         PIPELM_THROW(ErrorCode::kInvalidArgument, "simulate: the compute model needs --pass-ms, --token-ms >= 0 (not both 0)");
+    // Hosts: how many stages share one, its cores and read bandwidth.
+    const std::string per_host = a.str("--stages-per-host");
+    int stages_per_host = 1 << 20;
+    if (per_host != "all") {
+        char* end = nullptr;
+        const long v = std::strtol(per_host.c_str(), &end, 10);
+        if (per_host.empty() || *end != '\0' || v < 1 || v > (1 << 20))
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages-per-host ", per_host, ": give a count >= 1 or all");
+        stages_per_host = static_cast<int>(v);
+    }
+    m.host_cores = static_cast<int>(a.integer("--host-cores"));
+    m.threads_per_stage = static_cast<int>(a.integer("--threads"));
+    auto gbs = [&](const char* flag) {
+        char* end = nullptr;
+        const std::string v = a.str(flag);
+        const double x = std::strtod(v.c_str(), &end) * 1e9;
+        if (v.empty() || *end != '\0' || !(x > 0) || !std::isfinite(x))
+            PIPELM_THROW(ErrorCode::kInvalidArgument, flag, " ", v, ": give GB/s > 0", flag == std::string("--host-bw") ? " or measure" : "");
+        return x;
+    };
+    if (a.has("--host-bw") && a.str("--host-bw") == "measure") {
+        const int t = m.threads_per_stage, all = m.host_cores > 0 ? m.host_cores : t * std::min(stages_per_host, 64);
+        auto bw = bench::measure_bandwidth({t, all});
+        m.stage_read_Bps = bw.gbs[t] * 1e9;
+        m.host_read_Bps = bw.gbs[all] * 1e9;
+        PIPELM_INFO(fmt::format("simulate: this machine reads {:.2f} GB/s with {} thread(s), {:.2f} GB/s with {}",
+                                m.stage_read_Bps / 1e9, t, m.host_read_Bps / 1e9, all));
+        if (a.has("--stage-bw")) m.stage_read_Bps = gbs("--stage-bw");
+    } else if (a.has("--host-bw") || a.has("--stage-bw")) {
+        if (!a.has("--host-bw") || !a.has("--stage-bw"))
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "give --host-bw and --stage-bw together (or --host-bw measure): a host's "
+                         "bandwidth shared by its stages, and what one stage alone reads");
+        m.host_read_Bps = gbs("--host-bw");
+        m.stage_read_Bps = gbs("--stage-bw");
+    }
     std::vector<std::string> rates;
     {
         std::stringstream ss(a.str("--link-rate"));
@@ -161,7 +207,17 @@ int cmd_simulate(int argc, char** argv) {
             for (const int ub : ubatches) {
                 if (n_layer > 0 && S > n_layer)
                     PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer, " layers");
+                // The compute shares of the split bench would run (--split auto: the lm_head makes
+                // the last stage's share larger than its layers'); even without a model.
                 m.share.assign(S, 1.0 / S);
+                if (costs) {
+                    pipeline::PlanRequest req;
+                    req.n_stages = S;
+                    const auto plan = pipeline::make_plan(*costs, req);
+                    for (int st = 0; st < S; ++st) m.share[st] = plan[st].compute_share;
+                }
+                m.host.resize(S);
+                for (int st = 0; st < S; ++st) m.host[st] = st / std::min(stages_per_host, S);
                 m.link_bps = parse_link_rate(rate);
                 const std::string burst = a.str("--link-burst");
                 if (burst == "tbf") {

@@ -10,14 +10,27 @@ namespace {
 
 class Pipe {
 public:
-    explicit Pipe(const SimModel& m)
+    // in_flight: the most ubatches the workload keeps in the pipe at once (how many of a host's
+    // stages can compute together).
+    Pipe(const SimModel& m, int in_flight)
         : m_(m),
           S_(static_cast<int>(m.share.size())),
           stage_free_(S_, 0.0),
           link_free_(S_, 0.0),
           bucket_(S_, m.link_burst_bytes),
           bucket_t_(S_, 0.0),
-          busy_(S_, 0.0) {}
+          busy_(S_, 0.0),
+          cpu_(S_, 1.0),
+          mem_(S_, 1.0) {
+        const bool shared = static_cast<int>(m.host.size()) == S_;
+        for (int s = 0; s < S_; ++s) {
+            int on_host = 1;
+            if (shared) on_host = static_cast<int>(std::count(m.host.begin(), m.host.end(), m.host[s]));
+            const double c = std::max(1, std::min(on_host, in_flight));
+            if (m.host_cores > 0) cpu_[s] = std::max(1.0, c * std::max(1, m.threads_per_stage) / m.host_cores);
+            if (m.host_read_Bps > 0 && m.stage_read_Bps > 0) mem_[s] = std::max(1.0, c * m.stage_read_Bps / m.host_read_Bps);
+        }
+    }
 
     // Runs stage 0 on n tokens now (the coordinator's thread) and sends the ubatch down the pipe.
     void submit(int64_t n) {
@@ -45,7 +58,8 @@ public:
 
 private:
     double compute(int s, int64_t n) {
-        const double c = m_.share[s] * (m_.pass_s + m_.token_s * static_cast<double>(n));
+        const double c =
+            m_.share[s] * (m_.pass_s * std::max(mem_[s], cpu_[s]) + m_.token_s * static_cast<double>(n) * cpu_[s]);
         busy_[s] += c;
         return c;
     }
@@ -77,13 +91,14 @@ private:
     std::vector<double> stage_free_, link_free_;
     std::vector<double> bucket_, bucket_t_;  // per link: bytes in the token bucket, as of this time
     std::vector<double> busy_;
+    std::vector<double> cpu_, mem_;  // per stage: slow-downs from sharing the host's cores, its bandwidth
     std::deque<double> results_;
 };
 
 }  // namespace
 
 SimResult simulate_prompt(const SimModel& m, int prompt, int ubatch) {
-    Pipe p(m);
+    Pipe p(m, std::min(static_cast<int>(m.share.size()), (prompt + ubatch - 1) / std::max(ubatch, 1)));
     for (int c0 = 0; c0 < prompt; c0 += ubatch) {
         p.submit(std::min(ubatch, prompt - c0));
         while (p.in_flight() > p.stages()) p.next();  // as Engine::prefill_logits
@@ -98,8 +113,8 @@ SimResult simulate_prompt(const SimModel& m, int prompt, int ubatch) {
 }
 
 SimResult simulate_decode(const SimModel& m, int sequences, int n_gen, int seq_prompt, int ubatch) {
-    Pipe p(m);
-    const int G = std::min(p.stages(), sequences);
+    const int G = std::min(static_cast<int>(m.share.size()), sequences);
+    Pipe p(m, G);
     struct Group {
         int size = 0, step = 0, pending = 0;
     };

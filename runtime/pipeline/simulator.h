@@ -11,6 +11,19 @@
 // from a 1-stage calibration run (pipelm simulate --calib). The workloads mirror `pipelm bench`:
 // ppN (prefill_sample: --ubatch chunks, at most S in flight) and tgN@Kseq (K sequences in
 // min(S, K) groups, each group's next step submitted when its result is back).
+//
+// Stages that share a host (in-process stages, several ranks or workers on one node) share its
+// memory bandwidth and cores. On a host with H of the stages, c = min(H, ubatches in flight) of
+// them compute at once (the workload's bound: min(S, ubatches) for a prompt, the number of groups
+// for decode), and a ubatch of n tokens on stage s takes
+//   share[s] x (pass_s x max(mem, cpu) + token_s x n x cpu)
+//   mem = max(1, c x stage_read / host_read)      cpu = max(1, c x threads / cores)
+// The fixed part of a ubatch is reading the stage's weights; the calibration (one stage alone,
+// its threads reading at stage_read bytes/s) measured it, and c stages at once share the host's
+// host_read bytes/s, so each reads more slowly when c x stage_read exceeds it; the per-token part
+// is compute and slows only when the host's stages want more cores than it has. (docs/scaling.md:
+// without this, 2 stages of 4-sequence decode on one 2-core host came out ~30 % slower than
+// predicted.)
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -30,6 +43,12 @@ struct SimModel {
     // many bytes pass at once after the link has been idle long enough to refill them; 0 = a
     // plain rate (a real link).
     double link_burst_bytes = 0;
+    // Hosts: stage s runs on host[s] (empty: every stage on a host of its own).
+    std::vector<int> host;
+    double stage_read_Bps = 0;  // bytes/s one stage's threads read alone (as in the calibration)
+    double host_read_Bps = 0;   // bytes/s all cores of a host read together; either 0 = no sharing
+    int host_cores = 0;         // cores of a host; 0 = as many as its stages use
+    int threads_per_stage = 1;
 };
 
 struct SimResult {

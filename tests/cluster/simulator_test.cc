@@ -1,8 +1,8 @@
 // The pipeline simulator (runtime/pipeline/simulator.h) against closed forms: one stage is the
 // sum of its ubatches; two stages with one sequence gain nothing (the bubble) and with two
 // sequences twice the rate; a slow link caps a prompt at rate / bytes per token; a token bucket
-// lets a small message through at once; the compute fit recovers its parameters; and `pipelm
-// simulate` refuses what it cannot use. Times are exact in the model (no noise): the tolerances
+// lets a small message through at once; stages on one host share its read bandwidth and cores;
+// the compute fit recovers its parameters; and `pipelm simulate` refuses what it cannot use. Times are exact in the model (no noise): the tolerances
 // only cover the fill and drain of the pipeline.
 #include <gtest/gtest.h>
 
@@ -79,6 +79,34 @@ TEST(Simulator, ATokenBucketLetsASmallMessageThroughAtOnce) {
     EXPECT_NEAR(bucket, 0.011, 1e-6);
 }
 
+TEST(Simulator, StagesOnOneHostShareItsReadBandwidthAndCores) {
+    // The fit says 0.5 x (10 + n) ms per ubatch on each of 2 stages; one stage alone reads at
+    // 10 GB/s, the whole host at 15.
+    SimModel m = model(2, 10, 1);
+    m.stage_read_Bps = 10e9;
+    m.host_read_Bps = 15e9;
+    // Each stage on a host of its own: 6 ms per ubatch of 2, 2 groups of 2 keep both busy.
+    EXPECT_NEAR(simulate_decode(m, 4, 64, 1, 64).tps(), 4 / 0.012, 0.02 * 4 / 0.012);
+    m.host = {0, 0};
+    // One host: both stages read at once, each at 7.5 GB/s: the fixed part takes 4/3 as long,
+    // 0.5 x (10 x 4/3 + 2) = 7.67 ms per ubatch.
+    const double t4 = 0.5 * (0.010 * 4 / 3 + 0.002);
+    EXPECT_NEAR(simulate_decode(m, 4, 64, 1, 64).tps(), 4 / (2 * t4), 0.02 * 4 / (2 * t4));
+    // One sequence: the stages take turns and each reads alone: no loss.
+    EXPECT_NEAR(simulate_decode(m, 1, 64, 1, 64).tps(), 1 / 0.011, 1e-6);
+    // A prompt of 4 ubatches keeps both reading: 0.5 x (10 x 4/3 + 64) ms per half.
+    EXPECT_NEAR(simulate_prompt(m, 256, 64).seconds, 5 * 0.5 * (0.010 * 4 / 3 + 0.064), 1e-12);
+
+    // Cores: both stages on a 1-core host, no bandwidth limit: computing together they take turns.
+    SimModel c = model(2, 10, 1);
+    c.host = {0, 0};
+    c.host_cores = 1;
+    EXPECT_NEAR(simulate_decode(c, 4, 64, 1, 64).tps(), 4 / 0.024, 0.02 * 4 / 0.024);  // 2 x 6 ms per ubatch
+    EXPECT_NEAR(simulate_decode(c, 1, 64, 1, 64).tps(), 1 / 0.011, 1e-6);               // one at a time: no loss
+    c.host_cores = 2;
+    EXPECT_NEAR(simulate_decode(c, 4, 64, 1, 64).tps(), 4 / 0.012, 0.02 * 4 / 0.012);
+}
+
 TEST(Simulator, FitRecoversPassAndTokenTimes) {
     double a = 0, b = 0;
     ASSERT_TRUE(fit_compute({{1, 0.0110}, {4, 0.0140}, {64, 0.0740}}, a, b));
@@ -94,8 +122,10 @@ TEST(SimulateCommand, PredictsAndRefusesWhatItCannotUse) {
     auto r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --pass-ms 10 --token-ms 1 --stages 1,2 -p 128 -n 8 "
                                 "--sequences 1,2 -ub 64 --link-rate inf -o jsonl"));
     ASSERT_EQ(r.status, 0) << r.output;
-    // 1 stage: 2 ubatches of 74 ms; 2 stages: 37 ms, then both halves at once, then 37 ms, plus
-    // the default 50 us latency on the two links: 111.1 ms
+    // 1 stage: 2 ubatches of 74 ms; 2 stages: stage 0's share of the first ubatch, then both
+    // halves at once, then stage 1's share of the second, plus the default 50 us latency on the
+    // two links: 74 x (1 + share 1) + 0.1 ms, with the shares of the split bench runs (--split
+    // auto: the lm_head gives stage 1 50.1 % of glm4-tiny's compute): 111.19 ms
     std::map<int64_t, double> pp128_tps;  // stages -> t/s
     std::stringstream lines(r.output);
     for (std::string l; std::getline(lines, l);) {
@@ -105,7 +135,24 @@ TEST(SimulateCommand, PredictsAndRefusesWhatItCannotUse) {
         EXPECT_EQ(row.at("ubatch"), 64) << l;
         if (row.at("test") == "pp128") pp128_tps[row.at("stages").get<int64_t>()] = row.at("tps").get<double>();
     }
-    EXPECT_EQ(pp128_tps, (std::map<int64_t, double>{{1, 864.86}, {2, 1152.12}})) << r.output;
+    EXPECT_EQ(pp128_tps, (std::map<int64_t, double>{{1, 864.86}, {2, 1151.22}})) << r.output;
+    // Two stages sharing a host that reads no faster than one stage: each ubatch's fixed part
+    // takes twice as long, and decode that is all fixed part (token time 0) runs at half the rate
+    // of two hosts. --host-bw without --stage-bw, or not a number, is refused.
+    auto tps_of = [&](const std::string& flags) {
+        r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --pass-ms 10 --token-ms 0 --stages 2 -p 0 -n 16 --sequences 4 "
+                               "--link-rate inf --link-latency-us 0 -o jsonl " + flags));
+        EXPECT_EQ(r.status, 0) << r.output;
+        const size_t at = r.output.find('{');
+        return at == std::string::npos ? 0.0 : nlohmann::json::parse(r.output.substr(at, r.output.find('\n', at) - at)).at("tps").get<double>();
+    };
+    const double own = tps_of("--host-bw 20 --stage-bw 20"), shared = tps_of("--stages-per-host all --host-bw 20 --stage-bw 20");
+    EXPECT_NEAR(shared / own, 0.5, 0.02) << "two stages reading at once on one host get half the bandwidth each";
+    for (const char* bad : {"--host-bw 40", "--host-bw fast --stage-bw 20", "--host-bw 40 --stage-bw 0", "--stages-per-host 0",
+                            "--stages-per-host some", "--host-cores -1"}) {
+        r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --pass-ms 1 --token-ms 1 " + std::string(bad)));
+        EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
+    }
     r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --stages 2"));
     EXPECT_EQ(r.status, 2) << r.output;  // no compute model
     const std::string bad = pipelm::testing::temp_file("bad-calib.jsonl");
