@@ -14,7 +14,8 @@ namespace pipelm::kernels::detail {
 //   kAvx2        every kernel in AVX2+FMA+F16C (matmul_avx2.cc, matmul_q8_avx2.cc, attention);
 //   kAvx2Vnni    + the integer (kQ8) kernels on repacked weights with vpdpbusd ymm
 //                  (matmul_q8_vnni.cc);
-//   kAvx512      + the exact (kNone) prefill GEMM in zmm tiles (matmul_avx512.cc);
+//   kAvx512      + the exact (kNone) prefill GEMM in zmm tiles, the F32/F16/BF16 decode GEMV in zmm
+//                  row pairs (matmul_avx512.cc);
 //   kAvx512Vnni  + the kQ8 kernels with vpdpbusd zmm/ymm (matmul_q8_vnni.cc).
 // Every level gives the same bits (kernels/matmul.h).
 enum class Isa { kScalar = 0, kAvx2 = 1, kAvx2Vnni = 2, kAvx512 = 3, kAvx512Vnni = 4 };
@@ -47,7 +48,8 @@ void matmul_block_scalar(const WeightView& w, int64_t r0, int64_t r1, const floa
                          int64_t ldy, int64_t n);
 void matmul_block_avx2(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
                        int64_t ldy, int64_t n);
-// AVX-512: the GEMM in zmm tiles (matmul_avx512.cc), the GEMV as matmul_block_avx2.
+// AVX-512: the GEMM in zmm tiles and the float types' GEMV in zmm row pairs (matmul_avx512.cc),
+// the other types' GEMV as matmul_block_avx2.
 void matmul_block_avx512(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
                          int64_t ldy, int64_t n);
 

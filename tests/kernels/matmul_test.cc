@@ -150,9 +150,14 @@ TEST_P(MatmulIsa, BitIdenticalToScalar) {
     for (GgmlType type : all_types()) {
         const int64_t qk = ggml_type_info(type).block;
         for (bool random_bytes : {false, true}) {
-            for (int64_t cols : {qk == 1 ? int64_t{29} : qk, int64_t{1280}}) {
+            // Float types also 1300 columns: 162 blocks of 8 (the zmm GEMV's 64-byte groups, then
+            // single blocks) and a tail of 4.
+            std::vector<int64_t> col_list = {qk == 1 ? int64_t{29} : qk, int64_t{1280}};
+            if (qk == 1) col_list.push_back(1300);
+            for (int64_t cols : col_list) {
                 Weight w = make_weight(type, 19, cols, rng, random_bytes);
-                for (int64_t n : {1, 3, 4, 9, 14}) {
+                // 1-8: every GEMV tile width (the zmm float GEMV runs n tokens in one pass).
+                for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 14}) {
                     const auto x = random_normal_x(n, cols, rng);
                     ASSERT_NO_FATAL_FAILURE(
                         testing::check_isa_matches_scalar(w, w.m, x, n, pool, ActQuant::kNone, isa, random_bytes, true));
