@@ -17,6 +17,7 @@
 #include "launcher/signals.h"
 #include "runtime/base/log.h"
 #include "runtime/pipeline/scheduler.h"
+#include "runtime/pipeline/trace.h"
 
 namespace pipelm::launcher {
 namespace {
@@ -67,6 +68,7 @@ int cmd_serve(int argc, char** argv) {
         {"--alias", "", true, "NAME", "model id in /v1/models and in requests", "the file name without .gguf"},
         {"--http-threads", "", true, "N", "HTTP threads: connections served at once", "parallel + queue size + 8"},
         {"--max-in-flight", "", true, "N", "ubatches in the pipeline at once", "the number of stages"},
+        {"--trace", "", true, "FILE.json", "write a Chrome trace (Perfetto) of every ubatch, a track per stage and per link, when the server stops (it grows with the ubatches: for a bounded session)", ""},
     });
     cli::Args a("serve", flags);
     if (!a.parse(argc, argv, 2,
@@ -114,6 +116,8 @@ int cmd_serve(int argc, char** argv) {
     so.max_in_flight = max_in_flight;
     so.eog = tk.eog_ids();
     pipeline::Scheduler sch(session->engine(), so);
+    pipeline::Trace trace;  // filled by the scheduler's thread (it takes the results)
+    if (a.has("--trace")) session->engine().set_trace(&trace);
     http->ready(sch, tk, session->n_ctx());
     PIPELM_INFO("serve: ready: model '", ho.model_id, "' (", session->config().summary(), "), ",
                 session->engine().n_stages(), " stage(s) ", mode_name(session->mode()), ", ", o.n_seq, " slots x ",
@@ -126,6 +130,11 @@ int cmd_serve(int argc, char** argv) {
         failure = std::current_exception();
     }
     http->stop();  // every sequence has ended: the handlers answer and return
+    if (a.has("--trace")) {
+        session->engine().set_trace(nullptr);
+        trace.write(a.str("--trace"));
+        PIPELM_INFO("serve: wrote the trace of ", trace.n_events(), " spans to ", a.str("--trace"));
+    }
     if (failure) std::rethrow_exception(failure);
     if (!interrupted()) PIPELM_THROW(ErrorCode::kIo, "serve: the HTTP listener on ", ho.host, ":", ho.port, " stopped");
     PIPELM_INFO("serve: stopped by a signal; shutting the pipeline down");

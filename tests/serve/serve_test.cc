@@ -16,6 +16,7 @@
 #include <atomic>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -348,6 +349,50 @@ TEST_F(ServeTest, HealthIs503WhileLoading) {
     EXPECT_EQ(g->status, 503) << g->body;
     EXPECT_FALSE(g->get_header_value("Retry-After").empty());
     EXPECT_NE(metric_value(metrics(), "pipelm_ready"), 1);
+}
+
+// --trace on serve: when the server stops (SIGINT), the Chrome trace holds a span per ubatch on
+// each of the 2 stage tracks; several requests at once put decode ubatches of two groups in flight,
+// so some stage-0 and stage-1 spans overlap in time (no bubble). An unwritable path is exit code 5.
+TEST_F(ServeTest, TraceIsWrittenWhenTheServerStops) {
+    const std::string path = dir_ + "/serve-trace.json";
+    if (start(ServeMode::kInProcess, {"--parallel", "4", "--trace", path}).port == 0) return;
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 4; ++i)
+        clients.emplace_back([&, i] {
+            auto c = server_.client();
+            auto r = post(c, "/v1/completions",
+                          json{{"prompt", "The whale " + std::to_string(i)}, {"max_tokens", 16}, {"temperature", 0}}.dump());
+            EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
+        });
+    for (auto& t : clients) t.join();
+    ASSERT_TRUE(server_.proc.signal(SIGINT));
+    const auto st = server_.proc.wait_for(Ms(30000));
+    ASSERT_TRUE(st.has_value()) << server_.proc.log();
+    EXPECT_EQ(*st, 0) << server_.proc.log();
+    EXPECT_NE(server_.proc.log().find("serve: wrote the trace of"), std::string::npos) << server_.proc.log();
+    const json d = json::parse(slurp(path), nullptr, false);
+    ASSERT_TRUE(d.is_object() && d.contains("traceEvents")) << slurp(path).substr(0, 200);
+    std::map<int64_t, std::vector<std::pair<int64_t, int64_t>>> spans;  // track -> [start, end)
+    for (const auto& e : d["traceEvents"])
+        if (e.value("ph", "") == "X")
+            spans[e.value("tid", int64_t{-1})].push_back({e["ts"].get<int64_t>(), e["ts"].get<int64_t>() + e["dur"].get<int64_t>()});
+    // 4 prompts and 4 x 15 more tokens: at least 16 ubatches through each stage (tracks 0 and 2).
+    EXPECT_GE(spans[0].size(), 16u);
+    EXPECT_EQ(spans[0].size(), spans[2].size());
+    int overlapping = 0;
+    for (const auto& a : spans[0])
+        for (const auto& b : spans[2])
+            if (std::min(a.second, b.second) - std::max(a.first, b.first) > 1) ++overlapping;
+    EXPECT_GT(overlapping, 0) << "no stage-0 span overlaps a stage-1 span: the groups did not fill the pipeline";
+
+    Server bad = start_server(ServeMode::kInProcess, dir_, {"--trace", "/nonexistent/dir/t.json"});
+    ASSERT_GT(bad.port, 0) << bad.proc.log();
+    ASSERT_TRUE(bad.proc.signal(SIGINT));
+    const auto bst = bad.proc.wait_for(Ms(30000));
+    ASSERT_TRUE(bst.has_value()) << bad.proc.log();
+    EXPECT_EQ(*bst, 5) << bad.proc.log();
+    EXPECT_NE(bad.proc.log().find("/nonexistent/dir/t.json"), std::string::npos) << bad.proc.log();
 }
 
 }  // namespace
