@@ -25,6 +25,7 @@
 #include "kernels/ops.h"
 #include "runtime/base/ggml_types.h"
 #include "runtime/base/thread_pool.h"
+#include "tests/testing/attention_args.h"
 
 using namespace pipelm;
 
@@ -130,22 +131,9 @@ int main(int argc, char** argv) {
             kernels::store_row(type, kf.data() + j * kvw, k.data() + j * rb, kvw);
             kernels::store_row(type, vf.data() + j * kvw, v.data() + j * rb, kvw);
         }
-        std::vector<const void*> krows(n_tokens, k.data()), vrows(n_tokens, v.data());
-        kernels::AttentionArgs a;
-        a.q = q.data();
-        a.ldq = qw;
-        a.out = out.data();
-        a.ldo = qw;
-        a.n_tokens = n_tokens;
-        a.n_head = n_head;
-        a.n_head_kv = n_head_kv;
-        a.head_dim = hd;
-        a.scale = 1.f / std::sqrt(float(hd));
-        a.k_rows = krows.data();
-        a.v_rows = vrows.data();
-        a.n_kv = n_kv.data();
-        a.k_type = a.v_type = type;
-        const double s = best_of([&] { kernels::attention(a, pool); }, reps);
+        const testing::SharedRowsAttention att(q.data(), out.data(), n_head, n_head_kv, hd, type, k.data(), type, v.data(),
+                                               n_kv);
+        const double s = best_of([&] { kernels::attention(att.args, pool); }, reps);
         std::printf("  kv %-5s %9.3f ms  %7.2f GFLOP/s\n", ts.c_str(), s * 1e3, flops / s * 1e-9);
     }
     std::vector<float> gu(static_cast<size_t>(n_tokens) * 2 * n_ff), m(static_cast<size_t>(n_tokens) * n_ff);

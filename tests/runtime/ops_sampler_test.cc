@@ -17,6 +17,7 @@
 #include "kernels/quant.h"
 #include "runtime/base/thread_pool.h"
 #include "runtime/sampling/sampler.h"
+#include "tests/testing/attention_args.h"
 
 namespace pipelm {
 namespace {
@@ -202,25 +203,9 @@ void make_qk(const AttnCase& c, int64_t n_tok, int64_t n_ctx, uint32_t seed, std
 // reads the same rows k, v of types kt, vt). Returns out [n_tok][n_head * hd].
 std::vector<float> attend(const std::vector<float>& q, int n_head, int n_head_kv, int hd, GgmlType kt, const void* k,
                           GgmlType vt, const void* v, const std::vector<int32_t>& n_kv, ThreadPool& pool) {
-    const int64_t qw = int64_t(n_head) * hd, n_tok = int64_t(n_kv.size());
-    std::vector<const void*> krows(n_tok, k), vrows(n_tok, v);
-    std::vector<float> out(n_tok * qw, -1.f);
-    kernels::AttentionArgs a;
-    a.q = q.data();
-    a.ldq = qw;
-    a.out = out.data();
-    a.ldo = qw;
-    a.n_tokens = n_tok;
-    a.n_head = n_head;
-    a.n_head_kv = n_head_kv;
-    a.head_dim = hd;
-    a.scale = 1.f / std::sqrt(float(hd));
-    a.k_rows = krows.data();
-    a.v_rows = vrows.data();
-    a.n_kv = n_kv.data();
-    a.k_type = kt;
-    a.v_type = vt;
-    kernels::attention(a, pool);
+    std::vector<float> out(n_kv.size() * n_head * hd, -1.f);
+    const testing::SharedRowsAttention s(q.data(), out.data(), n_head, n_head_kv, hd, kt, k, vt, v, n_kv);
+    kernels::attention(s.args, pool);
     return out;
 }
 
@@ -274,7 +259,7 @@ TEST(Ops, AttentionMatchesFp64WithGqaCacheTypesAndLargeScores) {
     const int n_ctx = 64;
     uint32_t seed = 10;
     for (const auto& c : cases) {
-        SCOPED_TRACE(testing::Message() << "heads " << c.n_head << "/" << c.n_head_kv << " hd " << c.hd << " type "
+        SCOPED_TRACE(::testing::Message() << "heads " << c.n_head << "/" << c.n_head_kv << " hd " << c.hd << " type "
                                         << int(c.type) << " qk " << c.qk_scale);
         const int64_t kvw = int64_t(c.n_head_kv) * c.hd, qw = int64_t(c.n_head) * c.hd;
         const int64_t n_tok = int64_t(n_kv.size());
@@ -346,7 +331,7 @@ TEST(Ops, AttentionTakesKAndVCachesOfDifferentTypes) {
     for (GgmlType kt : types)
         for (GgmlType vt : types) {
             if (kt == vt) continue;
-            SCOPED_TRACE(testing::Message() << "k " << ggml_type_name(kt) << " v " << ggml_type_name(vt));
+            SCOPED_TRACE(::testing::Message() << "k " << ggml_type_name(kt) << " v " << ggml_type_name(vt));
             std::vector<float> kd, vd;
             const auto k = store(kt, kf, kd);
             const auto v = store(vt, vf, vd);
@@ -367,7 +352,7 @@ TEST(Ops, AttentionIsBitIdenticalAcrossThreadsBatchesAndIsa) {
     const std::vector<int32_t> n_kv = {1, 2, 3, 9, 17, 31, 64, 100, 129, 200};
     const int n_ctx = 200;
     for (const auto& c : cases) {
-        SCOPED_TRACE(testing::Message() << "heads " << c.n_head << "/" << c.n_head_kv << " hd " << c.hd);
+        SCOPED_TRACE(::testing::Message() << "heads " << c.n_head << "/" << c.n_head_kv << " hd " << c.hd);
         const int64_t kvw = int64_t(c.n_head_kv) * c.hd, qw = int64_t(c.n_head) * c.hd;
         const int64_t n_tok = int64_t(n_kv.size());
         std::vector<float> q, kf;
