@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -176,7 +177,9 @@ int cmd_simulate(int argc, char** argv) {
         return x;
     };
     if (a.has("--host-bw") && a.str("--host-bw") == "measure") {
-        const int t = m.threads_per_stage, all = m.host_cores > 0 ? m.host_cores : t * std::min(stages_per_host, 64);
+        // One stage's threads alone, and every core of this machine (or --host-cores of them).
+        const int t = m.threads_per_stage;
+        const int all = m.host_cores > 0 ? m.host_cores : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
         auto bw = bench::measure_bandwidth({t, all});
         m.stage_read_Bps = bw.gbs[t] * 1e9;
         m.host_read_Bps = bw.gbs[all] * 1e9;
@@ -202,22 +205,23 @@ int cmd_simulate(int argc, char** argv) {
                             m.pass_s * 1e3, m.token_s * 1e3, m.bytes_per_token));
 
     std::vector<Row> rows;
-    for (const int S : stages)
+    for (const int S : stages) {
+        if (n_layer > 0 && S > n_layer)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer, " layers");
+        // The compute shares of the split bench would run (--split auto: the lm_head makes the last
+        // stage's share larger than its layers'); even without a model. Stage s is on host
+        // s / stages_per_host.
+        m.share.assign(S, 1.0 / S);
+        if (costs) {
+            pipeline::PlanRequest req;
+            req.n_stages = S;
+            const auto plan = pipeline::make_plan(*costs, req);
+            for (int st = 0; st < S; ++st) m.share[st] = plan[st].compute_share;
+        }
+        m.host.resize(S);
+        for (int st = 0; st < S; ++st) m.host[st] = st / std::min(stages_per_host, S);
         for (const std::string& rate : rates)
             for (const int ub : ubatches) {
-                if (n_layer > 0 && S > n_layer)
-                    PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer, " layers");
-                // The compute shares of the split bench would run (--split auto: the lm_head makes
-                // the last stage's share larger than its layers'); even without a model.
-                m.share.assign(S, 1.0 / S);
-                if (costs) {
-                    pipeline::PlanRequest req;
-                    req.n_stages = S;
-                    const auto plan = pipeline::make_plan(*costs, req);
-                    for (int st = 0; st < S; ++st) m.share[st] = plan[st].compute_share;
-                }
-                m.host.resize(S);
-                for (int st = 0; st < S; ++st) m.host[st] = st / std::min(stages_per_host, S);
                 m.link_bps = parse_link_rate(rate);
                 const std::string burst = a.str("--link-burst");
                 if (burst == "tbf") {
@@ -248,6 +252,7 @@ int cmd_simulate(int argc, char** argv) {
                         emit("tg" + std::to_string(n) + "@" + std::to_string(k) + "seq", pipeline::simulate_decode(m, k, n, 1, ub),
                              true);
             }
+    }
     if (out != "jsonl") bench::print_table(rows, out);
     return 0;
 }
