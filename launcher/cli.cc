@@ -384,7 +384,7 @@ std::vector<FlagSpec> pipeline_flags() {
         {"--ubatch", "-ub", true, "N", "tokens per ubatch flowing through the stages", "64"},
         {"--stages", "", true, "N", "in-process pipeline stages (threads in this process)", "1"},
         {"--split", "", true, "auto|mem|a,b,..", "layers per stage: balanced, memory-proportional or explicit counts", "auto"},
-        {"--mem", "", true, "SIZES", "memory budget per stage, e.g. 8G,8G (plans that do not fit are refused)", ""},
+        {"--mem", "", true, "SIZES", "memory budget per stage, e.g. 8G,8G (plans that do not fit are refused; TCP mode: a lost stage with no standby goes to the survivors that have room)", ""},
         {"--devices", "", true, "LIST", "device per stage: cpu or cuda:N (e.g. cuda:0,cpu)", "cpu"},
         {"--workers", "", true, "H:P,..", "TCP mode: worker addresses for stages 1..N-1 (this process is stage 0)", ""},
         {"--standby", "", true, "H:P,..", "TCP mode: spare workers; a lost stage is given to the next one and the job goes on", ""},

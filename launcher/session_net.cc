@@ -202,7 +202,26 @@ struct TcpPipeline {
     transport::TcpOptions options;
     std::vector<std::string> jobs;  // encoded WorkerJob of stage s (jobs[0] unused)
     std::shared_ptr<transport::CoordinatorSession> session;
+    // For giving a lost stage to the survivors when no standby is left (only with --mem: the
+    // budgets say whether they have room).
+    WorkerJob job;  // the fields every stage's job shares
+    pipeline::ModelCosts costs;
+    pipeline::PlanRequest request;
+    std::vector<pipeline::StagePlan> plan;  // now
 };
+
+// The encoded WorkerJob of stage s of `plan`.
+std::string encode_job(WorkerJob j, const std::vector<pipeline::StagePlan>& plan, int s) {
+    j.first_layer = plan[s].first_layer;
+    j.last_layer = plan[s].last_layer;
+    j.n_stages = static_cast<int>(plan.size());
+    j.device = plan[s].device;
+    return pipeline::encode(j);
+}
+
+std::string layer_range(const pipeline::StagePlan& p) {
+    return ::pipelm::detail::concat(p.first_layer, "-", p.last_layer - 1);
+}
 
 std::vector<std::string> split_list(const std::string& list) {
     std::vector<std::string> out;
@@ -251,11 +270,13 @@ pipeline::Relinked relink_tcp(TcpPipeline& p, const Error& cause) {
     };
     if (lost.empty()) give_up(cause.what());
     std::string replaced;
+    std::vector<int> orphans;  // plan stages lost with no standby left
     for (int s : lost) {
         while (!connected[s]) {
-            if (p.standbys.empty())
-                give_up(::pipelm::detail::concat("stage ", s + 1, " (worker ", p.workers[s],
-                                       ") is lost and no standby is left (--standby H:P,...): ", cause.what()));
+            if (p.standbys.empty()) {
+                orphans.push_back(s + 1);
+                break;
+            }
             const std::string standby = p.standbys.front();
             p.standbys.erase(p.standbys.begin());
             if ((connected[s] = reach(p, s, standby))) {
@@ -264,10 +285,55 @@ pipeline::Relinked relink_tcp(TcpPipeline& p, const Error& cause) {
             }
         }
     }
+    pipeline::Relinked out;
+    if (!orphans.empty()) {
+        const int s = orphans.front() - 1;
+        const std::string lost_what = ::pipelm::detail::concat("stage ", s + 1, " (worker ", p.workers[s], ", layers ",
+                                                               layer_range(p.plan[s + 1]), ") is lost and no standby is left");
+        if (p.request.mem_budget.empty())
+            give_up(::pipelm::detail::concat(lost_what, " (--standby H:P,...; with --mem the surviving workers take its "
+                                             "layers when they have room): ", cause.what()));
+        // The survivors share the lost layers (every stage starts over with an empty KV cache
+        // anyway: the replay rebuilds them all).
+        std::vector<int> survivor;
+        std::vector<pipeline::StagePlan> plan;
+        try {
+            plan = pipeline::replan_over_survivors(p.costs, p.request, p.plan, orphans, &survivor);
+        } catch (const Error& e) {
+            give_up(::pipelm::detail::concat(lost_what, "; ", e.what(), ": ", cause.what()));
+        }
+        std::vector<std::shared_ptr<transport::Link>> kept;
+        std::vector<std::string> workers;
+        std::vector<std::string> jobs(plan.size());
+        for (size_t j = 1; j < survivor.size(); ++j) {
+            kept.push_back(connected[survivor[j] - 1]);
+            workers.push_back(p.workers[survivor[j] - 1]);
+            jobs[j] = encode_job(p.job, plan, static_cast<int>(j));
+        }
+        std::string layout;
+        for (size_t j = 0; j < plan.size(); ++j) layout += (j ? " | " : "") + layer_range(plan[j]);
+        for (int o : orphans)
+            replaced += ::pipelm::detail::concat(replaced.empty() ? "" : ", ", "stage ", o, ": ", p.workers[o - 1],
+                                                 " -> the survivors");
+        replaced += " (layers now " + layout + ")";
+        // Survivor budgets by their new index, for a later loss.
+        std::vector<uint64_t> budget;
+        for (int o : survivor)
+            budget.push_back(p.request.mem_budget.size() == 1 ? p.request.mem_budget[0] : p.request.mem_budget[o]);
+        p.request.mem_budget = budget;
+        p.request.n_stages = static_cast<int>(plan.size());
+        p.plan = plan;
+        p.workers = workers;
+        p.jobs = jobs;
+        connected = kept;
+        for (const auto& q : plan) out.plan.push_back({q.first_layer, q.last_layer});
+    }
     PIPELM_INFO("re-forming the pipeline: ", replaced);
     p.session = std::make_shared<transport::CoordinatorSession>(transport::tcp_coordinator_wire(
         connected, p.workers, p.timeout, [&p](int s) { return p.jobs[s]; }));
-    return pipeline::Relinked{p.session->links, replaced};
+    out.links = p.session->links;
+    out.replaced = replaced;
+    return out;
 }
 
 }  // namespace
@@ -281,28 +347,25 @@ void Session::start_tcp(const SessionOptions& opt) {
     if (opt.token_file.empty())
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--workers needs --token-file FILE (the secret the workers were started with)");
     tcp->token = transport::read_token_file(opt.token_file);
-    plan_ = pipeline::make_plan(pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer), plan_request(opt, cfg_, S, n_ctx_));
+    tcp->costs = pipeline::ModelCosts::from_gguf(*file_, cfg_.n_layer);
+    tcp->request = plan_request(opt, cfg_, S, n_ctx_);
+    plan_ = pipeline::make_plan(tcp->costs, tcp->request);
+    tcp->plan = plan_;
     if (!opt.quiet_plan) PIPELM_INFO("plan: ", S, " stages, TCP workers ", opt.workers, "\n", pipeline::format_plan(plan_));
     const std::string id = pipeline::model_identity(*file_);
+    WorkerJob& j = tcp->job;
+    j.model_path = opt.model_path;
+    j.model_id = id;
+    j.n_ctx = n_ctx_;
+    j.n_seq = opt.n_seq;
+    j.threads = opt.threads;
+    j.cache_k = static_cast<uint32_t>(opt.cache_k);
+    j.cache_v = static_cast<uint32_t>(opt.cache_v);
+    j.check_finite = opt.check_finite;
+    j.attn_precision = opt.attn_precision;
+    j.act_quant = opt.act_quant;
     tcp->jobs.resize(S);
-    for (int s = 1; s < S; ++s) {
-        WorkerJob j;
-        j.model_path = opt.model_path;
-        j.model_id = id;
-        j.first_layer = plan_[s].first_layer;
-        j.last_layer = plan_[s].last_layer;
-        j.n_stages = S;
-        j.n_ctx = n_ctx_;
-        j.n_seq = opt.n_seq;
-        j.threads = opt.threads;
-        j.cache_k = static_cast<uint32_t>(opt.cache_k);
-        j.cache_v = static_cast<uint32_t>(opt.cache_v);
-        j.check_finite = opt.check_finite;
-        j.device = plan_[s].device;
-        j.attn_precision = opt.attn_precision;
-        j.act_quant = opt.act_quant;
-        tcp->jobs[s] = pipeline::encode(j);
-    }
+    for (int s = 1; s < S; ++s) tcp->jobs[s] = encode_job(j, plan_, s);
     tcp->timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.connect_timeout_s * 1000));
     tcp->options.peer_timeout = std::chrono::milliseconds(static_cast<int64_t>(opt.peer_timeout_s * 1000));
     // What the last stage may send back: the outputs of one ubatch (at most --ubatch tokens, or
@@ -321,7 +384,8 @@ void Session::start_tcp(const SessionOptions& opt) {
                       model::find_arch(cfg_.arch, file_->path()).precision, opt.act_quant),
         *pools_[0]));
     pipeline::EngineOptions eo = engine_options(opt, S, id);
-    if (!tcp->standbys.empty()) eo.relink = [tcp](const Error& cause) { return relink_tcp(*tcp, cause); };
+    // A lost stage goes to a standby, else (with --mem, which says who has room) to the survivors.
+    if (!tcp->standbys.empty() || !tcp->request.mem_budget.empty()) eo.relink = [tcp](const Error& cause) { return relink_tcp(*tcp, cause); };
     engine_ = std::make_unique<pipeline::Engine>(*stages_[0], tcp->session->links, eo);
     engine_->handshake();
 }

@@ -3,7 +3,8 @@
 //
 // Model: when a send or receive of the coordinator fails with kPeerLost, EngineOptions::relink
 // re-forms the whole pipeline (the lost stage's layer range on a standby, every other stage on
-// its old worker, each with a fresh, empty KV cache). The engine then
+// its old worker, each with a fresh, empty KV cache; with no standby left and --mem room, the
+// surviving workers share the lost layers instead, stage 0's range unchanged). The engine then
 //   1. checks the new pipeline (handshake),
 //   2. sends every started slot's sampler as it was after the results already returned
 //      (SeqResume: its parameters, the last repeat_last_n tokens it accepted, its draw count),
@@ -82,6 +83,12 @@ void Engine::recover(const Error& first) {
         PIPELM_WARN("pipeline broken (", cause.what(), "): re-forming it");
         Relinked r = opt_.relink(cause);  // throws when nothing is lost or no standby is left
         links_ = r.links;
+        if (!r.plan.empty()) {  // fewer stages now: the survivors hold the lost layers
+            PIPELM_CHECK(r.plan.front().first == opt_.plan.front().first && r.plan.front().last == opt_.plan.front().last,
+                         "relink moved stage 0's layers");
+            opt_.plan = r.plan;
+            opt_.n_stages = static_cast<int>(r.plan.size());
+        }
         replaced += (replaced.empty() ? "" : "; ") + r.replaced;
         asked_.clear();
         try {

@@ -295,6 +295,53 @@ std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req
     return plan;
 }
 
+std::vector<StagePlan> replan_over_survivors(const ModelCosts& costs, const PlanRequest& req,
+                                             const std::vector<StagePlan>& plan, const std::vector<int>& lost,
+                                             std::vector<int>* survivor) {
+    const int S = static_cast<int>(plan.size());
+    const int n_layer = static_cast<int>(costs.layer_bytes.size());
+    std::vector<bool> gone(S, false);
+    for (int s : lost) {
+        if (s < 0 || s >= S) PIPELM_THROW(ErrorCode::kInvalidArgument, "replan: stage ", s, " of ", S);
+        gone[s] = true;
+    }
+    if (gone[0]) PIPELM_THROW(ErrorCode::kPeerLost, "stage 0 is lost: it holds the caller and the embedding");
+    std::vector<int> keep;
+    for (int s = 0; s < S; ++s)
+        if (!gone[s]) keep.push_back(s);
+    const int k = static_cast<int>(keep.size()) - 1;  // surviving stages after stage 0
+    const int L0 = plan[0].last_layer;
+    if (k < 1)
+        PIPELM_THROW(ErrorCode::kPeerLost, "no stage but stage 0 survives to take layers ", L0, "-", n_layer - 1);
+    std::vector<uint64_t> budget(S, 0);
+    if (req.mem_budget.size() == 1) budget.assign(S, req.mem_budget[0]);
+    else if (static_cast<int>(req.mem_budget.size()) == S) budget = req.mem_budget;
+    const uint64_t kv_layer = req.kv_bytes_per_token_layer * static_cast<uint64_t>(req.n_ctx) * req.n_seq;
+    const int Sn = k + 1;
+    // Layers [L0, n_layer) over the k survivors; new stage j + 1 is old stage keep[j + 1].
+    std::vector<double> c(costs.layer_bytes.begin() + L0, costs.layer_bytes.end());
+    const StageFits fits = [&](int j, int first, int end) {
+        const uint64_t b = budget[keep[j + 1]];
+        return !b || stage_bytes(costs, kv_layer, j + 1, Sn, first + L0, end + L0) <= b;
+    };
+    std::vector<int> counts = balance_two_phase(c, static_cast<double>(costs.head_compute), k, kPlanPrefillChunks, fits);
+    if (counts.empty())
+        PIPELM_THROW(ErrorCode::kOutOfMemory, "the ", k, " surviving stage(s) cannot hold layers ", L0, "-", n_layer - 1,
+                     " within their --mem budgets (weights + KV of each stage)");
+    PlanRequest r = req;
+    r.n_stages = Sn;
+    r.split = std::to_string(L0);
+    for (int x : counts) r.split += "," + std::to_string(x);
+    r.mem_budget.clear();
+    r.devices.clear();
+    for (int s : keep) {
+        r.mem_budget.push_back(budget[s]);
+        r.devices.push_back(s < static_cast<int>(req.devices.size()) ? req.devices[s] : "cpu");
+    }
+    if (survivor) *survivor = keep;
+    return make_plan(costs, r);
+}
+
 std::string format_plan(const std::vector<StagePlan>& plan) {
     std::ostringstream os;
     os << "stage  device    layers        weights MiB   KV MiB   compute\n";

@@ -75,6 +75,16 @@ uint64_t min_fitting_budget(const ModelCosts& costs, uint64_t kv_bytes_per_layer
 // stage fits; when none does, the error names min_fitting_budget.
 std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req);
 
+// The plan after the stages `lost` of `plan` (made by make_plan from `req`) are gone and nothing
+// replaces them: stage 0 keeps its layers (its KV cache and the caller live there), the surviving
+// stages share every other layer, contiguously and in their order, as the auto split balances
+// them, each within the --mem budget it had (req.mem_budget, by old index). survivor[j] is the old
+// index of new stage j. Throws Error{kPeerLost} when stage 0 is lost or no other stage survives,
+// Error{kOutOfMemory} when no split over the survivors fits their budgets.
+std::vector<StagePlan> replan_over_survivors(const ModelCosts& costs, const PlanRequest& req,
+                                             const std::vector<StagePlan>& plan, const std::vector<int>& lost,
+                                             std::vector<int>* survivor);
+
 // Bytes as MiB with one decimal ("1616.7"), as the plan table and its messages print them.
 std::string mib(uint64_t bytes);
 

@@ -72,10 +72,12 @@ private:
 struct Relinked {
     transport::StageLinks links;
     std::string replaced;
+    std::vector<LayerRange> plan;  // the new layer ranges when the stages changed (a lost stage
+                                   // shared by the survivors), else empty; stage 0's never changes
 };
 // Given the error that broke the pipeline, re-forms it (every stage starts with an empty KV cache)
 // or throws: the cause again when no stage is actually lost, Error{kPeerLost} naming the stage when
-// no standby is left.
+// no standby is left and the survivors cannot take it.
 using Relink = std::function<Relinked(const Error& cause)>;
 
 // One recovery, for the run's summary and /metrics.

@@ -159,5 +159,56 @@ TEST(Planner, RefusalNamesTheSmallestBudgetThatFits) {
     EXPECT_NEAR(static_cast<double>(min_fitting_budget(glm4_9b_q4_k_m(), 2048ull * 4096, 4)) / (1 << 20), 1572.5, 0.1);
 }
 
+// Issue 17: a lost stage with no standby goes to the survivors when their --mem allows. Stage 0
+// keeps its layers, the survivors share the rest in order (the lost stage's layers move to its
+// neighbours), each within the budget it had; a budget with no room is refused, and so is a
+// pipeline with no survivor but stage 0.
+TEST(Planner, ReplanOverSurvivorsKeepsStageZeroAndFitsTheBudgets) {
+    ModelCosts m;
+    m.layer_bytes.assign(24, 100);
+    m.embedding_bytes = 50;
+    m.head_bytes = m.head_compute = 240;
+    PlanRequest r;
+    r.n_stages = 4;
+    r.mem_budget = {2000};
+    const auto plan = make_plan(m, r);
+    ASSERT_EQ(plan.size(), 4u);
+    std::vector<int> survivor;
+    const auto after = replan_over_survivors(m, r, plan, {2}, &survivor);
+    ASSERT_EQ(after.size(), 3u);
+    EXPECT_EQ(survivor, (std::vector<int>{0, 1, 3}));
+    EXPECT_EQ(after[0].first_layer, 0);
+    EXPECT_EQ(after[0].last_layer, plan[0].last_layer);
+    EXPECT_EQ(after[1].first_layer, after[0].last_layer);
+    EXPECT_EQ(after[2].first_layer, after[1].last_layer);
+    EXPECT_EQ(after[2].last_layer, 24);
+    EXPECT_TRUE(after[2].has_head);
+    EXPECT_FALSE(after[1].has_head);
+    for (const auto& p : after) EXPECT_LE(p.weight_bytes + p.kv_bytes, 2000u) << "stage " << p.index;
+    // Each survivor keeps its own budget: stage 3 (now 2) has room for only 4 layers + the head.
+    r.mem_budget = {2000, 2000, 2000, 640};
+    const auto tight = replan_over_survivors(m, r, make_plan(m, r), {2}, &survivor);
+    EXPECT_EQ(tight[2].last_layer - tight[2].first_layer, 4);
+    // No room: the survivors' budgets hold fewer than the 24 layers.
+    r.mem_budget = {700, 700, 700, 700};
+    try {
+        replan_over_survivors(m, r, make_plan(m, r), {1}, &survivor);
+        FAIL() << "survivors without room took the lost layers";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kOutOfMemory);
+        EXPECT_NE(std::string(e.what()).find("--mem"), std::string::npos) << e.what();
+    }
+    // Nothing but stage 0 survives; stage 0 itself cannot be lost.
+    r.mem_budget.clear();
+    for (const std::vector<int>& lost : {std::vector<int>{1, 2, 3}, std::vector<int>{0}}) {
+        try {
+            replan_over_survivors(m, r, plan, lost, &survivor);
+            FAIL() << "replanned without a surviving worker";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), ErrorCode::kPeerLost) << e.what();
+        }
+    }
+}
+
 }  // namespace
 }  // namespace pipelm::pipeline

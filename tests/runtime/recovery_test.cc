@@ -194,6 +194,50 @@ TEST_F(RecoveryTest, NoStandbyLeftEndsTheJobNamingTheStage) {
     run(again, "second-job.log");
 }
 
+// No standby, but --mem says the survivors have room: the lost stage's layers go to them (stage 0
+// keeps its own), twice in one job, and the ids stay those of the unfaulted run. With budgets too
+// small for the lost layers the job ends naming the stage and the budgets.
+TEST_F(RecoveryTest, SurvivorsTakeTheLostLayersWhenMemAllows) {
+    const auto args = run_args(kTiny, "hello world", 60);
+    const std::string ref = ids_line(run(args, "reference.log"));
+    ASSERT_NE(ref, "(no ids)");
+    {
+        // glm4-tiny over 4 stages needs 3.0-3.3 MiB per stage (ctx 256); 12 MiB lets one worker
+        // hold all 46 layers after stage 0 with the head.
+        Worker& w1 = worker("w1.log", kTiny);
+        Worker& w2 = worker("w2.log", kTiny, 3);
+        Worker& w3 = worker("w3.log", kTiny, 40);
+        ASSERT_FALSE(HasFailure());
+        auto a = args;
+        a.insert(a.end(), {"--workers", w1.address + "," + w2.address + "," + w3.address, "--mem", "12M",
+                           "--token-file", token_});
+        const std::string log = run(a, "survivors.log");
+        EXPECT_EQ(ids_line(log), ref) << log;
+        EXPECT_NE(log.find("recovery: stage 2: " + w2.address + " -> the survivors (layers now 0-14 | "),
+                  std::string::npos) << log;
+        EXPECT_NE(log.find("recovery: stage 2: " + w3.address + " -> the survivors (layers now 0-14 | 15-60)"),
+                  std::string::npos) << log;
+        std::printf("%s\n%s\n", line_with(log, "recovery: stage 2: " + w2.address).c_str(),
+                    line_with(log, "recovery: stage 2: " + w3.address).c_str());
+        for (Worker* w : {&w2, &w3}) {
+            const auto st = w->proc.wait_for(Ms(5000));
+            EXPECT_TRUE(st && *st == 128 + SIGKILL) << "a worker was not killed where the test meant";
+        }
+        workers_.clear();
+    }
+    Worker& w1 = worker("tight-w1.log", kTiny);
+    Worker& w2 = worker("tight-w2.log", kTiny, 3);
+    Worker& w3 = worker("tight-w3.log", kTiny);
+    ASSERT_FALSE(HasFailure());
+    auto a = args;
+    a.insert(a.end(), {"--workers", w1.address + "," + w2.address + "," + w3.address, "--mem", "4M", "--token-file",
+                       token_});
+    const std::string err = line_with(run(a, "tight.log", 7), "error:");
+    EXPECT_NE(err.find("stage 2 (worker " + w2.address + ", layers 31-46) is lost and no standby is left"),
+              std::string::npos) << err;
+    EXPECT_NE(err.find("cannot hold layers 15-60 within their --mem budgets"), std::string::npos) << err;
+}
+
 // Without --standby a lost stage ends the job as before; --standby is refused outside TCP mode.
 TEST_F(RecoveryTest, StandbyOnlyInTcpMode) {
     auto args = run_args(kTiny, "hello", 4);
