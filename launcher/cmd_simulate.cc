@@ -81,6 +81,44 @@ std::vector<std::pair<int, double>> calibration_points(const std::string& path) 
     return pts;
 }
 
+// The calibration's decode row of one sequence over several stages (bench over TCP workers or
+// ranks: its link_rate label says the rate), for --msg-cpu-us fit.
+struct DecodeRow {
+    int stages = 0, n_gen = 0;
+    double tps = 0;
+    std::string test, link_rate;
+};
+
+DecodeRow decode_row(const std::string& path) {
+    std::ifstream f(path);
+    if (!f) PIPELM_THROW(ErrorCode::kIo, "--calib ", path, ": cannot open the file");
+    int line_no = 0;
+    for (std::string line; std::getline(f, line);) {
+        ++line_no;
+        if (line.empty() || line[0] != '{') continue;
+        try {
+            const nlohmann::json r = nlohmann::json::parse(line);
+            const std::string test = r.at("test").get<std::string>();  // tgN@1seq (a 1-token prompt step first)
+            if (r.at("stages").get<int>() < 2 || r.at("n_seq").get<int>() != 1 || test.rfind("tg", 0) != 0 ||
+                test.find('+') != std::string::npos || r.at("n_gen").get<int>() <= 0 || !(r.at("tps").get<double>() > 0))
+                continue;
+            DecodeRow d;
+            d.stages = r.at("stages").get<int>();
+            d.n_gen = r.at("n_gen").get<int>();
+            d.tps = r.at("tps").get<double>();
+            d.test = test;
+            d.link_rate = r.value("link_rate", std::string());
+            if (d.link_rate.empty() || d.link_rate == "none") d.link_rate = "inf";
+            parse_link_rate(d.link_rate);  // a label that is no rate fails here, naming it
+            return d;
+        } catch (const nlohmann::json::exception& e) {
+            PIPELM_THROW(ErrorCode::kFormat, "--calib ", path, " line ", line_no, ": not a bench jsonl row (", e.what(), ")");
+        }
+    }
+    PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit: --calib ", path, " has no decode row of one sequence over "
+                 "2 or more stages (add one: bench --workers ... -p 0 -n 16 --sequences 1 -o jsonl >> ", path, ")");
+}
+
 bool compute_model(const cli::Args& a, pipeline::SimModel& m) {
     if (a.has("--calib")) {
         const auto pts = calibration_points(a.str("--calib"));
@@ -106,6 +144,7 @@ int cmd_simulate(int argc, char** argv) {
         {"--ubatch", "-ub", true, "N,..", "tokens per ubatch", "64"},
         {"--link-rate", "", true, "R,..", "link rates: 10mbit, 1gbit, ... or inf", "1gbit"},
         {"--link-latency-us", "", true, "US", "latency added to every message", "50"},
+        {"--msg-cpu-us", "", true, "US|fit", "host time to take in one message (slows with the host's cores, as compute); fit: from the --calib file's multi-stage 1-sequence decode row", "0"},
         {"--link-burst", "", true, "BYTES|tbf", "token bucket of the link (tbf: as hosts.sh --rate sets it, max(rate/4000, 16 KiB)); 0 = a plain rate", "0"},
         {"--wire", "", true, "f32|bf16", "format of activations on links", "f32"},
         {"--stages-per-host", "", true, "N|all", "stages that share a host's read bandwidth and cores (in-process stages, several ranks per node)", "1"},
@@ -151,6 +190,12 @@ int cmd_simulate(int argc, char** argv) {
     if (wire != "f32" && wire != "bf16") PIPELM_THROW(ErrorCode::kInvalidArgument, "--wire ", wire, ": use f32 or bf16");
     m.bytes_per_token *= wire == "f32" ? 4 : 2;
     m.link_latency_s = a.number("--link-latency-us") * 1e-6;
+    const bool fit_msg_cpu = a.str("--msg-cpu-us") == "fit";
+    if (!fit_msg_cpu) m.msg_cpu_s = a.number("--msg-cpu-us") * 1e-6;
+    if (!(m.link_latency_s >= 0 && m.link_latency_s < 10) || !(m.msg_cpu_s >= 0 && m.msg_cpu_s < 10))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-latency-us and --msg-cpu-us take microseconds from 0 to 1e7");
+    if (fit_msg_cpu && !a.has("--calib"))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit needs --calib FILE with a multi-stage one-sequence decode row");
     if (!compute_model(a, m)) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "simulate: give --calib FILE.jsonl or --pass-ms and --token-ms");
     }
@@ -204,13 +249,12 @@ int cmd_simulate(int argc, char** argv) {
     PIPELM_INFO(fmt::format("simulate: compute {:.3f} ms per ubatch + {:.4f} ms per token, {} bytes per token on a link",
                             m.pass_s * 1e3, m.token_s * 1e3, m.bytes_per_token));
 
-    std::vector<Row> rows;
-    for (const int S : stages) {
+    // The pipeline of S stages: the compute shares of the split bench would run (--split auto: the
+    // lm_head makes the last stage's share larger than its layers'), even without a model; stage s
+    // on host s / stages_per_host.
+    auto set_stages = [&](int S) {
         if (n_layer > 0 && S > n_layer)
             PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer, " layers");
-        // The compute shares of the split bench would run (--split auto: the lm_head makes the last
-        // stage's share larger than its layers'); even without a model. Stage s is on host
-        // s / stages_per_host.
         m.share.assign(S, 1.0 / S);
         if (costs) {
             pipeline::PlanRequest req;
@@ -220,18 +264,46 @@ int cmd_simulate(int argc, char** argv) {
         }
         m.host.resize(S);
         for (int st = 0; st < S; ++st) m.host[st] = st / std::min(stages_per_host, S);
+    };
+    auto set_rate = [&](const std::string& rate) {
+        m.link_bps = parse_link_rate(rate);
+        const std::string burst = a.str("--link-burst");
+        if (burst == "tbf") {
+            m.link_burst_bytes = std::max(m.link_bps / 8 / 500, 16384.0);  // scripts/cluster/hosts.sh burst_for
+        } else {
+            char* end = nullptr;
+            m.link_burst_bytes = std::strtod(burst.c_str(), &end);
+            if (burst.empty() || *end != '\0' || !(m.link_burst_bytes >= 0) || !std::isfinite(m.link_burst_bytes))
+                PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-burst ", burst, ": give bytes (0 = none) or tbf");
+        }
+    };
+    if (fit_msg_cpu) {
+        // The host time per message that makes the calibration's multi-stage one-sequence decode
+        // row come out as measured (t/s falls as it grows: bisection).
+        const DecodeRow d = decode_row(a.str("--calib"));
+        set_stages(d.stages);
+        set_rate(d.link_rate);
+        auto tps = [&](double x) {
+            m.msg_cpu_s = x;
+            return pipeline::simulate_decode(m, 1, d.n_gen, 1, 1).tps();
+        };
+        double lo = 0, hi = 0.1;
+        if (tps(lo) < d.tps)
+            PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit: the ", d.test, " row over ", d.stages,
+                         " stages (", d.tps, " t/s) is faster than the model with no host time per message (",
+                         tps(lo), " t/s): check --link-latency-us, the rate and the calibration");
+        for (int i = 0; i < 60; ++i) (tps(0.5 * (lo + hi)) > d.tps ? lo : hi) = 0.5 * (lo + hi);
+        m.msg_cpu_s = 0.5 * (lo + hi);
+        PIPELM_INFO(fmt::format("simulate: {:.0f} us of host time per message, fitted to the {}-stage {} row at {} ({:.2f} t/s)",
+                                m.msg_cpu_s * 1e6, d.stages, d.test, d.link_rate, d.tps));
+    }
+
+    std::vector<Row> rows;
+    for (const int S : stages) {
+        set_stages(S);
         for (const std::string& rate : rates)
             for (const int ub : ubatches) {
-                m.link_bps = parse_link_rate(rate);
-                const std::string burst = a.str("--link-burst");
-                if (burst == "tbf") {
-                    m.link_burst_bytes = std::max(m.link_bps / 8 / 500, 16384.0);  // scripts/cluster/hosts.sh burst_for
-                } else {
-                    char* end = nullptr;
-                    m.link_burst_bytes = std::strtod(burst.c_str(), &end);
-                    if (burst.empty() || *end != '\0' || !(m.link_burst_bytes >= 0) || !std::isfinite(m.link_burst_bytes))
-                        PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-burst ", burst, ": give bytes (0 = none) or tbf");
-                }
+                set_rate(rate);
                 auto emit = [&](const std::string& test, const pipeline::SimResult& r, bool latency) {
                     Row row = {{"stages", int_cell(S)}, {"link_rate", str_cell(rate)}, {"ubatch", int_cell(ub)},
                                {"test", str_cell(test)}, {"tps", num_cell(r.tps(), 2)}};

@@ -39,7 +39,7 @@ public:
         for (int s = 1; s < S_; ++s) {
             const double arrive = send(s - 1, ready, n * m_.bytes_per_token + m_.header_bytes);
             const double start = std::max(arrive, stage_free_[s]);
-            stage_free_[s] = start + compute(s, n);
+            stage_free_[s] = start + take_in(s) + compute(s, n);
             ready = stage_free_[s];
         }
         if (S_ > 1) ready = send(S_ - 1, ready, m_.result_bytes);
@@ -48,6 +48,7 @@ public:
     // Waits for the oldest result; returns the time it was in.
     double next() {
         t_ = std::max(t_, results_.front());
+        if (S_ > 1) t_ += take_in(0);
         results_.pop_front();
         return t_;
     }
@@ -63,6 +64,12 @@ private:
         busy_[s] += c;
         return c;
     }
+    // Stage s's host time to take in one message (SimModel::msg_cpu_s), slowed as its compute is.
+    double take_in(int s) {
+        const double c = m_.msg_cpu_s * cpu_[s];
+        busy_[s] += c;
+        return c;
+    }
     // Link l (stage l -> l+1, the last one back to stage 0) carries `bytes` sent at time t.
     // With a token bucket, what it holds passes at once and the rest at the rate.
     double send(int l, double t, int64_t bytes) {
@@ -71,7 +78,7 @@ private:
         if (m_.link_bps > 0) {
             const double rate = m_.link_bps / 8.0;  // bytes per second
             double level = std::min(m_.link_burst_bytes, bucket_[l] + (start - bucket_t_[l]) * rate);
-            const double b = static_cast<double>(bytes);
+            const double b = static_cast<double>(bytes) * m_.wire_per_byte;
             if (b <= level) {
                 level -= b;
             } else {

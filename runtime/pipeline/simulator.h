@@ -38,7 +38,17 @@ struct SimModel {
     int64_t header_bytes = 96;   // ubatch header (ids, positions, times): about 12 bytes/token more
     int64_t result_bytes = 64;   // a result with sampled ids
     double link_bps = 0;         // bits per second of every link; 0 = no transfer time
+    // Bytes on the wire per byte of message: TCP/IPv4 (timestamps) over Ethernet at MTU 1500
+    // carries 1448 payload bytes in 1514 frame bytes as Linux's shapers count them (+24 of
+    // preamble, FCS and gap on a physical wire).
+    double wire_per_byte = 1514.0 / 1448.0;
     double link_latency_s = 0;   // added once per message
+    // Host CPU time to take in one message (the receiving process's I/O thread, the wake-up of its
+    // stage thread, the kernel's share of the path): charged to the receiving stage (a ubatch to
+    // stages 1.., a result to stage 0) like compute, so it slows with the host's cores as compute
+    // does. On an idle host it adds to each hop like latency; on a host whose cores are all taken
+    // (many stages on few cores) it costs throughput, which latency does not.
+    double msg_cpu_s = 0;
     // A token bucket in front of each link, as Linux tbf shapes one (hosts.sh --rate): up to this
     // many bytes pass at once after the link has been idle long enough to refill them; 0 = a
     // plain rate (a real link).

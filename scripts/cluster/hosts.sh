@@ -4,7 +4,10 @@
 # the namespace end shapes what the host sends, the bridge end what it receives). This kernel has
 # no netem, so there is no delay injection: a link is a rate and the bridge's own latency.
 #
-#   scripts/cluster/hosts.sh up N [--rate 1gbit]   make (or remake) hosts 0..N-1
+#   scripts/cluster/hosts.sh up N [--rate 1gbit] [--queue MS]   make (or remake) hosts 0..N-1
+#                                  --queue: the most a packet waits in a link's shaper (tbf latency,
+#                                  100 ms by default); a queue shorter than a burst of one message
+#                                  drops packets and TCP recovers at less than the rate
 #   scripts/cluster/hosts.sh down                  remove every host and the bridge
 #   scripts/cluster/hosts.sh status                list hosts, addresses and qdiscs
 #   scripts/cluster/hosts.sh exec N [--rate R] -- CMD...   up, run CMD, down (also on failure)
@@ -31,7 +34,7 @@ VETH=pl$TAG
 MAX_HOSTS=64
 
 die() { local code=$1; shift; echo "hosts.sh: $*" >&2; exit "$code"; }
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 need_root() {
     [[ $(id -u) -eq 0 ]] || die 4 "needs root (network namespaces and tc need CAP_NET_ADMIN); run it with sudo"
@@ -74,7 +77,7 @@ down() {
 }
 
 up() {
-    local n=$1 rate=$2 burst=""
+    local n=$1 rate=$2 queue=${3:-100} burst=""
     [[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= MAX_HOSTS)) || die 2 "up $n: give a host count 1..$MAX_HOSTS"
     [[ -n $rate ]] && burst=$(burst_for "$rate")
     down  # idempotent: `up` always gives exactly the hosts asked for
@@ -92,8 +95,8 @@ up() {
         ip -n "$ns" addr add "$NET.$((i + 1))/24" dev eth0
         ip -n "$ns" link set eth0 up
         if [[ -n $rate ]]; then
-            tc -n "$ns" qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 100ms
-            tc qdisc replace dev "$VETH-$i" root tbf rate "$rate" burst "$burst" latency 100ms
+            tc -n "$ns" qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency "${queue}ms"
+            tc qdisc replace dev "$VETH-$i" root tbf rate "$rate" burst "$burst" latency "${queue}ms"
         fi
     done
     trap - ERR
@@ -134,21 +137,24 @@ case $cmd in
     up|exec)
         n=${1:-}; [[ -n $n ]] || die 2 "$cmd: give the number of hosts, e.g. $cmd 4"
         shift
-        rate=""
+        rate="" queue=100
         while (($#)); do
             case $1 in
                 --rate) [[ $# -ge 2 ]] || die 2 "--rate needs a value like 1gbit"; rate=$2; shift 2 ;;
+                --queue) [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] && (($2 >= 1 && $2 <= 10000)) ||
+                             die 2 "--queue needs milliseconds 1..10000, e.g. --queue 1000"
+                         queue=$2; shift 2 ;;
                 --) shift; break ;;
-                *) die 2 "$cmd: unknown argument '$1' (usage: hosts.sh up N [--rate 1gbit] | exec N [--rate R] -- CMD...)" ;;
+                *) die 2 "$cmd: unknown argument '$1' (usage: hosts.sh up N [--rate 1gbit] [--queue MS] | exec N [--rate R] [--queue MS] -- CMD...)" ;;
             esac
         done
         need_root
         if [[ $cmd == up ]]; then
-            up "$n" "$rate"
+            up "$n" "$rate" "$queue"
         else
             (($#)) || die 2 "exec: give a command after --"
             trap down EXIT INT TERM
-            up "$n" "$rate"
+            up "$n" "$rate" "$queue"
             "$@"
         fi
         ;;

@@ -10,7 +10,8 @@
 #
 # Environment: MODEL (required), PIPELM (build-h3/pipelm, else build/pipelm), RATES
 # ("10mbit 100mbit 1gbit"), STAGES ("2"), THREADS (1 per stage), BENCH ("-p 64 -n 16 -r 2 -ub 64":
-# bench flags), OUT (link-sweep.jsonl), WIRE (f32).
+# bench flags), OUT (link-sweep.jsonl), WIRE (f32), QUEUE (each link's shaper queue in ms, hosts.sh
+# --queue; 100).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -20,6 +21,7 @@ RATES=${RATES:-10mbit 100mbit 1gbit}
 STAGES=${STAGES:-2}
 THREADS=${THREADS:-1}
 WIRE=${WIRE:-f32}
+QUEUE=${QUEUE:-100}
 OUT=${OUT:-link-sweep.jsonl}
 read -r -a bench <<<"${BENCH:--p 64 -n 16 -r 2 -ub 64}"
 NET=${PIPELM_NET:-10.77.0}
@@ -50,7 +52,7 @@ run_bench none
 for s in $STAGES; do
     for rate in $RATES; do
         echo "[sweep] $s stages over $rate links" >&2
-        "$HERE/hosts.sh" up "$s" --rate "$rate" >/dev/null
+        "$HERE/hosts.sh" up "$s" --rate "$rate" --queue "$QUEUE" >/dev/null
         list=""
         pids=()
         for ((i = 1; i < s; ++i)); do

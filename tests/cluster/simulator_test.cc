@@ -64,8 +64,12 @@ TEST(Simulator, ASlowLinkCapsAPromptAtRateOverBytesPerToken) {
     m.link_bps = 10e6;               // 1.25 MB/s
     m.header_bytes = 0;
     const SimResult pp = simulate_prompt(m, 64 * 64, 64);
-    EXPECT_NEAR(pp.tps(), 1.25e6 / 8192, 0.02 * 1.25e6 / 8192);
+    // Each 1448 bytes of a message take a 1514-byte frame (TCP/IP/Ethernet headers).
+    const double wire = 8192 * 1514.0 / 1448.0;
+    EXPECT_NEAR(pp.tps(), 1.25e6 / wire, 0.02 * 1.25e6 / wire);
     EXPECT_LT(pp.busy_s[0] / pp.seconds, 0.1);
+    m.wire_per_byte = 1;  // payload bytes only
+    EXPECT_NEAR(simulate_prompt(m, 64 * 64, 64).tps(), 1.25e6 / 8192, 0.02 * 1.25e6 / 8192);
 }
 
 TEST(Simulator, ATokenBucketLetsASmallMessageThroughAtOnce) {
@@ -75,7 +79,7 @@ TEST(Simulator, ATokenBucketLetsASmallMessageThroughAtOnce) {
     const double plain = simulate_decode(m, 1, 16, 1, 64).itl.at(3);
     m.link_burst_bytes = 16384;  // refills 8 KiB in 6.5 ms, less than the 11 ms per token
     const double bucket = simulate_decode(m, 1, 16, 1, 64).itl.at(3);
-    EXPECT_NEAR(plain, 0.011 + (8192 + 64) * 8 / 10e6, 1e-6);  // hidden states out, 64-byte result back
+    EXPECT_NEAR(plain, 0.011 + (8192 + 64) * 1514.0 / 1448.0 * 8 / 10e6, 1e-6);  // hidden states out, 64-byte result back
     EXPECT_NEAR(bucket, 0.011, 1e-6);
 }
 
@@ -105,6 +109,34 @@ TEST(Simulator, StagesOnOneHostShareItsReadBandwidthAndCores) {
     EXPECT_NEAR(simulate_decode(c, 1, 64, 1, 64).tps(), 1 / 0.011, 1e-6);               // one at a time: no loss
     c.host_cores = 2;
     EXPECT_NEAR(simulate_decode(c, 4, 64, 1, 64).tps(), 4 / 0.012, 0.02 * 4 / 0.012);
+}
+
+// Host time per message (SimModel::msg_cpu_s): on an idle host it adds to every hop like latency;
+// on a host whose cores are taken it is stretched as compute is, so it costs throughput.
+TEST(Simulator, HostTimePerMessageIsLatencyWhenIdleAndThroughputWhenBusy) {
+    SimModel m = model(2, 10, 1);
+    m.msg_cpu_s = 0.001;
+    // One sequence: one message to stage 1 and the result back per token.
+    EXPECT_NEAR(simulate_decode(m, 1, 64, 1, 64).itl.at(5), 0.011 + 2 * 0.001, 1e-9);
+    SimModel l = model(2, 10, 1);
+    l.link_latency_s = 0.001;
+    EXPECT_NEAR(simulate_decode(l, 1, 64, 1, 64).itl.at(5), 0.011 + 2 * 0.001, 1e-9);
+    // 8 stages on one 2-core host, 8 sequences in 8 groups of 1 token: all 8 stages compute at
+    // once, so each runs 4x slower than alone: 4 x 11 / 8 = 5.5 ms per ubatch, a group's path is
+    // 8 x 5.5 = 44 ms and 8 tokens come per path.
+    SimModel busy = model(8, 10, 1);
+    busy.host.assign(8, 0);
+    busy.host_cores = 2;
+    EXPECT_NEAR(simulate_decode(busy, 8, 64, 1, 64).tps(), 8 / 0.044, 0.02 * 8 / 0.044);
+    // Latency lengthens each path by its 9 messages (8 hops and the result) ...
+    SimModel lat = busy;
+    lat.link_latency_s = 0.0005;
+    EXPECT_NEAR(simulate_decode(lat, 8, 64, 1, 64).tps(), 8 / (0.044 + 9 * 0.0005), 0.02 * 8 / 0.0485);
+    // ... host time per message is stretched 4x like compute, on every stage (stage 0 takes in
+    // the results): 8 x (5.5 + 4 x 0.5) = 60 ms per path.
+    SimModel cpu = busy;
+    cpu.msg_cpu_s = 0.0005;
+    EXPECT_NEAR(simulate_decode(cpu, 8, 64, 1, 64).tps(), 8 / 0.060, 0.02 * 8 / 0.060);
 }
 
 TEST(Simulator, FitRecoversPassAndTokenTimes) {
@@ -161,6 +193,43 @@ TEST(SimulateCommand, PredictsAndRefusesWhatItCannotUse) {
     EXPECT_EQ(r.status, 3) << r.output;
     EXPECT_NE(r.output.find("line 1"), std::string::npos) << r.output;
     r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --pass-ms 1 --token-ms 1 --link-rate 10furlongs"));
+    EXPECT_EQ(r.status, 2) << r.output;
+}
+
+// --msg-cpu-us fit: the host time per message that makes the calibration's 2-stage one-sequence
+// decode row come out as measured. 1 stage: 10 ms per ubatch + 1 ms per token; the 2-stage row
+// at 13 ms per token = 11 ms of compute + 2 messages (to stage 1, the result back) of 1 ms.
+TEST(SimulateCommand, FitsTheHostTimePerMessageToAMultiStageRow) {
+    using pipelm::testing::pipelm_cmd;
+    using pipelm::testing::run_cmd;
+    const std::string tiny = pipelm::testing::data_path("models/glm4-tiny/model.gguf");
+    auto row = [](int stages, const std::string& test, int np, int ng, int k, double tps) {
+        return nlohmann::json{{"stages", stages}, {"test", test}, {"n_prompt", np}, {"n_gen", ng}, {"n_seq", k},
+                              {"ubatch", 64}, {"tps", tps}, {"link_rate", stages > 1 ? "inf" : "none"}}.dump() + "\n";
+    };
+    const std::string one = row(1, "pp64", 64, 0, 1, 64 / 0.074) + row(1, "tg16@1seq", 1, 16, 1, 1 / 0.011) +
+                            row(1, "tg16@4seq", 1, 16, 4, 4 / 0.014);
+    const std::string calib = pipelm::testing::temp_file("fit-calib.jsonl");
+    std::ofstream(calib) << one << row(2, "tg16@1seq", 1, 16, 1, 1 / 0.013);
+    auto r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib +
+                                " --msg-cpu-us fit --link-latency-us 0 --link-rate inf --stages 2 -p 0 -n 16 --sequences 1 -o jsonl"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("simulate: 1000 us of host time per message, fitted to the 2-stage tg16@1seq row at inf"),
+              std::string::npos) << r.output;
+    const size_t at = r.output.find('{');
+    ASSERT_NE(at, std::string::npos) << r.output;
+    EXPECT_NEAR(nlohmann::json::parse(r.output.substr(at, r.output.find('\n', at) - at)).at("tps").get<double>(),
+                1 / 0.013, 0.01) << "the fitted model gives back the row it was fitted to";
+    // No multi-stage row, a row faster than no host time at all, no --calib: refused.
+    std::ofstream(calib) << one;
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit"));
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("no decode row of one sequence over 2 or more stages"), std::string::npos) << r.output;
+    std::ofstream(calib) << one << row(2, "tg16@1seq", 1, 16, 1, 1 / 0.010);
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit --link-latency-us 0"));
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("is faster than the model"), std::string::npos) << r.output;
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --pass-ms 1 --token-ms 1 --msg-cpu-us fit"));
     EXPECT_EQ(r.status, 2) << r.output;
 }
 
