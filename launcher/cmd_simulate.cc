@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -48,36 +49,43 @@ double parse_link_rate(const std::string& r) {
     PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-rate ", r, ": give rates like 10mbit, 1gbit or inf");
 }
 
-// ppN runs ceil(N/ub) ubatches one after another, tgN one token per ubatch, tgN@Kseq K tokens
-// per ubatch.
-std::vector<std::pair<int, double>> calibration_points(const std::string& path) {
+// fn(row, line number) for every jsonl row of a --calib file, in order, until fn returns true.
+// A line that is not a bench row (bad JSON, a missing field) fails naming the file and line.
+void for_each_calib_row(const std::string& path, const std::function<bool(const nlohmann::json&, int)>& fn) {
     std::ifstream f(path);
     if (!f) PIPELM_THROW(ErrorCode::kIo, "--calib ", path, ": cannot open the file");
-    std::vector<std::pair<int, double>> pts;
     int line_no = 0;
     for (std::string line; std::getline(f, line);) {
         ++line_no;
         if (line.empty() || line[0] != '{') continue;
         try {
-            const nlohmann::json r = nlohmann::json::parse(line);
-            const double tps = r.at("tps").get<double>();
-            if (r.at("stages").get<int>() != 1 || !(tps > 0)) continue;
-            const int np = r.at("n_prompt").get<int>(), ng = r.at("n_gen").get<int>();
-            const int k = r.at("n_seq").get<int>(), ub = r.at("ubatch").get<int>();
-            if (np <= 0 && ng <= 0) continue;
-            if (r.at("test").get<std::string>().find('+') != std::string::npos) continue;  // two kinds of ubatch
-            if (ub <= 0 || k <= 0) PIPELM_THROW(ErrorCode::kFormat, "--calib ", path, " line ", line_no, ": ubatch and n_seq must be > 0");
-            const double seconds = (np > 0 && ng == 0 ? np : double(ng) * k) / tps;
-            if (np > 0 && ng == 0) {
-                if (np % ub != 0) continue;
-                pts.push_back({ub, seconds / (np / ub)});
-            } else if (ng > 0) {
-                pts.push_back({k, seconds / ng});
-            }
+            if (fn(nlohmann::json::parse(line), line_no)) return;
         } catch (const nlohmann::json::exception& e) {
             PIPELM_THROW(ErrorCode::kFormat, "--calib ", path, " line ", line_no, ": not a bench jsonl row (", e.what(), ")");
         }
     }
+}
+
+// ppN runs ceil(N/ub) ubatches one after another, tgN one token per ubatch, tgN@Kseq K tokens
+// per ubatch.
+std::vector<std::pair<int, double>> calibration_points(const std::string& path) {
+    std::vector<std::pair<int, double>> pts;
+    for_each_calib_row(path, [&](const nlohmann::json& r, int line_no) {
+        const double tps = r.at("tps").get<double>();
+        if (r.at("stages").get<int>() != 1 || !(tps > 0)) return false;
+        const int np = r.at("n_prompt").get<int>(), ng = r.at("n_gen").get<int>();
+        const int k = r.at("n_seq").get<int>(), ub = r.at("ubatch").get<int>();
+        if (np <= 0 && ng <= 0) return false;
+        if (r.at("test").get<std::string>().find('+') != std::string::npos) return false;  // two kinds of ubatch
+        if (ub <= 0 || k <= 0) PIPELM_THROW(ErrorCode::kFormat, "--calib ", path, " line ", line_no, ": ubatch and n_seq must be > 0");
+        const double seconds = (np > 0 && ng == 0 ? np : double(ng) * k) / tps;
+        if (np > 0 && ng == 0) {
+            if (np % ub == 0) pts.push_back({ub, seconds / (np / ub)});
+        } else if (ng > 0) {
+            pts.push_back({k, seconds / ng});
+        }
+        return false;
+    });
     return pts;
 }
 
@@ -90,33 +98,25 @@ struct DecodeRow {
 };
 
 DecodeRow decode_row(const std::string& path) {
-    std::ifstream f(path);
-    if (!f) PIPELM_THROW(ErrorCode::kIo, "--calib ", path, ": cannot open the file");
-    int line_no = 0;
-    for (std::string line; std::getline(f, line);) {
-        ++line_no;
-        if (line.empty() || line[0] != '{') continue;
-        try {
-            const nlohmann::json r = nlohmann::json::parse(line);
-            const std::string test = r.at("test").get<std::string>();  // tgN@1seq (a 1-token prompt step first)
-            if (r.at("stages").get<int>() < 2 || r.at("n_seq").get<int>() != 1 || test.rfind("tg", 0) != 0 ||
-                test.find('+') != std::string::npos || r.at("n_gen").get<int>() <= 0 || !(r.at("tps").get<double>() > 0))
-                continue;
-            DecodeRow d;
-            d.stages = r.at("stages").get<int>();
-            d.n_gen = r.at("n_gen").get<int>();
-            d.tps = r.at("tps").get<double>();
-            d.test = test;
-            d.link_rate = r.value("link_rate", std::string());
-            if (d.link_rate.empty() || d.link_rate == "none") d.link_rate = "inf";
-            parse_link_rate(d.link_rate);  // a label that is no rate fails here, naming it
-            return d;
-        } catch (const nlohmann::json::exception& e) {
-            PIPELM_THROW(ErrorCode::kFormat, "--calib ", path, " line ", line_no, ": not a bench jsonl row (", e.what(), ")");
-        }
-    }
-    PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit: --calib ", path, " has no decode row of one sequence over "
-                 "2 or more stages (add one: bench --workers ... -p 0 -n 16 --sequences 1 -o jsonl >> ", path, ")");
+    DecodeRow d;
+    for_each_calib_row(path, [&](const nlohmann::json& r, int) {
+        const std::string test = r.at("test").get<std::string>();  // tgN@1seq (a 1-token prompt step first)
+        if (r.at("stages").get<int>() < 2 || r.at("n_seq").get<int>() != 1 || test.rfind("tg", 0) != 0 ||
+            test.find('+') != std::string::npos || r.at("n_gen").get<int>() <= 0 || !(r.at("tps").get<double>() > 0))
+            return false;
+        d.stages = r.at("stages").get<int>();
+        d.n_gen = r.at("n_gen").get<int>();
+        d.tps = r.at("tps").get<double>();
+        d.test = test;
+        d.link_rate = r.value("link_rate", std::string());
+        if (d.link_rate.empty() || d.link_rate == "none") d.link_rate = "inf";
+        parse_link_rate(d.link_rate);  // a label that is no rate fails here, naming it
+        return true;
+    });
+    if (d.stages == 0)
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit: --calib ", path, " has no decode row of one sequence "
+                     "over 2 or more stages (add one: bench --workers ... -p 0 -n 16 --sequences 1 -o jsonl >> ", path, ")");
+    return d;
 }
 
 bool compute_model(const cli::Args& a, pipeline::SimModel& m) {
