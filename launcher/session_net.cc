@@ -297,8 +297,9 @@ pipeline::Relinked relink_tcp(TcpPipeline& p, const Error& cause) {
         // anyway: the replay rebuilds them all).
         std::vector<int> survivor;
         std::vector<pipeline::StagePlan> plan;
+        pipeline::PlanRequest next;
         try {
-            plan = pipeline::replan_over_survivors(p.costs, p.request, p.plan, orphans, &survivor);
+            plan = pipeline::replan_over_survivors(p.costs, p.request, p.plan, orphans, &survivor, &next);
         } catch (const Error& e) {
             give_up(::pipelm::detail::concat(lost_what, "; ", e.what(), ": ", cause.what()));
         }
@@ -316,12 +317,7 @@ pipeline::Relinked relink_tcp(TcpPipeline& p, const Error& cause) {
             replaced += ::pipelm::detail::concat(replaced.empty() ? "" : ", ", "stage ", o, ": ", p.workers[o - 1],
                                                  " -> the survivors");
         replaced += " (layers now " + layout + ")";
-        // Survivor budgets by their new index, for a later loss.
-        std::vector<uint64_t> budget;
-        for (int o : survivor)
-            budget.push_back(p.request.mem_budget.size() == 1 ? p.request.mem_budget[0] : p.request.mem_budget[o]);
-        p.request.mem_budget = budget;
-        p.request.n_stages = static_cast<int>(plan.size());
+        p.request = next;  // the survivors' budgets by their new index, for a later loss
         p.plan = plan;
         p.workers = workers;
         p.jobs = jobs;

@@ -193,6 +193,22 @@ std::string mib(uint64_t b) {
     return buf;
 }
 
+namespace {
+
+// The --mem budget of each of S stages (0 = unchecked): one value for all, or one per stage.
+std::vector<uint64_t> stage_budgets(const PlanRequest& req, int S) {
+    if (req.mem_budget.size() == 1) return std::vector<uint64_t>(S, req.mem_budget[0]);
+    if (static_cast<int>(req.mem_budget.size()) == S) return req.mem_budget;
+    return std::vector<uint64_t>(S, 0);
+}
+
+// K + V bytes one layer holds for the request's context and slots.
+uint64_t kv_bytes_per_layer(const PlanRequest& req) {
+    return req.kv_bytes_per_token_layer * static_cast<uint64_t>(req.n_ctx) * req.n_seq;
+}
+
+}  // namespace
+
 std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req) {
     const int n_layer = static_cast<int>(costs.layer_bytes.size());
     const int S = req.n_stages;
@@ -200,19 +216,15 @@ std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req
     if (S > n_layer)
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--stages ", S, ": the model has only ", n_layer,
                      " layers; every stage needs at least one");
-    std::vector<uint64_t> budget(S, 0);
-    if (req.mem_budget.size() == 1) budget.assign(S, req.mem_budget[0]);
-    else if (!req.mem_budget.empty()) {
-        if (static_cast<int>(req.mem_budget.size()) != S)
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--mem has ", req.mem_budget.size(), " values for ", S,
-                         " stages: give one per stage or a single value");
-        budget = req.mem_budget;
-    }
+    if (req.mem_budget.size() > 1 && static_cast<int>(req.mem_budget.size()) != S)
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--mem has ", req.mem_budget.size(), " values for ", S,
+                     " stages: give one per stage or a single value");
+    const std::vector<uint64_t> budget = stage_budgets(req, S);
 
     std::vector<int> counts;
     if (req.split == "auto" || req.split.empty()) {
         std::vector<double> c(costs.layer_bytes.begin(), costs.layer_bytes.end());
-        const uint64_t kv_layer = req.kv_bytes_per_token_layer * static_cast<uint64_t>(req.n_ctx) * req.n_seq;
+        const uint64_t kv_layer = kv_bytes_per_layer(req);
         StageFits fits;
         if (std::any_of(budget.begin(), budget.end(), [](uint64_t b) { return b > 0; }))
             fits = [&](int s, int first, int end) {
@@ -297,7 +309,7 @@ std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req
 
 std::vector<StagePlan> replan_over_survivors(const ModelCosts& costs, const PlanRequest& req,
                                              const std::vector<StagePlan>& plan, const std::vector<int>& lost,
-                                             std::vector<int>* survivor) {
+                                             std::vector<int>* survivor, PlanRequest* next) {
     const int S = static_cast<int>(plan.size());
     const int n_layer = static_cast<int>(costs.layer_bytes.size());
     std::vector<bool> gone(S, false);
@@ -313,10 +325,8 @@ std::vector<StagePlan> replan_over_survivors(const ModelCosts& costs, const Plan
     const int L0 = plan[0].last_layer;
     if (k < 1)
         PIPELM_THROW(ErrorCode::kPeerLost, "no stage but stage 0 survives to take layers ", L0, "-", n_layer - 1);
-    std::vector<uint64_t> budget(S, 0);
-    if (req.mem_budget.size() == 1) budget.assign(S, req.mem_budget[0]);
-    else if (static_cast<int>(req.mem_budget.size()) == S) budget = req.mem_budget;
-    const uint64_t kv_layer = req.kv_bytes_per_token_layer * static_cast<uint64_t>(req.n_ctx) * req.n_seq;
+    const std::vector<uint64_t> budget = stage_budgets(req, S);
+    const uint64_t kv_layer = kv_bytes_per_layer(req);
     const int Sn = k + 1;
     // Layers [L0, n_layer) over the k survivors; new stage j + 1 is old stage keep[j + 1].
     std::vector<double> c(costs.layer_bytes.begin() + L0, costs.layer_bytes.end());
@@ -339,7 +349,9 @@ std::vector<StagePlan> replan_over_survivors(const ModelCosts& costs, const Plan
         r.devices.push_back(s < static_cast<int>(req.devices.size()) ? req.devices[s] : "cpu");
     }
     if (survivor) *survivor = keep;
-    return make_plan(costs, r);
+    std::vector<StagePlan> out = make_plan(costs, r);
+    if (next) *next = std::move(r);
+    return out;
 }
 
 std::string format_plan(const std::vector<StagePlan>& plan) {

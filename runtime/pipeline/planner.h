@@ -79,11 +79,13 @@ std::vector<StagePlan> make_plan(const ModelCosts& costs, const PlanRequest& req
 // replaces them: stage 0 keeps its layers (its KV cache and the caller live there), the surviving
 // stages share every other layer, contiguously and in their order, as the auto split balances
 // them, each within the --mem budget it had (req.mem_budget, by old index). survivor[j] is the old
-// index of new stage j. Throws Error{kPeerLost} when stage 0 is lost or no other stage survives,
-// Error{kOutOfMemory} when no split over the survivors fits their budgets.
+// index of new stage j; *next, when given, is the request of the new plan (the survivors' budgets
+// and devices by new index: what a later loss replans from). Throws Error{kPeerLost} when stage 0
+// is lost or no other stage survives, Error{kOutOfMemory} when no split over the survivors fits
+// their budgets.
 std::vector<StagePlan> replan_over_survivors(const ModelCosts& costs, const PlanRequest& req,
                                              const std::vector<StagePlan>& plan, const std::vector<int>& lost,
-                                             std::vector<int>* survivor);
+                                             std::vector<int>* survivor, PlanRequest* next = nullptr);
 
 // Bytes as MiB with one decimal ("1616.7"), as the plan table and its messages print them.
 std::string mib(uint64_t bytes);
