@@ -66,11 +66,9 @@ std::vector<int32_t> parse_ids(const std::string& text, const char* flag) {
 std::string busy_line(const pipeline::PipelineStats& st, double wall) {
     std::ostringstream os;
     char buf[64];
-    double sum = 0;
     for (size_t s = 0; s < st.busy_s.size(); ++s) {
         std::snprintf(buf, sizeof buf, "%s%.0f%%", s ? " " : "", wall > 0 ? 100.0 * st.busy_s[s] / wall : 0.0);
         os << buf;
-        sum += st.busy_s[s];
     }
     return os.str();
 }

@@ -81,7 +81,6 @@ public:
     const tok::Tokenizer& tokenizer() const { return *tokenizer_; }
     const model::Glm4Config& config() const { return cfg_; }
     const gguf::GgufFile& file() const { return *file_; }
-    const std::vector<pipeline::StagePlan>& plan() const { return plan_; }
     Mode mode() const { return mode_; }
     int n_ctx() const { return n_ctx_; }
     int rank() const { return rank_; }

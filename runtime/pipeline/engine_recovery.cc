@@ -88,6 +88,7 @@ void Engine::recover(const Error& first) {
                          "relink moved stage 0's layers");
             opt_.plan = r.plan;
             opt_.n_stages = static_cast<int>(r.plan.size());
+            stats_.busy_s.assign(opt_.n_stages, 0.0);  // the old stages are gone: their times restart
         }
         replaced += (replaced.empty() ? "" : "; ") + r.replaced;
         asked_.clear();

@@ -107,7 +107,7 @@ struct Result {
 };
 
 struct PipelineStats {
-    std::vector<double> busy_s;  // per stage, summed compute time
+    std::vector<double> busy_s;  // per stage, summed compute time (restarts when a recovery re-plans the stages)
     uint64_t ubatches = 0;
     uint64_t link_bytes = 0;
 };

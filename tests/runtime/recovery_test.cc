@@ -219,6 +219,11 @@ TEST_F(RecoveryTest, SurvivorsTakeTheLostLayersWhenMemAllows) {
                   std::string::npos) << log;
         std::printf("%s\n%s\n", line_with(log, "recovery: stage 2: " + w2.address).c_str(),
                     line_with(log, "recovery: stage 2: " + w3.address).c_str());
+        // The summary counts the stages that finished the run, one busy time each (not the 4 it began with).
+        const std::string summary = line_with(log, "stage(s)");
+        EXPECT_NE(summary.find("| 2 stage(s), "), std::string::npos) << summary;
+        const std::string busy = summary.substr(summary.rfind("busy ") + 5);
+        EXPECT_EQ(std::count(busy.begin(), busy.end(), '%'), 2) << summary;
         for (Worker* w : {&w2, &w3}) {
             const auto st = w->proc.wait_for(Ms(5000));
             EXPECT_TRUE(st && *st == 128 + SIGKILL) << "a worker was not killed where the test meant";
