@@ -89,34 +89,53 @@ std::vector<std::pair<int, double>> calibration_points(const std::string& path) 
     return pts;
 }
 
-// The calibration's decode row of one sequence over several stages (bench over TCP workers or
-// ranks: its link_rate label says the rate), for --msg-cpu-us fit.
-struct DecodeRow {
-    int stages = 0, n_gen = 0;
+// A multi-stage row of the calibration (bench over TCP workers or ranks: its link_rate label says
+// the rate): the 1-sequence decode row for --msg-cpu-us fit, the prompt row for --byte-cpu-ns fit.
+struct LinkRow {
+    int stages = 0, n_prompt = 0, n_gen = 0, ubatch = 0;
     double tps = 0;
+    double busy = 0;  // the stages' compute seconds per wall second (sum of busy_pct / 100)
     std::string test, link_rate;
 };
 
-DecodeRow decode_row(const std::string& path) {
-    DecodeRow d;
+LinkRow link_row(const std::string& path, bool decode, const char* flag) {
+    LinkRow d;
     for_each_calib_row(path, [&](const nlohmann::json& r, int) {
-        const std::string test = r.at("test").get<std::string>();  // tgN@1seq (a 1-token prompt step first)
-        if (r.at("stages").get<int>() < 2 || r.at("n_seq").get<int>() != 1 || test.rfind("tg", 0) != 0 ||
-            test.find('+') != std::string::npos || r.at("n_gen").get<int>() <= 0 || !(r.at("tps").get<double>() > 0))
+        const std::string test = r.at("test").get<std::string>();  // tgN@1seq (a 1-token prompt step first), ppN
+        const int ng = r.at("n_gen").get<int>(), np = r.at("n_prompt").get<int>();
+        if (r.at("stages").get<int>() < 2 || r.at("n_seq").get<int>() != 1 || test.rfind(decode ? "tg" : "pp", 0) != 0 ||
+            test.find('+') != std::string::npos || (decode ? ng <= 0 : np <= 0 || ng != 0) ||
+            !(r.at("tps").get<double>() > 0))
             return false;
         d.stages = r.at("stages").get<int>();
-        d.n_gen = r.at("n_gen").get<int>();
+        d.n_gen = ng;
+        d.n_prompt = np;
+        d.ubatch = r.at("ubatch").get<int>();
         d.tps = r.at("tps").get<double>();
         d.test = test;
+        for (const auto& b : r.at("busy_pct")) d.busy += b.get<double>() / 100;
         d.link_rate = r.value("link_rate", std::string());
         if (d.link_rate.empty() || d.link_rate == "none") d.link_rate = "inf";
         parse_link_rate(d.link_rate);  // a label that is no rate fails here, naming it
         return true;
     });
     if (d.stages == 0)
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit: --calib ", path, " has no decode row of one sequence "
-                     "over 2 or more stages (add one: bench --workers ... -p 0 -n 16 --sequences 1 -o jsonl >> ", path, ")");
+        PIPELM_THROW(ErrorCode::kInvalidArgument, flag, " fit: --calib ", path, " has no ",
+                     decode ? "decode row of one sequence" : "prompt row", " over 2 or more stages (add one: bench --workers ... ",
+                     decode ? "-p 0 -n 16 --sequences 1" : "-p 128 -n 0", " -o jsonl >> ", path, ")");
+    if (decode && !(d.busy > 0 && d.busy < d.stages))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, flag, " fit: --calib ", path, ": the ", d.test, " row over ", d.stages,
+                     " stages has no busy_pct (rows of pipelm bench carry it)");
     return d;
+}
+
+// x in [0, hi] with f(x) == target for an increasing f, by bisection; false when f(0) > target.
+bool solve_increasing(const std::function<double(double)>& f, double target, double hi, double& x) {
+    double lo = 0;
+    if (f(lo) > target) return false;
+    for (int i = 0; i < 60; ++i) (f(0.5 * (lo + hi)) < target ? lo : hi) = 0.5 * (lo + hi);
+    x = 0.5 * (lo + hi);
+    return true;
 }
 
 bool compute_model(const cli::Args& a, pipeline::SimModel& m) {
@@ -144,7 +163,8 @@ int cmd_simulate(int argc, char** argv) {
         {"--ubatch", "-ub", true, "N,..", "tokens per ubatch", "64"},
         {"--link-rate", "", true, "R,..", "link rates: 10mbit, 1gbit, ... or inf", "1gbit"},
         {"--link-latency-us", "", true, "US", "latency added to every message", "50"},
-        {"--msg-cpu-us", "", true, "US|fit", "host time to take in one message (slows with the host's cores, as compute); fit: from the --calib file's multi-stage 1-sequence decode row", "0"},
+        {"--msg-cpu-us", "", true, "US|fit", "host time to take in one message (slows with the host's cores, as compute); fit: from the --calib file's multi-stage 1-sequence decode row (its time outside compute)", "0"},
+        {"--byte-cpu-ns", "", true, "NS|fit", "host time per byte a stage sends (network stack; charged to the sender, slows as compute); fit: from the --calib file's multi-stage prompt row", "0"},
         {"--link-burst", "", true, "BYTES|tbf", "token bucket of the link (tbf: as hosts.sh --rate sets it, max(rate/4000, 16 KiB)); 0 = a plain rate", "0"},
         {"--wire", "", true, "f32|bf16", "format of activations on links", "f32"},
         {"--stages-per-host", "", true, "N|all", "stages that share a host's read bandwidth and cores (in-process stages, several ranks per node)", "1"},
@@ -190,12 +210,16 @@ int cmd_simulate(int argc, char** argv) {
     if (wire != "f32" && wire != "bf16") PIPELM_THROW(ErrorCode::kInvalidArgument, "--wire ", wire, ": use f32 or bf16");
     m.bytes_per_token *= wire == "f32" ? 4 : 2;
     m.link_latency_s = a.number("--link-latency-us") * 1e-6;
-    const bool fit_msg_cpu = a.str("--msg-cpu-us") == "fit";
+    const bool fit_msg_cpu = a.str("--msg-cpu-us") == "fit", fit_byte_cpu = a.str("--byte-cpu-ns") == "fit";
     if (!fit_msg_cpu) m.msg_cpu_s = a.number("--msg-cpu-us") * 1e-6;
+    if (!fit_byte_cpu) m.byte_cpu_s = a.number("--byte-cpu-ns") * 1e-9;
     if (!(m.link_latency_s >= 0 && m.link_latency_s < 10) || !(m.msg_cpu_s >= 0 && m.msg_cpu_s < 10))
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-latency-us and --msg-cpu-us take microseconds from 0 to 1e7");
-    if (fit_msg_cpu && !a.has("--calib"))
-        PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit needs --calib FILE with a multi-stage one-sequence decode row");
+    if (!(m.byte_cpu_s >= 0 && m.byte_cpu_s < 1e-5))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, "--byte-cpu-ns takes nanoseconds from 0 to 1e4");
+    if ((fit_msg_cpu || fit_byte_cpu) && !a.has("--calib"))
+        PIPELM_THROW(ErrorCode::kInvalidArgument, fit_msg_cpu ? "--msg-cpu-us" : "--byte-cpu-ns",
+                     " fit needs --calib FILE with multi-stage rows (a one-sequence decode row, a prompt row)");
     if (!compute_model(a, m)) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "simulate: give --calib FILE.jsonl or --pass-ms and --token-ms");
     }
@@ -277,25 +301,64 @@ int cmd_simulate(int argc, char** argv) {
                 PIPELM_THROW(ErrorCode::kInvalidArgument, "--link-burst ", burst, ": give bytes (0 = none) or tbf");
         }
     };
-    if (fit_msg_cpu) {
-        // The host time per message that makes the calibration's multi-stage one-sequence decode
-        // row come out as measured (t/s falls as it grows: bisection).
-        const DecodeRow d = decode_row(a.str("--calib"));
-        set_stages(d.stages);
-        set_rate(d.link_rate);
-        auto tps = [&](double x) {
-            m.msg_cpu_s = x;
-            return pipeline::simulate_decode(m, 1, d.n_gen, 1, 1).tps();
-        };
-        double lo = 0, hi = 0.1;
-        if (tps(lo) < d.tps)
-            PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit: the ", d.test, " row over ", d.stages,
-                         " stages (", d.tps, " t/s) is faster than the model with no host time per message (",
-                         tps(lo), " t/s): check --link-latency-us, the rate and the calibration");
-        for (int i = 0; i < 60; ++i) (tps(0.5 * (lo + hi)) > d.tps ? lo : hi) = 0.5 * (lo + hi);
-        m.msg_cpu_s = 0.5 * (lo + hi);
-        PIPELM_INFO(fmt::format("simulate: {:.0f} us of host time per message, fitted to the {}-stage {} row at {} ({:.2f} t/s)",
-                                m.msg_cpu_s * 1e6, d.stages, d.test, d.link_rate, d.tps));
+    if (fit_msg_cpu || fit_byte_cpu) {
+        // Host time per message: the decode row's time outside compute per token (the wall time
+        // less the stages' busy time, so the calibration's own compute speed drops out) as the
+        // model gives it for one sequence. Host time per byte: the prompt row's t/s. Each fit
+        // holds the other term; a few rounds settle both.
+        const std::string calib = a.str("--calib");
+        const LinkRow d = fit_msg_cpu ? link_row(calib, true, "--msg-cpu-us") : LinkRow{};
+        const LinkRow pr = fit_byte_cpu ? link_row(calib, false, "--byte-cpu-ns") : LinkRow{};
+        const double outside = fit_msg_cpu ? (1 - d.busy) / d.tps : 0;  // seconds per token, one sequence
+        bool byte_free = false;
+        for (int round = 0; round < (fit_msg_cpu && fit_byte_cpu ? 4 : 1); ++round) {
+            if (fit_msg_cpu) {
+                set_stages(d.stages);
+                set_rate(d.link_rate);
+                auto f = [&](double x) {
+                    m.msg_cpu_s = x;
+                    const pipeline::SimResult r = pipeline::simulate_decode(m, 1, d.n_gen, 1, 1);
+                    double compute = 0;
+                    for (size_t s = 0; s < r.busy_s.size(); ++s) compute += r.busy_s[s] - r.host_s[s];
+                    return (r.seconds - compute) / static_cast<double>(r.tokens);
+                };
+                if (!solve_increasing(f, outside, 0.1, m.msg_cpu_s))
+                    PIPELM_THROW(ErrorCode::kInvalidArgument, "--msg-cpu-us fit: the ", d.test, " row over ", d.stages,
+                                 " stages spends ", fmt::format("{:.3f}", outside * 1e3), " ms per token outside compute, less than the model "
+                                 "with no host time per message (", fmt::format("{:.3f}", f(0) * 1e3),
+                                 " ms): check --link-latency-us, the rate and the calibration");
+            }
+            if (fit_byte_cpu) {
+                set_stages(pr.stages);
+                if (round == 0) {  // where the link sets the pace, the row says little of the host's time
+                    const double held = m.byte_cpu_s;
+                    m.byte_cpu_s = 0;
+                    set_rate("inf");
+                    const double unbound = pipeline::simulate_prompt(m, pr.n_prompt, pr.ubatch).tps();
+                    set_rate(pr.link_rate);
+                    const double at_rate = pipeline::simulate_prompt(m, pr.n_prompt, pr.ubatch).tps();
+                    if (at_rate < 0.75 * unbound)
+                        PIPELM_THROW(ErrorCode::kInvalidArgument, "--byte-cpu-ns fit: the ", pr.test, " row over ", pr.stages,
+                                     " stages at ", pr.link_rate, " is link-bound (the model gives ", fmt::format("{:.1f}", at_rate),
+                                     " t/s there, ", fmt::format("{:.1f}", unbound), " without the link): calibrate on a faster link");
+                    m.byte_cpu_s = held;
+                }
+                set_rate(pr.link_rate);
+                auto f = [&](double x) {
+                    m.byte_cpu_s = x;
+                    return -pipeline::simulate_prompt(m, pr.n_prompt, pr.ubatch).tps();
+                };
+                byte_free = !solve_increasing(f, -pr.tps, 1e-6, m.byte_cpu_s);
+                if (byte_free) m.byte_cpu_s = 0;  // as fast as the model without it, or faster
+            }
+        }
+        if (fit_msg_cpu)
+            PIPELM_INFO(fmt::format("simulate: {:.0f} us of host time per message, fitted to the {}-stage {} row at {} ({:.3f} "
+                                    "ms per token outside compute)", m.msg_cpu_s * 1e6, d.stages, d.test, d.link_rate, outside * 1e3));
+        if (fit_byte_cpu)
+            PIPELM_INFO(fmt::format("simulate: {:.1f} ns of host time per byte sent, fitted to the {}-stage {} row at {} "
+                                    "({:.2f} t/s{})", m.byte_cpu_s * 1e9, pr.stages, pr.test, pr.link_rate, pr.tps,
+                                    byte_free ? ", as fast as the model without it" : ""));
     }
 
     std::vector<Row> rows;

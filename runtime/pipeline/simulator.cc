@@ -20,6 +20,7 @@ public:
           bucket_(S_, m.link_burst_bytes),
           bucket_t_(S_, 0.0),
           busy_(S_, 0.0),
+          host_(S_, 0.0),
           cpu_(S_, 1.0),
           mem_(S_, 1.0) {
         const bool shared = static_cast<int>(m.host.size()) == S_;
@@ -34,13 +35,16 @@ public:
 
     // Runs stage 0 on n tokens now (the coordinator's thread) and sends the ubatch down the pipe.
     void submit(int64_t n) {
+        const int64_t bytes = n * m_.bytes_per_token + m_.header_bytes;
         t_ += compute(0, n);
         double ready = t_;
+        if (S_ > 1) t_ += give_out(0, bytes);
         for (int s = 1; s < S_; ++s) {
-            const double arrive = send(s - 1, ready, n * m_.bytes_per_token + m_.header_bytes);
+            const double arrive = send(s - 1, ready, bytes);
             const double start = std::max(arrive, stage_free_[s]);
             stage_free_[s] = start + take_in(s) + compute(s, n);
             ready = stage_free_[s];
+            stage_free_[s] += give_out(s, s + 1 < S_ ? bytes : m_.result_bytes);
         }
         if (S_ > 1) ready = send(S_ - 1, ready, m_.result_bytes);
         results_.push_back(ready);
@@ -56,6 +60,7 @@ public:
     int stages() const { return S_; }
     double now() const { return t_; }
     const std::vector<double>& busy() const { return busy_; }
+    const std::vector<double>& host() const { return host_; }
 
 private:
     double compute(int s, int64_t n) {
@@ -68,6 +73,14 @@ private:
     double take_in(int s) {
         const double c = m_.msg_cpu_s * cpu_[s];
         busy_[s] += c;
+        host_[s] += c;
+        return c;
+    }
+    // Stage s's host time to send `bytes` (SimModel::byte_cpu_s): after the message has left.
+    double give_out(int s, int64_t bytes) {
+        const double c = m_.byte_cpu_s * static_cast<double>(bytes) * cpu_[s];
+        busy_[s] += c;
+        host_[s] += c;
         return c;
     }
     // Link l (stage l -> l+1, the last one back to stage 0) carries `bytes` sent at time t.
@@ -97,7 +110,7 @@ private:
     double t_ = 0;
     std::vector<double> stage_free_, link_free_;
     std::vector<double> bucket_, bucket_t_;  // per link: bytes in the token bucket, as of this time
-    std::vector<double> busy_;
+    std::vector<double> busy_, host_;  // per stage: compute + host time for messages, the latter alone
     std::vector<double> cpu_, mem_;  // per stage: slow-downs from sharing the host's cores, its bandwidth
     std::deque<double> results_;
 };
@@ -115,6 +128,7 @@ SimResult simulate_prompt(const SimModel& m, int prompt, int ubatch) {
     r.seconds = p.now();
     r.tokens = prompt;
     r.busy_s = p.busy();
+    r.host_s = p.host();
     r.ttft = {p.now()};
     return r;
 }
@@ -156,6 +170,7 @@ SimResult simulate_decode(const SimModel& m, int sequences, int n_gen, int seq_p
     }
     r.seconds = p.now();
     r.busy_s = p.busy();
+    r.host_s = p.host();
     return r;
 }
 

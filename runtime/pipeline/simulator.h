@@ -49,6 +49,11 @@ struct SimModel {
     // does. On an idle host it adds to each hop like latency; on a host whose cores are all taken
     // (many stages on few cores) it costs throughput, which latency does not.
     double msg_cpu_s = 0;
+    // Host CPU time per byte a stage sends (the kernel's network stack, per packet: segmenting,
+    // a shaper's timer, the peer's receive path when both ends share the machine, as emulated
+    // hosts do): charged to the sending stage like compute, after the compute of the ubatch it
+    // sends. Tens of ns per byte through veth + tbf on a 2-core VM; near 0 on a NIC with offloads.
+    double byte_cpu_s = 0;
     // A token bucket in front of each link, as Linux tbf shapes one (hosts.sh --rate): up to this
     // many bytes pass at once after the link has been idle long enough to refill them; 0 = a
     // plain rate (a real link).
@@ -64,7 +69,8 @@ struct SimModel {
 struct SimResult {
     double seconds = 0;          // first submit to last result
     int64_t tokens = 0;          // tokens counted for t/s (as bench counts them)
-    std::vector<double> busy_s;  // compute seconds per stage
+    std::vector<double> busy_s;  // compute seconds per stage, with its host time for messages
+    std::vector<double> host_s;  // of busy_s: the host time for messages (msg_cpu_s, byte_cpu_s)
     std::vector<double> ttft, itl;  // per sequence: first token time, gaps between tokens
     double tps() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0; }
 };

@@ -139,6 +139,26 @@ TEST(Simulator, HostTimePerMessageIsLatencyWhenIdleAndThroughputWhenBusy) {
     EXPECT_NEAR(simulate_decode(cpu, 8, 64, 1, 64).tps(), 8 / 0.060, 0.02 * 8 / 0.060);
 }
 
+// Host time per byte sent (SimModel::byte_cpu_s): the sender pays it after the ubatch's compute,
+// while the message is on its way: a prompt's stage 0 (the coordinator, which submits every
+// ubatch) is held back by it; a one-sequence token path is not while the next stage computes
+// longer than the sender sends.
+TEST(Simulator, HostTimePerByteDelaysTheSender) {
+    SimModel m = model(2, 10, 1);
+    m.bytes_per_token = 1000;
+    m.header_bytes = 0;
+    m.result_bytes = 0;
+    m.byte_cpu_s = 1e-6;  // 1 ms per 1000-byte token
+    EXPECT_NEAR(simulate_decode(m, 1, 64, 1, 64).itl.at(5), 0.011, 1e-9);
+    // A prompt of 4 ubatches of 64 tokens: stage 0 computes 37 ms and sends 64 ms per ubatch,
+    // stage 1 computes 37 ms: stage 0 sets the pace, 4 x 101 ms.
+    const SimResult r = simulate_prompt(m, 256, 64);
+    EXPECT_NEAR(r.seconds, 4 * 0.101, 1e-9);
+    EXPECT_NEAR(r.busy_s.at(0), 4 * 0.101, 1e-9);
+    EXPECT_NEAR(r.host_s.at(0), 4 * 0.064, 1e-9) << "the host time is counted apart from compute";
+    EXPECT_NEAR(r.host_s.at(1), 0, 1e-12);
+}
+
 TEST(Simulator, FitRecoversPassAndTokenTimes) {
     double a = 0, b = 0;
     ASSERT_TRUE(fit_compute({{1, 0.0110}, {4, 0.0140}, {64, 0.0740}}, a, b));
@@ -196,40 +216,82 @@ TEST(SimulateCommand, PredictsAndRefusesWhatItCannotUse) {
     EXPECT_EQ(r.status, 2) << r.output;
 }
 
-// --msg-cpu-us fit: the host time per message that makes the calibration's 2-stage one-sequence
-// decode row come out as measured. 1 stage: 10 ms per ubatch + 1 ms per token; the 2-stage row
-// at 13 ms per token = 11 ms of compute + 2 messages (to stage 1, the result back) of 1 ms.
-TEST(SimulateCommand, FitsTheHostTimePerMessageToAMultiStageRow) {
+// --msg-cpu-us fit: the host time per message that gives the calibration's 2-stage one-sequence
+// decode row its time outside compute (wall less the stages' busy time; the row's own compute
+// speed drops out). 1 stage: 10 ms per ubatch + 1 ms per token; the 2-stage row at 13 ms per token
+// with 11 ms busy: 2 messages (to stage 1, the result back) of 1 ms. --byte-cpu-ns fit: the host
+// time per byte sent that gives the 2-stage prompt row its t/s.
+TEST(SimulateCommand, FitsTheHostTimePerMessageAndPerByteToMultiStageRows) {
     using pipelm::testing::pipelm_cmd;
     using pipelm::testing::run_cmd;
     const std::string tiny = pipelm::testing::data_path("models/glm4-tiny/model.gguf");
-    auto row = [](int stages, const std::string& test, int np, int ng, int k, double tps) {
+    auto row = [](int stages, const std::string& test, int np, int ng, int k, double tps, std::vector<double> busy) {
         return nlohmann::json{{"stages", stages}, {"test", test}, {"n_prompt", np}, {"n_gen", ng}, {"n_seq", k},
-                              {"ubatch", 64}, {"tps", tps}, {"link_rate", stages > 1 ? "inf" : "none"}}.dump() + "\n";
+                              {"ubatch", 64}, {"tps", tps}, {"busy_pct", busy},
+                              {"link_rate", stages > 1 ? "inf" : "none"}}.dump() + "\n";
     };
-    const std::string one = row(1, "pp64", 64, 0, 1, 64 / 0.074) + row(1, "tg16@1seq", 1, 16, 1, 1 / 0.011) +
-                            row(1, "tg16@4seq", 1, 16, 4, 4 / 0.014);
+    const std::string one = row(1, "pp64", 64, 0, 1, 64 / 0.074, {100}) + row(1, "tg16@1seq", 1, 16, 1, 1 / 0.011, {100}) +
+                            row(1, "tg16@4seq", 1, 16, 4, 4 / 0.014, {100});
+    // 13 ms per token, 11 of them computing (5.5 on each stage): 2 ms outside. The compute of
+    // the row itself may differ from the calibration's: only the time outside it counts.
+    const std::string decode = row(2, "tg16@1seq", 1, 16, 1, 1 / 0.013, {100 * 5.5 / 13, 100 * 5.5 / 13});
     const std::string calib = pipelm::testing::temp_file("fit-calib.jsonl");
-    std::ofstream(calib) << one << row(2, "tg16@1seq", 1, 16, 1, 1 / 0.013);
-    auto r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib +
-                                " --msg-cpu-us fit --link-latency-us 0 --link-rate inf --stages 2 -p 0 -n 16 --sequences 1 -o jsonl"));
+    std::ofstream(calib) << one << decode;
+    const std::string shape = " --link-latency-us 0 --link-rate inf --stages 2 -p 0 -n 16 --sequences 1 -o jsonl";
+    auto r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit" + shape));
     ASSERT_EQ(r.status, 0) << r.output;
-    EXPECT_NE(r.output.find("simulate: 1000 us of host time per message, fitted to the 2-stage tg16@1seq row at inf"),
+    EXPECT_NE(r.output.find("simulate: 1000 us of host time per message, fitted to the 2-stage tg16@1seq row at inf "
+                            "(2.000 ms per token outside compute)"),
               std::string::npos) << r.output;
-    const size_t at = r.output.find('{');
-    ASSERT_NE(at, std::string::npos) << r.output;
-    EXPECT_NEAR(nlohmann::json::parse(r.output.substr(at, r.output.find('\n', at) - at)).at("tps").get<double>(),
-                1 / 0.013, 0.01) << "the fitted model gives back the row it was fitted to";
-    // No multi-stage row, a row faster than no host time at all, no --calib: refused.
+    auto tps = [](const std::string& out) {
+        const size_t at = out.find('{');
+        return at == std::string::npos ? -1.0
+                                       : nlohmann::json::parse(out.substr(at, out.find('\n', at) - at)).at("tps").get<double>();
+    };
+    EXPECT_NEAR(tps(r.output), 1 / 0.013, 0.01) << r.output << "the fitted model gives back the row it was fitted to";
+    std::ofstream(calib) << one << row(2, "tg16@1seq", 1, 16, 1, 1 / 0.020, {100 * 9 / 20.0, 100 * 9 / 20.0});
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit" + shape));
+    EXPECT_NE(r.output.find("simulate: 1000 us of host time per message"), std::string::npos)
+        << r.output << "a slower row with the same 2 ms outside compute gives the same fit";
+
+    // A 2-stage prompt of 4 ubatches of 64 tokens: 185.26 ms in the model with no host time per
+    // byte (1381.86 t/s); the row's 1282.73 t/s is what 300 ns per byte gives (glm4-tiny: 64 x 256
+    // + 96 bytes per ubatch, stage 0 setting the pace).
+    std::ofstream(calib) << one << decode << row(2, "pp256", 256, 0, 1, 1282.73, {84, 74});
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib +
+                           " --msg-cpu-us 0 --byte-cpu-ns fit --link-latency-us 0 --link-rate inf --stages 2 -p 256 -n 0 -o jsonl"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    const size_t ns_at = r.output.find(" ns of host time per byte sent, fitted to the 2-stage pp256 row at inf (1282.73 t/s)");
+    ASSERT_NE(ns_at, std::string::npos) << r.output;
+    EXPECT_NEAR(std::stod(r.output.substr(r.output.rfind(' ', ns_at - 1) + 1)), 300.0, 0.2) << r.output;
+    EXPECT_NEAR(tps(r.output), 1282.73, 0.01) << r.output;
+    // Both at once: each holds the other; the decode row's 8-byte token message adds little.
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit --byte-cpu-ns fit" + shape));
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NEAR(tps(r.output), 1 / 0.013, 0.01) << r.output;
+
+    // No multi-stage row, a row with less time outside compute than the model's, a link-bound
+    // prompt row, no --calib: refused.
     std::ofstream(calib) << one;
     r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit"));
     EXPECT_EQ(r.status, 2) << r.output;
     EXPECT_NE(r.output.find("no decode row of one sequence over 2 or more stages"), std::string::npos) << r.output;
-    std::ofstream(calib) << one << row(2, "tg16@1seq", 1, 16, 1, 1 / 0.010);
-    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit --link-latency-us 0"));
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --byte-cpu-ns fit"));
     EXPECT_EQ(r.status, 2) << r.output;
-    EXPECT_NE(r.output.find("is faster than the model"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("no prompt row over 2 or more stages"), std::string::npos) << r.output;
+    std::ofstream(calib) << one << row(2, "tg16@1seq", 1, 16, 1, 1 / 0.013, {50, 49.9});
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --msg-cpu-us fit --link-latency-us 1000"));
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("less than the model with no host time per message"), std::string::npos) << r.output;
+    std::string slow = one + row(2, "pp256", 256, 0, 1, 256 / 0.5, {20, 20});
+    slow.replace(slow.rfind("\"inf\""), 5, "\"1mbit\"");
+    std::ofstream(calib) << slow;
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --calib " + calib + " --byte-cpu-ns fit"));
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("at 1mbit is link-bound"), std::string::npos) << r.output;
     r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --pass-ms 1 --token-ms 1 --msg-cpu-us fit"));
+    EXPECT_EQ(r.status, 2) << r.output;
+    r = run_cmd(pipelm_cmd("simulate -m " + tiny + " --pass-ms 1 --token-ms 1 --byte-cpu-ns -3"));
     EXPECT_EQ(r.status, 2) << r.output;
 }
 
