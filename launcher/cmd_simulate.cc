@@ -144,6 +144,7 @@ bool compute_model(const cli::Args& a, pipeline::SimModel& m) {
         if (!pipeline::fit_compute(pts, m.pass_s, m.token_s))
             PIPELM_THROW(ErrorCode::kInvalidArgument, "--calib ", a.str("--calib"), ": its ", pts.size(),
                          " one-stage rows do not give two ubatch sizes to fit (run bench with -p 64 -n 16 --sequences 1,4)");
+        m.segments = pipeline::compute_segments(pts, m.pass_s, m.token_s);
         return true;
     }
     if (!a.has("--pass-ms") || !a.has("--token-ms")) return false;
@@ -164,7 +165,7 @@ int cmd_simulate(int argc, char** argv) {
         {"--link-rate", "", true, "R,..", "link rates: 10mbit, 1gbit, ... or inf", "1gbit"},
         {"--link-latency-us", "", true, "US", "latency added to every message", "50"},
         {"--msg-cpu-us", "", true, "US|fit", "host time to take in one message (slows with the host's cores, as compute); fit: from the --calib file's multi-stage 1-sequence decode row (its time outside compute)", "0"},
-        {"--byte-cpu-ns", "", true, "NS|fit", "host time per byte a stage sends (network stack; charged to the sender, slows as compute); fit: from the --calib file's multi-stage prompt row", "0"},
+        {"--byte-cpu-ns", "", true, "NS|fit", "host time per byte a stage sends (network stack; charged to the sender); fit: from the --calib file's multi-stage prompt row", "0"},
         {"--link-burst", "", true, "BYTES|tbf", "token bucket of the link (tbf: as hosts.sh --rate sets it, max(rate/4000, 16 KiB)); 0 = a plain rate", "0"},
         {"--wire", "", true, "f32|bf16", "format of activations on links", "f32"},
         {"--stages-per-host", "", true, "N|all", "stages that share a host's read bandwidth and cores (in-process stages, several ranks per node)", "1"},
@@ -272,6 +273,13 @@ int cmd_simulate(int argc, char** argv) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--output ", out, ": use md, csv, json or jsonl");
     PIPELM_INFO(fmt::format("simulate: compute {:.3f} ms per ubatch + {:.4f} ms per token, {} bytes per token on a link",
                             m.pass_s * 1e3, m.token_s * 1e3, m.bytes_per_token));
+    if (m.segments.size() > 1) {
+        std::string segs;
+        for (const auto& g : m.segments)
+            segs += fmt::format("{}up to {} tokens {:.3f} + {:.4f} ms", segs.empty() ? "" : ", ", g.upto, g.pass_s * 1e3,
+                                g.token_s * 1e3);
+        PIPELM_INFO("simulate: through each measured ubatch size: ", segs);
+    }
 
     // The pipeline of S stages: the compute shares of the split bench would run (--split auto: the
     // lm_head makes the last stage's share larger than its layers'), even without a model; stage s

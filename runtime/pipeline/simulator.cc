@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <map>
 
 namespace pipelm::pipeline {
 namespace {
@@ -64,8 +65,14 @@ public:
 
 private:
     double compute(int s, int64_t n) {
-        const double c =
-            m_.share[s] * (m_.pass_s * std::max(mem_[s], cpu_[s]) + m_.token_s * static_cast<double>(n) * cpu_[s]);
+        double pass = m_.pass_s, token = m_.token_s;
+        if (!m_.segments.empty()) {  // the first segment that reaches n, else the last
+            size_t i = 0;
+            while (i + 1 < m_.segments.size() && n > m_.segments[i].upto) ++i;
+            pass = m_.segments[i].pass_s;
+            token = m_.segments[i].token_s;
+        }
+        const double c = m_.share[s] * (pass * std::max(mem_[s], cpu_[s]) + token * static_cast<double>(n) * cpu_[s]);
         busy_[s] += c;
         return c;
     }
@@ -76,9 +83,10 @@ private:
         host_[s] += c;
         return c;
     }
-    // Stage s's host time to send `bytes` (SimModel::byte_cpu_s): after the message has left.
+    // Stage s's host time to send `bytes` (SimModel::byte_cpu_s): after the message has left, at
+    // full speed.
     double give_out(int s, int64_t bytes) {
-        const double c = m_.byte_cpu_s * static_cast<double>(bytes) * cpu_[s];
+        const double c = m_.byte_cpu_s * static_cast<double>(bytes);
         busy_[s] += c;
         host_[s] += c;
         return c;
@@ -183,6 +191,28 @@ bool fit_compute(const std::vector<std::pair<int, double>>& points, double& pass
     token_s = (k * snt - sn * st) / det;
     pass_s = (st - token_s * sn) / k;
     return token_s >= 0 && pass_s >= 0;
+}
+
+std::vector<SimModel::Segment> compute_segments(const std::vector<std::pair<int, double>>& points, double pass_s,
+                                                double token_s) {
+    std::map<int, std::pair<double, int>> by_size;  // tokens -> (sum of seconds, count)
+    for (const auto& [n, t] : points) {
+        auto& e = by_size[n];
+        e.first += t;
+        ++e.second;
+    }
+    std::vector<std::pair<int, double>> mean;  // (tokens, seconds), by size
+    for (const auto& [n, e] : by_size) mean.push_back({n, e.first / e.second});
+    std::vector<SimModel::Segment> segs;
+    for (size_t i = 1; i < mean.size(); ++i) {
+        const auto [n0, t0] = mean[i - 1];
+        const auto [n1, t1] = mean[i];
+        SimModel::Segment g{n1, pass_s, token_s};
+        const double token = (t1 - t0) / (n1 - n0), pass = t0 - token * n0;
+        if (token >= 0 && pass >= 0) g.pass_s = pass, g.token_s = token;
+        segs.push_back(g);
+    }
+    return segs;
 }
 
 }  // namespace pipelm::pipeline

@@ -8,7 +8,8 @@
 //
 // Compute: a ubatch of n tokens costs stage s  share[s] x (pass_s + token_s x n) seconds: a fixed
 // part (the weights are read once per ubatch: memory-bound) and a part per token, both fitted
-// from a 1-stage calibration run (pipelm simulate --calib). The workloads mirror `pipelm bench`:
+// from a 1-stage calibration run (pipelm simulate --calib; per segment between the measured
+// ubatch sizes, SimModel::segments). The workloads mirror `pipelm bench`:
 // ppN (prefill_sample: --ubatch chunks, at most S in flight) and tgN@Kseq (K sequences in
 // min(S, K) groups, each group's next step submitted when its result is back).
 //
@@ -33,6 +34,16 @@ namespace pipelm::pipeline {
 struct SimModel {
     double pass_s = 0;           // fixed seconds of one ubatch through all layers and the head
     double token_s = 0;          // seconds per token of a ubatch
+    // Optional, from a calibration with several ubatch sizes: a (pass, token) pair per segment
+    // between two measured sizes, used for ubatches of up to `upto` tokens (the last one beyond):
+    // the time per ubatch then goes through every measured point (a 1-token decode costs what it
+    // measured, where one line through 1, 4 and 32 tokens misses it by ~10 %). Empty: pass_s and
+    // token_s for every size.
+    struct Segment {
+        int64_t upto = 0;
+        double pass_s = 0, token_s = 0;
+    };
+    std::vector<Segment> segments;
     std::vector<double> share;   // per stage share of the compute (sums to 1); size = stages
     int64_t bytes_per_token = 0; // hidden state per token on a link (n_embd x wire bytes)
     int64_t header_bytes = 96;   // ubatch header (ids, positions, times): about 12 bytes/token more
@@ -51,8 +62,10 @@ struct SimModel {
     double msg_cpu_s = 0;
     // Host CPU time per byte a stage sends (the kernel's network stack, per packet: segmenting,
     // a shaper's timer, the peer's receive path when both ends share the machine, as emulated
-    // hosts do): charged to the sending stage like compute, after the compute of the ubatch it
-    // sends. Tens of ns per byte through veth + tbf on a 2-core VM; near 0 on a NIC with offloads.
+    // hosts do): charged to the sending stage after the compute of the ubatch it sends, not
+    // stretched when the host's cores are shared (softirq work preempts the stages' threads
+    // rather than taking turns with them). Tens of ns per byte through veth + tbf on a 2-core VM;
+    // near 0 on a NIC with offloads.
     double byte_cpu_s = 0;
     // A token bucket in front of each link, as Linux tbf shapes one (hosts.sh --rate): up to this
     // many bytes pass at once after the link has been idle long enough to refill them; 0 = a
@@ -84,5 +97,11 @@ SimResult simulate_decode(const SimModel& m, int sequences, int n_gen, int seq_p
 // Least-squares fit of (pass_s, token_s) to measured (tokens in a ubatch, seconds per ubatch)
 // pairs of one stage; needs two different token counts. Returns false when it cannot fit.
 bool fit_compute(const std::vector<std::pair<int, double>>& points, double& pass_s, double& token_s);
+
+// SimModel::segments through the measured points (the mean time of each ubatch size, in order of
+// size); a segment whose line would have a negative part (noise between close sizes) takes the
+// least-squares pass_s and token_s instead. Fewer than two sizes: none.
+std::vector<SimModel::Segment> compute_segments(const std::vector<std::pair<int, double>>& points, double pass_s,
+                                                double token_s);
 
 }  // namespace pipelm::pipeline

@@ -167,6 +167,28 @@ TEST(Simulator, FitRecoversPassAndTokenTimes) {
     EXPECT_FALSE(fit_compute({{4, 0.014}, {4, 0.015}}, a, b)) << "one ubatch size cannot separate the two";
 }
 
+// Segments through the calibration's ubatch sizes: each measured size costs what it measured,
+// sizes between two are on their line, sizes beyond the last on the last line; a segment whose
+// line would start below 0 (noise between close sizes) keeps the least-squares pair.
+TEST(Simulator, ComputeSegmentsGoThroughEveryMeasuredSize) {
+    // 1 token 7 ms, 4 tokens 8.5 ms (two measurements), 32 tokens 40 ms.
+    const auto segs = compute_segments({{1, 0.007}, {4, 0.0084}, {4, 0.0086}, {32, 0.040}}, 0.005, 0.0011);
+    ASSERT_EQ(segs.size(), 2u);
+    SimModel m = model(1, 5, 1.1);
+    m.segments = segs;
+    EXPECT_NEAR(simulate_decode(m, 1, 64, 1, 64).itl.at(3), 0.007, 1e-12);
+    EXPECT_NEAR(simulate_decode(m, 4, 64, 1, 64).itl.at(3), 0.0085, 1e-12);
+    EXPECT_NEAR(simulate_prompt(m, 32, 32).seconds, 0.040, 1e-12);
+    EXPECT_NEAR(simulate_prompt(m, 18, 18).seconds, 0.0085 + 14 * (0.040 - 0.0085) / 28, 1e-12);
+    EXPECT_NEAR(simulate_prompt(m, 64, 64).seconds, 0.040 + 32 * (0.040 - 0.0085) / 28, 1e-12);
+    // 4 tokens measured faster than 1 would give a negative time per token: the fit's pair.
+    const auto noisy = compute_segments({{1, 0.009}, {4, 0.008}, {32, 0.040}}, 0.005, 0.0011);
+    ASSERT_EQ(noisy.size(), 2u);
+    EXPECT_DOUBLE_EQ(noisy[0].pass_s, 0.005);
+    EXPECT_DOUBLE_EQ(noisy[0].token_s, 0.0011);
+    EXPECT_TRUE(compute_segments({{4, 0.008}, {4, 0.009}}, 0.005, 0.0011).empty());
+}
+
 TEST(SimulateCommand, PredictsAndRefusesWhatItCannotUse) {
     using pipelm::testing::pipelm_cmd;
     using pipelm::testing::run_cmd;
