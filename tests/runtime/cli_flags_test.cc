@@ -122,6 +122,10 @@ TEST_F(CliFlags, SeedMinusOneIsRandomAndPrintedSoTheRunRepeats) {
     const RunResult again = pipelm({"run", "-m", model_, "--tokens", "1,2", "-n", "6", "--temp", "1", "--seed", m[1]});
     ASSERT_EQ(again.exit_code, 0) << again.err;
     EXPECT_EQ(r.out, again.out);
+    // The largest seed -1 can print (53 bits) is accepted back (63-bit seeds above --seed's
+    // 9.2e18 were refused).
+    const RunResult top = pipelm({"run", "-m", model_, "--tokens", "1,2", "-n", "2", "--temp", "1", "--seed", "9007199254740991"});
+    EXPECT_EQ(top.exit_code, 0) << top.err;
 }
 
 }  // namespace
