@@ -10,7 +10,8 @@
 namespace pipelm::kernels {
 
 // y[t][i] = (x[t][i] * s_t) * w[i], s_t = 1/sqrt(mean_i x[t][i]^2 + eps); sum of squares in double
-// (as ggml). x and y: [n_rows][n] with row strides ldx / ldy; may alias.
+// (as ggml) in eight lanes (i mod 8), then ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), then
+// the elements past the last multiple of 8. x and y: [n_rows][n] with row strides ldx / ldy; may alias.
 void rms_norm(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n_rows, int64_t n,
               float eps, ThreadPool& pool);
 

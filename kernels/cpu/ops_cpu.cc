@@ -17,8 +17,16 @@ void rms_norm(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy
         for (int64_t r = r0; r < r1; ++r) {
             const float* xr = x + r * ldx;
             float* yr = y + r * ldy;
-            double sum = 0.0;
-            for (int64_t i = 0; i < n; ++i) sum += (double)xr[i] * (double)xr[i];
+            // Eight double lanes (lane l: the elements i = l mod 8, in i order), then a fixed tree:
+            // eight short dependency chains instead of one n long (a 1024-wide decode row took
+            // ~1.8 us on Zen 5 with one chain, while the other threads waited). The order
+            // depends only on n, so every row, split and thread count gives the same bits.
+            double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            const int64_t n8 = n & ~int64_t{7};
+            for (int64_t i = 0; i < n8; i += 8)
+                for (int j = 0; j < 8; ++j) l[j] += (double)xr[i + j] * (double)xr[i + j];
+            double sum = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+            for (int64_t i = n8; i < n; ++i) sum += (double)xr[i] * (double)xr[i];
             const float mean = static_cast<float>(sum / static_cast<double>(n));
             const float scale = 1.0f / std::sqrt(mean + eps);
             for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] * scale) * w[i];

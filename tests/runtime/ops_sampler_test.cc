@@ -91,6 +91,45 @@ TEST(Ops, RmsNormMatchesFp64) {
     }
 }
 
+// The bits of kernels/ops.h's order (eight double lanes, a fixed tree, the tail): a stage of any
+// build, ISA or split normalizes a row the same way. Positive squares sum almost the same in any
+// order, so the row is built to tell orders apart: 2^24 and 109 * 2^12 put the mean exactly on a
+// float rounding midpoint (2^38 + 109^2 * 2^14, which ties to the even float below) when the 0.17s
+// are lost one by one against 2^48 (one chain), and just above it when the lanes sum them first;
+// the scales then differ by one ulp.
+TEST(Ops, RmsNormSumsInTheDocumentedOrder) {
+    ThreadPool pool(2);
+    auto lanes = [](const std::vector<float>& x) {
+        const int64_t n = static_cast<int64_t>(x.size()), n8 = n / 8 * 8;
+        double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t i = 0; i < n8; ++i) l[i % 8] += double(x[i]) * double(x[i]);
+        double ss = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+        for (int64_t i = n8; i < n; ++i) ss += double(x[i]) * double(x[i]);
+        return ss;
+    };
+    auto chain = [](const std::vector<float>& x) {
+        double ss = 0;
+        for (float v : x) ss += double(v) * double(v);
+        return ss;
+    };
+    std::vector<float> tie(1024, 0.17f);
+    tie[0] = 16777216.f;
+    tie[1] = 446464.f;
+    auto random = random_vec(1029, 7, 1.f);
+    for (const auto* x : {&tie, &random}) {
+        const int64_t n = static_cast<int64_t>(x->size());
+        const auto w = random_vec(n, 8);
+        std::vector<float> y(n);
+        kernels::rms_norm(x->data(), n, w.data(), y.data(), n, 1, n, 1e-5f, pool);
+        auto scale_of = [&](double ss) { return 1.0f / std::sqrt(static_cast<float>(ss / double(n)) + 1e-5f); };
+        const float scale = scale_of(lanes(*x));
+        if (x == &tie) {
+            ASSERT_NE(scale, scale_of(chain(*x))) << "the row no longer tells the two orders apart";
+        }
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], ((*x)[i] * scale) * w[i]) << "n " << n << " i " << i;
+    }
+}
+
 TEST(Ops, RopeNormRotatesAdjacentPairsOfTheFirstDims) {
     const int heads = 3, hd = 16, n_rot = 8, n_pos = 50;
     std::vector<float> table(n_pos * n_rot);
