@@ -54,6 +54,9 @@ void print_jsonl(const Row& row);
 struct Machine {
     std::string cpu_model, kernel, cpu_isa;
     int cores = 0;
+    // Runnable tasks of other processes when bench started (/proc/stat procs_running, less this
+    // one, averaged over 10 samples 10 ms apart); -1 where the kernel does not say.
+    double others_running = -1;
 };
 Machine machine();
 

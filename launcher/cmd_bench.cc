@@ -354,6 +354,7 @@ void run_session(Session& session, const SessionOptions& o, const BenchPlan& p, 
     if (full) {
         base.insert(base.end(), {{"model_file", str_cell(mi.file)}, {"type", str_cell(mi.type)},
                                  {"cpu_model", str_cell(mach.cpu_model)}, {"cores", int_cell(mach.cores)},
+                                 {"others_running", num_cell(mach.others_running, 1)},
                                  {"kernel", str_cell(mach.kernel)}, {"link_rate", str_cell(p.link_rate)},
                                  {"wire", str_cell(o.wire == pipeline::Wire::kBF16 ? "bf16" : "f32")},
                                  {"n_ctx", int_cell(session.n_ctx())}, {"reps", int_cell(p.reps)}});
@@ -500,6 +501,10 @@ int cmd_bench(int argc, char** argv) {
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", o.split, " fixes the stage count: use --split auto with a --stages list");
     const int user_ctx = o.n_ctx;
     const bench::Machine mach = bench::machine();
+    if (mach.others_running >= 0.5)
+        PIPELM_WARN(fmt::format("bench: {:.1f} tasks of other processes were running on this machine's {} cores when bench "
+                                "started: the numbers move with them (stop them, or alternate configurations over rounds "
+                                "and compare ratios)", mach.others_running, mach.cores));
     std::vector<Row> rows;
     pipeline::Trace trace;  // outlives every session (their engines point to it)
     for (const int stages : p.stages)

@@ -38,8 +38,10 @@ TEST(BenchSweep, ValueListsGiveOneJsonlRowPerCombinationWithEveryParameter) {
         if (first_row == std::string::npos) first_row = i;
         const auto row = nlohmann::json::parse(lines[i]);
         for (const char* key : {"model", "type", "params", "threads", "link", "cpu_isa", "cpu_model", "cores", "kernel",
-                                "act_quant", "wire", "n_ctx", "reps", "n_seq", "tps", "bubble_pct", "link_mb"})
+                                "act_quant", "wire", "n_ctx", "reps", "n_seq", "tps", "bubble_pct", "link_mb",
+                                "others_running"})
             EXPECT_TRUE(row.contains(key)) << key << " missing in " << lines[i];
+        EXPECT_GE(row.at("others_running").get<double>(), 0.0) << "Linux says how many tasks run: " << lines[i];
         EXPECT_EQ(row.at("link_rate"), "1gbit");
         EXPECT_EQ(row.at("link"), "in-process");
         EXPECT_FALSE(row.at("cpu_model").get<std::string>().empty());
