@@ -26,7 +26,7 @@ float* thread_scratch(int slot, size_t n_floats) {
         size_t n = 0;
         ~Buf() { std::free(p); }
     };
-    static thread_local Buf bufs[4];
+    static thread_local Buf bufs[5];
     Buf& b = bufs[slot];
     if (b.n < n_floats) {
         std::free(b.p);

@@ -63,7 +63,8 @@ inline int64_t gemv_max_tokens(GgmlType t) {
 }
 
 // Per-thread scratch (64-byte aligned, grows on demand, never shrinks); valid until the next
-// call on the same thread with slot `slot`.
+// call on the same thread with slot `slot` (0 .. 4; 3 holds a matmul call's int8 activations, 4 the
+// token pairs of the AVX-512-VNNI few-token decode).
 float* thread_scratch(int slot, size_t n_floats);
 
 }  // namespace pipelm::kernels::detail

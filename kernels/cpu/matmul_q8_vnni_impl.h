@@ -355,9 +355,137 @@ void vnni_gemm(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, fl
 // Xeon (1 thread, 512 MiB weight, GB/s of weight at 4 / 8 tokens): Q4_K 11.2-11.5 / 5.8 with
 // 4 rows (2 rows: 8.8-9.5 / 4.8-5.2; the panel GEMM: 4.5-5.7 / 3.3-4.7).
 constexpr int64_t kVnFewMaxTokens = 8;
+
+#if PIPELM_VNNI_WIDE
+// zmm for a few tokens: a register holds one row's sub-block sums of two tokens, [token 2p |
+// token 2p + 1], against the row's code vector k broadcast to both halves. Every lane is still one
+// (row, token, sub-block) of the contract with rec_tile's integers and float steps, so the bits
+// are rec_tile's, with half its vpdpbusd. The
+// activations of each token pair are laid out once per call (build_pairs) so that each (pair,
+// vector) is one 64-byte load, a memory operand of vpdpbusd. Zen 5 (1 thread, 4096 columns, GB/s
+// of weight at 4 / 8 tokens): Q8_0 28 / 15 with rec_tile.
+constexpr int kPairVecs = 12;  // per (pair, group): 8 code vectors, 2 bias starts, d, s
+PIPELM_AI __m512i zpair(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+PIPELM_AI __m512 zpair_ps(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
+
+// Pair q (tokens 2q, 2q + 1), group g at pb + (q * ng + g) * kPairVecs * 64: vectors k = 0..7 of
+// the int8 activations, the -B sum q starts (whole block, or halves 1 and 2 for kSplit), d, s.
+template <class T>
+void build_pairs(const ActQ8& a, int64_t n_pairs, int64_t ng, uint8_t* pb) {
+    constexpr bool kSplit = T::MUL == Mul::kSplit;
+    for (int64_t q = 0; q < n_pairs; ++q) {
+        const int64_t t = 2 * q;
+        const int8_t* x0 = a.qi + t * a.ldq;
+        const int8_t* x1 = x0 + a.ldq;
+        for (int64_t g = 0; g < ng; ++g) {
+            __m512i* v = reinterpret_cast<__m512i*>(pb + (q * ng + g) * kPairVecs * 64);
+            for (int k = 0; k < 8; ++k) _mm512_store_si512(v + k, zpair(load256(x0 + 256 * g + 32 * k), load256(x1 + 256 * g + 32 * k)));
+            _mm512_store_si512(v + 8, zpair(vn_bias<T::BIAS>(a, t, g, kSplit ? 1 : 0), vn_bias<T::BIAS>(a, t + 1, g, kSplit ? 1 : 0)));
+            if constexpr (kSplit) _mm512_store_si512(v + 9, zpair(vn_bias<T::BIAS>(a, t, g, 2), vn_bias<T::BIAS>(a, t + 1, g, 2)));
+            const int64_t o0 = t * a.ldd + 8 * g, o1 = o0 + a.ldd;
+            _mm512_store_ps(reinterpret_cast<float*>(v + 10), zpair_ps(_mm256_loadu_ps(a.d + o0), _mm256_loadu_ps(a.d + o1)));
+            if constexpr (T::MIN)
+                _mm512_store_ps(reinterpret_cast<float*>(v + 11), zpair_ps(_mm256_loadu_ps(a.s + o0), _mm256_loadu_ps(a.s + o1)));
+        }
+    }
+}
+
+// NR rows (row i at w + i*rs) x NP token pairs (pair q's groups at pb + q * pstride bytes);
+// y[(2q + h) * ldy + i * ys].
+template <class T, int NR, int NP>
+__attribute__((noinline)) void rec_pairs(const uint8_t* w, size_t rs, int64_t ng, const uint8_t* pb, int64_t pstride,
+                                         float* y, int64_t ldy, int64_t ys) {
+    constexpr bool kSplit = T::MUL == Mul::kSplit;
+    __m512 acc[NR][NP];
+    static_for<NR>([&](auto i) AI_LAMBDA { static_for<NP>([&](auto q) AI_LAMBDA { acc[i][q] = _mm512_setzero_ps(); }); });
+    for (int64_t g = 0; g < ng; ++g) {
+        const uint8_t* wg = w + g * T::REC;
+        static_for<NR>([&](auto i) AI_LAMBDA {
+            for (int off = 0; off < T::REC; off += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kVnPrefetchBytes + off), _MM_HINT_T0);
+        });
+        const __m512i* pv[NP];
+        static_for<NP>([&](auto q) AI_LAMBDA {
+            pv[q] = reinterpret_cast<const __m512i*>(pb + q * pstride + g * kPairVecs * 64);
+        });
+        static_for<NR>([&](auto i) AI_LAMBDA {
+            const uint8_t* rec = wg + i * rs;
+            const RG G = T::prep(rec);
+            __m256i v[8];
+            T::codes(rec, v);
+            // Even and odd vectors in two int32 chains (as rec_tile): the same exact sum, half the
+            // dependent vpdpbusd in a row.
+            __m512i X[NP], O[NP], Xlo[NP];
+            static_for<NP>([&](auto q) AI_LAMBDA {
+                X[q] = _mm512_load_si512(pv[q] + 8);
+                O[q] = _mm512_setzero_si512();
+            });
+            static_for<8>([&](auto k) AI_LAMBDA {
+                if constexpr (kSplit && k == 4) {
+                    static_for<NP>([&](auto q) AI_LAMBDA {
+                        Xlo[q] = _mm512_add_epi32(X[q], O[q]);
+                        X[q] = _mm512_load_si512(pv[q] + 9);
+                        O[q] = _mm512_setzero_si512();
+                    });
+                }
+                const __m512i wk = _mm512_broadcast_i64x4(v[k]);
+                static_for<NP>([&](auto q) AI_LAMBDA {
+                    if constexpr (k % 2 == 0)
+                        X[q] = _mm512_dpbusd_epi32(X[q], wk, _mm512_load_si512(pv[q] + k));
+                    else
+                        O[q] = _mm512_dpbusd_epi32(O[q], wk, _mm512_load_si512(pv[q] + k));
+                });
+            });
+            static_for<NP>([&](auto q) AI_LAMBDA { X[q] = _mm512_add_epi32(X[q], O[q]); });
+            const __m512 f = _mm512_broadcast_f32x8(G.f);
+            static_for<NP>([&](auto q) AI_LAMBDA {
+                __m512 S;  // float(S_b), exact
+                if constexpr (kSplit)
+                    S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(X[q]), _mm512_broadcast_f32x8(G.mhi),
+                                        _mm512_mul_ps(_mm512_cvtepi32_ps(Xlo[q]), _mm512_broadcast_f32x8(G.mlo)));
+                else
+                    S = _mm512_cvtepi32_ps(X[q]);
+                if constexpr (T::MUL == Mul::kLane) S = _mm512_mul_ps(S, _mm512_broadcast_f32x8(G.mlo));
+                const float* fs = reinterpret_cast<const float*>(pv[q] + 10);
+                if constexpr (T::MIN)
+                    acc[i][q] = _mm512_fmadd_ps(_mm512_broadcast_f32x8(G.mn), _mm512_load_ps(fs + 16), acc[i][q]);
+                acc[i][q] = _mm512_fmadd_ps(S, _mm512_mul_ps(f, _mm512_load_ps(fs)), acc[i][q]);
+            });
+        });
+    }
+    static_for<NR>([&](auto i) AI_LAMBDA {
+        static_for<NP>([&](auto q) AI_LAMBDA {
+            y[(2 * q) * ldy + i * ys] = vf_hsum(acc[i][q], 0);
+            y[(2 * q + 1) * ldy + i * ys] = vf_hsum(acc[i][q], 1);
+        });
+    });
+}
+
+// 2-row x (up to 4 pairs) tiles, rows from 2 contiguous parts of the range; an odd last token
+// by rec_tile.
 template <class T>
 void rec_few(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
-    constexpr int NR = kRV == 2 ? 4 : 2;  // (ymm-only targets have 16 registers)
+    constexpr int NR = 2;
+    const int64_t n_pairs = n / 2, pstride = p.ng * kPairVecs * 64;
+    uint8_t* pb = reinterpret_cast<uint8_t*>(thread_scratch(4, static_cast<size_t>(n_pairs * pstride) / 4));
+    build_pairs<T>(a, n_pairs, p.ng, pb);
+    const int64_t len = (r1 - r0) / NR;
+    const size_t rs = static_cast<size_t>(len) * p.row_bytes;
+    for (int64_t r = 0; r < len; ++r) {
+        const uint8_t* w = p.row(r0 + r);
+        float* yr = y + r0 + r;
+        int64_t q = 0;
+        for (; q + 4 <= n_pairs; q += 4) rec_pairs<T, NR, 4>(w, rs, p.ng, pb + q * pstride, pstride, yr + 2 * q * ldy, ldy, len);
+        for (; q + 2 <= n_pairs; q += 2) rec_pairs<T, NR, 2>(w, rs, p.ng, pb + q * pstride, pstride, yr + 2 * q * ldy, ldy, len);
+        for (; q < n_pairs; ++q) rec_pairs<T, NR, 1>(w, rs, p.ng, pb + q * pstride, pstride, yr + 2 * q * ldy, ldy, len);
+        if (n % 2) rec_tile<T, NR, 1>(w, rs, p.ng, a, n - 1, yr + (n - 1) * ldy, ldy, len);
+    }
+    for (int64_t r = r0 + NR * len; r < r1; ++r) rec_row<T, 4>(p, r, a, 0, n, y, ldy);
+}
+#else
+template <class T>
+void rec_few(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
+    constexpr int NR = 2;  // (ymm-only targets have 16 registers)
     const int64_t len = (r1 - r0) / NR;
     const size_t rs = static_cast<size_t>(len) * p.row_bytes;
     for (int64_t q = 0; q < len; ++q) {
@@ -368,6 +496,7 @@ void rec_few(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, floa
     }
     for (int64_t r = r0 + NR * len; r < r1; ++r) rec_row<T, 4>(p, r, a, 0, n, y, ldy);
 }
+#endif
 
 template <class T>
 void vnni_run(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {

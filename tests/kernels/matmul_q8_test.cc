@@ -227,7 +227,7 @@ TEST_P(MatmulQ8Isa, RepackedBitIdenticalToScalar) {
                         ASSERT_TRUE(force_cpu_isa("scalar"));
                         matmul(w.m, x.data(), ldx, ref.data(), ldy, nmax, pool1, aq);
                         ASSERT_TRUE(force_cpu_isa(isa.c_str()));
-                        for (int64_t n : {1, 2, 3, 4, 5, 8, 9, 13, 24}) {
+                        for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 24}) {
                             for (ThreadPool* p : {&pool1, &pool2, &pool3}) {
                                 std::vector<float> y(n * ldy);
                                 matmul(packed, x.data(), ldx, y.data(), ldy, n, *p, aq);
