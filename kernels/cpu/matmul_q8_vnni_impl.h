@@ -353,8 +353,12 @@ void vnni_gemm(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, fl
 // A few tokens (3 .. kVnFewMaxTokens, multi-sequence decode): NR-row x 4-token record tiles,
 // rows from NR contiguous parts of the range (the rest of the tokens 1 by 1). Measured on the
 // Xeon (1 thread, 512 MiB weight, GB/s of weight at 4 / 8 tokens): Q4_K 11.2-11.5 / 5.8 with
-// 4 rows (2 rows: 8.8-9.5 / 4.8-5.2; the panel GEMM: 4.5-5.7 / 3.3-4.7).
-constexpr int64_t kVnFewMaxTokens = 8;
+// 4 rows (2 rows: 8.8-9.5 / 4.8-5.2; the panel GEMM: 4.5-5.7 / 3.3-4.7). The zmm token pairs
+// below beat the panel GEMM up to 32 tokens (Zen 5, 1 thread, 407 M Q8_0 model: pp24 487 vs 362
+// t/s, pp32 482 vs 407, pp64 445 vs 477; tg16@32seq 408 vs 361), while their activation layout
+// stays in L2.
+constexpr int64_t kVnFewMaxTokens = PIPELM_VNNI_WIDE ? 32 : 8;
+constexpr int64_t kVnPairBytesMax = 512 << 10;
 
 #if PIPELM_VNNI_WIDE
 // zmm for a few tokens: a register holds one row's sub-block sums of two tokens, [token 2p |
@@ -365,6 +369,7 @@ constexpr int64_t kVnFewMaxTokens = 8;
 // vector) is one 64-byte load, a memory operand of vpdpbusd. Zen 5 (1 thread, 4096 columns, GB/s
 // of weight at 4 / 8 tokens): Q8_0 28 / 15 with rec_tile.
 constexpr int kPairVecs = 12;  // per (pair, group): 8 code vectors, 2 bias starts, d, s
+PIPELM_AI bool few_fits(int64_t n, int64_t ng) { return n / 2 * ng * kPairVecs * 64 <= kVnPairBytesMax; }
 PIPELM_AI __m512i zpair(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 PIPELM_AI __m512 zpair_ps(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
 
@@ -483,6 +488,7 @@ void rec_few(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, floa
     for (int64_t r = r0 + NR * len; r < r1; ++r) rec_row<T, 4>(p, r, a, 0, n, y, ldy);
 }
 #else
+PIPELM_AI bool few_fits(int64_t, int64_t) { return true; }
 template <class T>
 void rec_few(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
     constexpr int NR = 2;  // (ymm-only targets have 16 registers)
@@ -502,7 +508,7 @@ template <class T>
 void vnni_run(const PackedWeight& p, int64_t r0, int64_t r1, const ActQ8& a, float* y, int64_t ldy, int64_t n) {
     if (n <= 2)
         rec_gemv<T>(p, r0, r1, a, y, ldy, n);
-    else if (n <= kVnFewMaxTokens)
+    else if (n <= kVnFewMaxTokens && few_fits(n, p.ng))
         rec_few<T>(p, r0, r1, a, y, ldy, n);
     else
         vnni_gemm<T>(p, r0, r1, a, y, ldy, n);

@@ -218,7 +218,7 @@ TEST_P(MatmulQ8Isa, RepackedBitIdenticalToScalar) {
                     ASSERT_TRUE(force_cpu_isa(isa.c_str()));
                     const Matrix packed = Matrix::prepare(w.m.view(), opt);
                     ASSERT_NE(packed.packed(), nullptr) << ggml_type_name(type);
-                    const int64_t nmax = 24, ldx = cols + 3, ldy = rows + 2;
+                    const int64_t nmax = 40, ldx = cols + 3, ldy = rows + 2;
                     const auto x = random_x(nmax, ldx, rng);
                     const std::string what = isa + " " + ggml_type_name(type) + " cols " + std::to_string(cols) +
                                              " rows " + std::to_string(rows) + (random_bytes ? " random bytes" : "");
@@ -227,7 +227,7 @@ TEST_P(MatmulQ8Isa, RepackedBitIdenticalToScalar) {
                         ASSERT_TRUE(force_cpu_isa("scalar"));
                         matmul(w.m, x.data(), ldx, ref.data(), ldy, nmax, pool1, aq);
                         ASSERT_TRUE(force_cpu_isa(isa.c_str()));
-                        for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 24}) {
+                        for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 24, 40}) {  // 40: the zmm panel GEMM
                             for (ThreadPool* p : {&pool1, &pool2, &pool3}) {
                                 std::vector<float> y(n * ldy);
                                 matmul(packed, x.data(), ldx, y.data(), ldy, n, *p, aq);
