@@ -329,12 +329,13 @@ PIPELM_AVX2 const float* rows_avx2(const RowSource& src, int j0, int nr, float* 
 // step reads its K and V rows once, right after a weight matrix has streamed ~1 MB past them, so
 // they come from DRAM, and the hardware prefetcher (which stops at each 4 KiB page) left the
 // score loop stalled on them (75 % of its samples on the K loads, Zen 5). No effect on the bits.
-template <int kHint>
+// kLocality as __builtin_prefetch's: 3 = all levels (prefetcht0), 2 = L2 and out (prefetcht1).
+template <int kLocality>
 void prefetch_rows(const RowSource& src, int j0, int j1) {
     const size_t bytes = ggml_row_bytes(src.type, src.hd);
     const char* row = reinterpret_cast<const char*>(src.base) + static_cast<size_t>(j0) * src.row_bytes + src.head_offset;
     for (int j = j0; j < j1; ++j, row += src.row_bytes)
-        for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(row + off, static_cast<_mm_hint>(kHint));
+        for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, kLocality);
 }
 
 const float* rows_scalar(const RowSource& src, int j0, int nr, float* buf, int64_t* ld) {
@@ -431,14 +432,14 @@ void attend_item(const AttentionArgs& a, const Item& it, int group, int block, S
     // V rows go to L2 during the scores when all of them fit in a quarter of it (decode at short
     // and medium contexts), else a block ahead during softmax·V.
     const bool v_early = static_cast<size_t>(n) * ggml_row_bytes(a.v_type, hd) <= (256u << 10);
-    if constexpr (kAvx2) prefetch_rows<_MM_HINT_T0>(K, 0, std::min(block, n));
+    if constexpr (kAvx2) prefetch_rows<3>(K, 0, std::min(block, n));
     // Scores, a block of K rows at a time (f32 rows are read in place: blocks cost nothing).
     for (int j0 = 0; j0 < n; j0 += block) {
         const int nr = std::min(block, n - j0);
         int64_t ldk;
         if constexpr (kAvx2) {
-            prefetch_rows<_MM_HINT_T0>(K, j0 + nr, std::min(j0 + nr + block, n));
-            if (v_early) prefetch_rows<_MM_HINT_T1>(V, j0, j0 + nr);
+            prefetch_rows<3>(K, j0 + nr, std::min(j0 + nr + block, n));
+            if (v_early) prefetch_rows<2>(V, j0, j0 + nr);
             const float* k = rows_avx2(K, j0, nr, sc.buf.data(), &ldk);
             scores_block_avx2(q, it.nh, k, ldk, nr, hd, a.scale, s + j0, lds);
         } else {
@@ -456,7 +457,7 @@ void attend_item(const AttentionArgs& a, const Item& it, int group, int block, S
         }
     }
     if constexpr (kAvx2)
-        if (!v_early) prefetch_rows<_MM_HINT_T0>(V, 0, std::min(block, n));  // during the softmax
+        if (!v_early) prefetch_rows<3>(V, 0, std::min(block, n));  // during the softmax
     // Softmax (unnormalized probabilities; the 1/sum is applied to the output).
     float inv[kMaxHeads];
     for (int h = 0; h < it.nh; ++h) {
@@ -470,7 +471,7 @@ void attend_item(const AttentionArgs& a, const Item& it, int group, int block, S
         const int nr = std::min(block, n - j0);
         int64_t ldv;
         if constexpr (kAvx2) {
-            if (!v_early) prefetch_rows<_MM_HINT_T0>(V, j0 + nr, std::min(j0 + nr + block, n));
+            if (!v_early) prefetch_rows<3>(V, j0 + nr, std::min(j0 + nr + block, n));
             const float* v = rows_avx2(V, j0, nr, sc.buf.data(), &ldv);
             pv_block_avx2(s + j0, lds, it.nh, v, ldv, nr, out, hd);
         } else {
