@@ -55,7 +55,8 @@ struct Machine {
     std::string cpu_model, kernel, cpu_isa;
     int cores = 0;
     // Runnable tasks of other processes when bench started (/proc/stat procs_running, less this
-    // one, averaged over 10 samples 10 ms apart); -1 where the kernel does not say.
+    // one, averaged over 10 samples 10 ms apart; cmd_bench also takes off this job's other ranks
+    // on the host); -1 where the kernel does not say.
     double others_running = -1;
 };
 Machine machine();

@@ -500,7 +500,10 @@ int cmd_bench(int argc, char** argv) {
     if (p.stages.size() > 1 && o.split != "auto" && o.split != "mem")
         PIPELM_THROW(ErrorCode::kInvalidArgument, "--split ", o.split, " fixes the stage count: use --split auto with a --stages list");
     const int user_ctx = o.n_ctx;
-    const bench::Machine mach = bench::machine();
+    bench::Machine mach = bench::machine();
+    // The other ranks of this job on this host start as this one does: they are not other work.
+    if (mach.others_running > 0 && net::launched_by_mpirun())
+        mach.others_running = std::max(0.0, mach.others_running - (net::local_ranks() - 1));
     if (mach.others_running >= 0.5)
         PIPELM_WARN(fmt::format("bench: {:.1f} tasks of other processes were running on this machine's {} cores when bench "
                                 "started: the numbers move with them (stop them, or alternate configurations over rounds "
