@@ -1,12 +1,13 @@
 // --trace: the Chrome trace of a 2-stage run shows the pipeline bubble with one sequence (the two
-// stages never compute at the same time: each token goes through stage 0, then stage 1) and its
-// absence with 8 sequences (two groups in flight: stage 0 computes one while stage 1 computes the
-// other, so their spans overlap). Spans are wall-clock, so the checks hold on a loaded machine
-// (a descheduled stage's span only gets longer). Also: every ubatch's stage-1 span starts after
+// stages never compute at the same time: each token goes through stage 0, then stage 1) and two
+// groups in flight with 8 sequences (stage 0 starts one group's ubatch while the other's result
+// is still out, so the stages can compute at the same time). Spans are wall-clock, so the checks
+// hold on a loaded machine (a descheduled stage's span only gets longer). Also: every ubatch's stage-1 span starts after
 // its stage-0 span ends, each stage and link has a named track, and run/logits write traces too.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 
@@ -48,6 +49,22 @@ int overlaps(const Tracks& t) {
     for (const Span& a : t.by_tid.at(0))
         for (const Span& b : t.by_tid.at(2))
             if (std::min(a.end, b.end) - std::max(a.ts, b.ts) > 1) ++n;
+    return n;
+}
+
+// Ubatches k whose successor k+1 began on stage 0 before the coordinator had k's result (the end
+// of k's span on the result link, track 3): two ubatches in the pipe at once. Unlike overlaps(),
+// this follows from the order of the coordinator's calls alone, not from how the OS schedules
+// the stage threads: on a tiny model a stage's compute is shorter than a thread's wake-up, and
+// under a parallel ctest the two stages' spans may never meet even with two groups in flight.
+int ahead_of_results(const Tracks& t) {
+    int n = 0;
+    const auto& s0 = t.by_ubatch.at(0);
+    const auto& result = t.by_ubatch.at(3);
+    for (const auto& [id, span] : s0) {
+        const auto next = s0.find(id + 1);
+        if (next != s0.end() && next->second.ts < result.at(id).end) ++n;
+    }
     return n;
 }
 
@@ -95,7 +112,14 @@ TEST_F(TraceTest, TwoStagesShowTheBubbleAtOneSequenceAndOverlapAtEight) {
     // warm-up + 1 run, 32 steps of one ubatch each
     EXPECT_EQ(one.by_tid.at(0).size(), 64u);
     EXPECT_EQ(overlaps(one), 0) << "one sequence: the stages must take turns (the bubble)";
-    EXPECT_GT(overlaps(eight), 0) << "eight sequences in two groups: the stages must compute at the same time";
+    EXPECT_EQ(ahead_of_results(one), 0) << "one sequence: each token waits for the one before";
+    // Eight sequences in two groups: stage 0 starts each group's next ubatch while the other
+    // group's is still out (every ubatch but the last of the warm-up and of the run).
+    EXPECT_GE(ahead_of_results(eight), static_cast<int>(eight.by_ubatch.at(0).size()) - 4)
+        << "eight sequences: the coordinator must keep two groups in the pipe";
+    // That the two stages then compute at the same time is up to the OS: said, not asserted.
+    std::printf("stage spans overlapping at eight sequences: %d (ubatches ahead of a result: %d of %zu)\n", overlaps(eight),
+                ahead_of_results(eight), eight.by_ubatch.at(0).size());
 }
 
 TEST_F(TraceTest, RunAndLogitsWriteTraces) {
