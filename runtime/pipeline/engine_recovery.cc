@@ -17,7 +17,7 @@
 // at positions <= its own (split and batch invariance, DESIGN.md §3), never on how the tokens
 // were grouped into ubatches.
 //
-// Threading: the caller's thread (the Engine is single-threaded).
+// Threading: the driver's thread, with stage 0's thread idle (Engine::quiesce() first).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

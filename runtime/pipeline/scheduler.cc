@@ -120,6 +120,7 @@ bool Scheduler::step(std::chrono::milliseconds idle) {
         admit();
         while (eng_.in_flight() < target_ && submit_one()) {
         }
+        hand_out();
         if (eng_.in_flight() == 0) {
             std::unique_lock<std::mutex> lock(mu_);
             work_cv_.wait_for(lock, idle, [this] { return !waiting_.empty() || closed_; });
@@ -139,6 +140,7 @@ void Scheduler::run(const std::function<bool()>& stop) {
     reap();
     try {
         while (eng_.in_flight() > 0) take_result();
+        hand_out();
     } catch (const std::exception& e) {
         fail_all(e.what());
         throw;
@@ -305,7 +307,7 @@ void Scheduler::take_result() {
             end(s, Finish::kStop);
             continue;
         }
-        s->deliver(t, Finish::kNone, "");
+        to_hand_out_.emplace_back(s, t);
         if (s->n_gen_ >= s->req_.max_tokens || s->n_past_ >= opt_.n_ctx) {
             end(s, Finish::kLength);
             continue;
@@ -314,6 +316,7 @@ void Scheduler::take_result() {
         s->state_ = Sequence::State::kReady;
         ready_.push_back(s);
     }
+    if (!eng_.submits_async()) hand_out();
     std::lock_guard<std::mutex> lock(mu_);
     ++st_.waits;
     st_.full_waits += full;
@@ -332,8 +335,14 @@ void Scheduler::take_result() {
     st_.recoveries = rec.size();
 }
 
+void Scheduler::hand_out() {
+    for (const auto& [s, t] : to_hand_out_) s->deliver(t, Finish::kNone, "");
+    to_hand_out_.clear();
+}
+
 void Scheduler::end(const std::shared_ptr<Sequence>& s, Finish f, const std::string& error) {
     if (s->state_ == Sequence::State::kDone) return;
+    hand_out();  // a client gets its tokens before its end
     s->state_ = Sequence::State::kDone;
     if (s->slot_ >= 0) {
         free_.push_back(s->slot_);

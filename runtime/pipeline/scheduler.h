@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/pipeline/stage_runner.h"
@@ -175,6 +176,10 @@ private:
     void admit();
     bool submit_one();
     void take_result();
+    // Gives clients the tokens take_result() held back. With stage 0 on its own thread, step()
+    // calls it after submitting the next ubatches, so that stage 0 starts computing before the
+    // woken client threads compete for the cores; otherwise take_result() calls it at once.
+    void hand_out();
     void end(const std::shared_ptr<Sequence>& s, Finish f, const std::string& error = "");
     void fail_all(const std::string& why);
     int pick_slot(const std::vector<int32_t>& prompt, int* reuse) const;
@@ -195,6 +200,7 @@ private:
     std::vector<int> free_;                           // free slots
     std::vector<std::vector<int32_t>> slot_tokens_;   // tokens whose KV rows each slot holds
     std::deque<std::vector<Row>> flights_;            // output rows of the ubatches in the pipe
+    std::vector<std::pair<std::shared_ptr<Sequence>, int32_t>> to_hand_out_;  // see hand_out()
     std::chrono::steady_clock::time_point t_active_;
     std::deque<std::chrono::steady_clock::time_point> recent_ends_;  // guarded by mu_: retry_after_s
 };

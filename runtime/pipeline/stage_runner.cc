@@ -1,11 +1,13 @@
 #include "runtime/pipeline/stage_runner.h"
 #include "runtime/pipeline/trace.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #include <xxhash.h>
 
@@ -189,8 +191,8 @@ void StageRunner::loop() {
                 const int64_t n = static_cast<int64_t>(h.seq.size());
                 x_.resize(n * E);
                 unpack_hidden(m.payload, x_.data(), n * E, static_cast<Wire>(h.wire));
+                h.start_us.push_back(wall_us());  // before t0: see Engine::send_ubatch
                 const auto t0 = Clock::now();
-                h.start_us.push_back(wall_us());
                 model::Batch b{n, h.pos.data(), h.seq.data()};
                 stage_.forward(x_.data(), b);
                 if (tail_) {
@@ -228,6 +230,84 @@ Engine::~Engine() {
         shutdown();
     } catch (...) {
     }
+    stop_worker();
+}
+
+// ---- Stage 0's thread ---------------------------------------------------------------------
+
+void Engine::post(Job j) {
+    PIPELM_CHECK(submits_async(), "post: a 1-stage engine computes in submit()");
+    {
+        std::lock_guard<std::mutex> lock(wmu_);
+        if (!worker_.joinable()) worker_ = std::thread([this] { worker_main(); });
+        jobs_.push_back(std::move(j));
+    }
+    wcv_.notify_one();
+}
+
+void Engine::run_job(const Job& j) {
+    if (j.is_ubatch) {
+        send_ubatch(j.ubatch);
+    } else {
+        transport::Message m = j.msg;
+        links_.next->send(std::move(m));
+    }
+}
+
+void Engine::worker_main() {
+    std::unique_lock<std::mutex> lock(wmu_);
+    for (;;) {
+        wcv_.wait(lock, [this] { return wstop_ || !jobs_.empty(); });
+        if (wstop_) return;
+        Job j = std::move(jobs_.front());
+        jobs_.pop_front();
+        wbusy_ = true;
+        lock.unlock();
+        std::exception_ptr err;
+        try {
+            run_job(j);
+        } catch (...) {
+            err = std::current_exception();
+        }
+        lock.lock();
+        wbusy_ = false;
+        if (err) {
+            if (!werror_) werror_ = err;
+            jobs_.clear();  // the driver recovers (everything in flight is sent again) or fails
+        } else if (j.is_ubatch) {
+            sent_upto_ = std::max(sent_upto_, j.ubatch.id + 1);
+        }
+        wdone_.notify_all();
+    }
+}
+
+std::exception_ptr Engine::quiesce() {
+    std::unique_lock<std::mutex> lock(wmu_);
+    wdone_.wait(lock, [this] { return jobs_.empty() && !wbusy_; });
+    return std::exchange(werror_, nullptr);
+}
+
+void Engine::rethrow_worker_error() {
+    std::exception_ptr err;
+    {
+        std::lock_guard<std::mutex> lock(wmu_);
+        err = std::exchange(werror_, nullptr);
+    }
+    if (err) std::rethrow_exception(err);
+}
+
+void Engine::wait_sent(uint64_t id) {
+    std::unique_lock<std::mutex> lock(wmu_);
+    wdone_.wait(lock, [&] { return sent_upto_ > id || werror_ || (jobs_.empty() && !wbusy_); });
+}
+
+void Engine::stop_worker() {
+    {
+        std::lock_guard<std::mutex> lock(wmu_);
+        wstop_ = true;
+    }
+    wcv_.notify_all();
+    if (worker_.joinable()) worker_.join();
 }
 
 void Engine::handshake() {
@@ -265,10 +345,12 @@ void Engine::start_seq(int slot, const sampling::SamplerParams& p, const std::ve
     log.start = s;
     log.sampled.clear();
     try {
-        links_.next->send(make_message(kSeqStart, s));
+        rethrow_worker_error();
+        post(Job{false, {}, make_message(kSeqStart, s)});
     } catch (const Error& e) {
-        if (!opt_.relink || e.code() != ErrorCode::kPeerLost) throw;
-        recover(e);  // sends every started slot's sampler again, this one included
+        if (!recoverable(e)) throw;
+        (void)quiesce();  // the thread's own error, if any, is the same loss
+        recover(e);       // sends every started slot's sampler again, this one included
     }
 }
 
@@ -296,8 +378,8 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
         check_ubatch(h, opt_.n_seq, 1 << 30);
         const int64_t n = static_cast<int64_t>(tokens.size());
         x_.resize(n * stage_.n_embd());
+        const int64_t start = wall_us();  // before t0: see send_ubatch
         const auto t0 = Clock::now();
-        const int64_t start = wall_us();
         stage_.embed(tokens.data(), n, x_.data());
         model::Batch b{n, h.pos.data(), h.seq.data()};
         stage_.forward(x_.data(), b);
@@ -311,23 +393,25 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
     }
     for (int32_t row : out_rows)
         if (row >= 0 && row < static_cast<int32_t>(seq.size())) a.out_slots.push_back(seq[row]);
+    (void)header_of(a);  // a bad ubatch fails here, on the caller's thread
     asked_.push_back(std::move(a));
     ++in_flight_;
     try {
-        send_ubatch(asked_.back());
+        rethrow_worker_error();
+        post(Job{true, asked_.back(), {}});
     } catch (const Error& e) {
-        if (!opt_.relink || e.code() != ErrorCode::kPeerLost) {
+        if (!recoverable(e)) {
             asked_.pop_back();
             --in_flight_;
             throw;
         }
-        recover(e);  // sends every ubatch in flight again, this one included
+        (void)quiesce();  // the thread's own error, if any, is the same loss
+        recover(e);       // sends every ubatch in flight again, this one included
     }
     return asked_.back().id;
 }
 
-void Engine::send_ubatch(const Asked& a) {
-    const int64_t n = static_cast<int64_t>(a.tokens.size()), E = stage_.n_embd();
+UbatchHeader Engine::header_of(const Asked& a) const {
     UbatchHeader h;
     h.id = a.id;
     h.seq = a.seq;
@@ -337,9 +421,19 @@ void Engine::send_ubatch(const Asked& a) {
     h.want_logits = a.want_logits;
     h.wire = static_cast<uint8_t>(opt_.wire);
     check_ubatch(h, opt_.n_seq, 1 << 30);
+    return h;
+}
+
+// Stage 0's thread, or the driver while that thread is idle (recovery).
+void Engine::send_ubatch(const Asked& a) {
+    const int64_t n = static_cast<int64_t>(a.tokens.size()), E = stage_.n_embd();
+    UbatchHeader h = header_of(a);
     x_.resize(n * E);
-    const auto t0 = Clock::now();
+    // The trace draws [start, start + busy]: with the wall clock read first, a preemption
+    // between the two reads shortens the span instead of pushing its end past the real one
+    // (where the next ubatch's span would begin).
     h.start_us.push_back(wall_us());
+    const auto t0 = Clock::now();
     stage_.embed(a.tokens.data(), n, x_.data());
     model::Batch b{n, h.pos.data(), h.seq.data()};
     stage_.forward(x_.data(), b);
@@ -384,11 +478,16 @@ Result Engine::next_result() {
     } else {
         for (;;) {
             try {
+                // A ubatch that never left stage 0 has no result to wait for: the thread's error
+                // comes first. Once it is sent, the result comes or the ring link says why not.
+                if (submits_async() && !asked_.empty()) wait_sent(asked_.front().id);
+                rethrow_worker_error();
                 r = receive_result();
                 break;
             } catch (const Error& e) {
-                if (!opt_.relink || e.code() != ErrorCode::kPeerLost) throw;
-                recover(e);  // then wait for the same ubatch's result from the re-formed pipeline
+                if (!recoverable(e)) throw;
+                (void)quiesce();  // the thread's own error, if any, is the same loss
+                recover(e);       // then wait for the same ubatch's result from the re-formed pipeline
             }
         }
     }
@@ -463,6 +562,7 @@ void Engine::shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
     if (opt_.n_stages == 1 || !links_.next) return;
+    (void)quiesce();  // what stage 0 queued goes first; an error of its thread ends nothing more here
     transport::Message m;
     m.kind = transport::MsgKind::kShutdown;
     links_.next->send(std::move(m));

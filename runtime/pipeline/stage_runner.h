@@ -4,11 +4,15 @@
 // ids or logits back over the ring link).
 #pragma once
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/model/stage.h"
@@ -112,6 +116,14 @@ struct PipelineStats {
     uint64_t link_bytes = 0;
 };
 
+// Threads: one caller (the driver) uses the Engine. With 2+ stages, stage 0 runs on the Engine's
+// own thread: submit() and start_seq() queue their work and return, and that thread embeds,
+// computes stage 0's layers and sends, in call order, everything that goes down the pipeline (a
+// sequence start never overtakes a ubatch queued before it). So the driver can hand out one
+// group's tokens and admit requests while stage 0 computes the next group. An error of that
+// thread surfaces at the driver's next submit(), start_seq() or next_result() (a lost stage there
+// is recovered like one the driver saw); recovery, handshake and shutdown run on the driver while
+// the thread is idle. With 1 stage everything runs inside submit().
 class Engine {
 public:
     Engine(model::Stage& stage0, transport::StageLinks links, EngineOptions opt);
@@ -133,6 +145,8 @@ public:
     uint64_t submit(const std::vector<int32_t>& tokens, const std::vector<int32_t>& seq,
                     const std::vector<int32_t>& pos, const std::vector<int32_t>& out_rows, bool sample,
                     bool want_logits);
+    // True when submit() returns before stage 0 has computed the ubatch (stage 0's own thread).
+    bool submits_async() const { return opt_.n_stages > 1; }
     Result next_result();
     int in_flight() const { return in_flight_; }
 
@@ -174,7 +188,34 @@ private:
                                        // across start_seq: a new sequence may reuse a prefix)
     };
     void check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const;
+    UbatchHeader header_of(const Asked& a) const;  // checked against the slots (kInvalidArgument)
     void send_ubatch(const Asked& a);  // runs stage 0 on a's tokens and sends them on
+    // Stage 0's thread. A job is a ubatch to compute and send, or a message to send.
+    struct Job {
+        bool is_ubatch = false;
+        Asked ubatch;
+        transport::Message msg;
+    };
+    void post(Job j);          // queues j (starts the thread on first use)
+    void run_job(const Job& j);
+    void worker_main();
+    // Waits until the thread has nothing queued or running; then takes its error (null: none).
+    std::exception_ptr quiesce();
+    // Rethrows the thread's error (taken), if it has one.
+    void rethrow_worker_error();
+    // Waits until ubatch `id` has left stage 0 (sent down the pipeline) or the thread failed.
+    void wait_sent(uint64_t id);
+    // True when `e` is a lost stage that relink may replace.
+    bool recoverable(const Error& e) const { return opt_.relink && e.code() == ErrorCode::kPeerLost; }
+    void stop_worker();
+    std::thread worker_;
+    std::mutex wmu_;
+    std::condition_variable wcv_;    // a job queued, or stop
+    std::condition_variable wdone_;  // the thread finished a job (or failed)
+    std::deque<Job> jobs_;           // guarded by wmu_, as are the four below
+    bool wbusy_ = false, wstop_ = false;
+    uint64_t sent_upto_ = 0;         // every ubatch id below it has left stage 0
+    std::exception_ptr werror_;      // the first error; the jobs queued after it are dropped
     Result receive_result();           // the next result from the last stage, checked, logged
     void log_result(const Asked& a, const ResultHeader& r);
     // Re-forms the pipeline after `cause` (engine_recovery.cc): new links, handshake, every

@@ -53,10 +53,13 @@ int overlaps(const Tracks& t) {
 }
 
 // Ubatches k whose successor k+1 began on stage 0 before the coordinator had k's result (the end
-// of k's span on the result link, track 3): two ubatches in the pipe at once. Unlike overlaps(),
-// this follows from the order of the coordinator's calls alone, not from how the OS schedules
-// the stage threads: on a tiny model a stage's compute is shorter than a thread's wake-up, and
-// under a parallel ctest the two stages' spans may never meet even with two groups in flight.
+// of k's span on the result link, track 3): two ubatches in the pipe at once. With one sequence
+// there are none, by causality. With two groups, stage 0 queues group B right behind group A and
+// starts it as soon as A is sent, while A's result still needs stage 1 to wake up, compute and
+// send it back: B is ahead of A's result unless the OS stalls stage 0 just then. Unlike
+// overlaps(), this does not need the two stage threads to run at the same moment (on a tiny
+// model a stage's compute is shorter than a thread's wake-up, and under a parallel ctest their
+// spans may never meet).
 int ahead_of_results(const Tracks& t) {
     int n = 0;
     const auto& s0 = t.by_ubatch.at(0);
@@ -113,9 +116,9 @@ TEST_F(TraceTest, TwoStagesShowTheBubbleAtOneSequenceAndOverlapAtEight) {
     EXPECT_EQ(one.by_tid.at(0).size(), 64u);
     EXPECT_EQ(overlaps(one), 0) << "one sequence: the stages must take turns (the bubble)";
     EXPECT_EQ(ahead_of_results(one), 0) << "one sequence: each token waits for the one before";
-    // Eight sequences in two groups: stage 0 starts each group's next ubatch while the other
-    // group's is still out (every ubatch but the last of the warm-up and of the run).
-    EXPECT_GE(ahead_of_results(eight), static_cast<int>(eight.by_ubatch.at(0).size()) - 4)
+    // Eight sequences in two groups: at least group B of most rounds (a quarter of the ubatches)
+    // starts before group A's result is back; usually nearly all ubatches do.
+    EXPECT_GE(ahead_of_results(eight), static_cast<int>(eight.by_ubatch.at(0).size()) / 4)
         << "eight sequences: the coordinator must keep two groups in the pipe";
     // That the two stages then compute at the same time is up to the OS: said, not asserted.
     std::printf("stage spans overlapping at eight sequences: %d (ubatches ahead of a result: %d of %zu)\n", overlaps(eight),
