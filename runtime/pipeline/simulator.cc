@@ -34,12 +34,19 @@ public:
         }
     }
 
-    // Runs stage 0 on n tokens now (the coordinator's thread) and sends the ubatch down the pipe.
+    // Submits a ubatch of n tokens at the coordinator's time. With 1 stage it computes now, on
+    // the coordinator's thread; with more, stage 0's thread computes it when it is free and sends
+    // it down the pipe, and the coordinator goes on at once.
     void submit(int64_t n) {
         const int64_t bytes = n * m_.bytes_per_token + m_.header_bytes;
-        t_ += compute(0, n);
-        double ready = t_;
-        if (S_ > 1) t_ += give_out(0, bytes);
+        if (S_ == 1) {
+            t_ += compute(0, n);
+            results_.push_back(t_);
+            return;
+        }
+        stage_free_[0] = std::max(t_, stage_free_[0]) + compute(0, n);
+        double ready = stage_free_[0];
+        stage_free_[0] += give_out(0, bytes);
         for (int s = 1; s < S_; ++s) {
             const double arrive = send(s - 1, ready, bytes);
             const double start = std::max(arrive, stage_free_[s]);
@@ -47,10 +54,10 @@ public:
             ready = stage_free_[s];
             stage_free_[s] += give_out(s, s + 1 < S_ ? bytes : m_.result_bytes);
         }
-        if (S_ > 1) ready = send(S_ - 1, ready, m_.result_bytes);
-        results_.push_back(ready);
+        results_.push_back(send(S_ - 1, ready, m_.result_bytes));
     }
-    // Waits for the oldest result; returns the time it was in.
+    // Waits for the oldest result; returns the time it was in (the coordinator's host time to
+    // take it in, msg_cpu_s, is charged to stage 0 but delays only the coordinator).
     double next() {
         t_ = std::max(t_, results_.front());
         if (S_ > 1) t_ += take_in(0);
@@ -59,7 +66,8 @@ public:
     }
     int in_flight() const { return static_cast<int>(results_.size()); }
     int stages() const { return S_; }
-    double now() const { return t_; }
+    // The end of the run: the last result is in and stage 0's thread is done.
+    double now() const { return std::max(t_, stage_free_[0]); }
     const std::vector<double>& busy() const { return busy_; }
     const std::vector<double>& host() const { return host_; }
 

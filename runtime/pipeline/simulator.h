@@ -1,6 +1,6 @@
-// A discrete-event model of ubatches flowing through a pipeline, as the Engine runs them: stage 0
-// computes on the coordinator's thread inside submit() and then waits for results; stages
-// 1..S-1 take ubatches in arrival order, one at a time; every link is a FIFO that carries one
+// A discrete-event model of ubatches flowing through a pipeline, as the Engine runs them: the
+// coordinator submits ubatches and waits for results; stage 0 (on its own thread, with 2+
+// stages; inside submit() with 1) and stages 1..S-1 take ubatches in arrival order, one at a time; every link is a FIFO that carries one
 // message at a time (bytes / rate, less what a token bucket lets through at once) and adds a
 // fixed latency; the last stage sends the result back
 // to stage 0. Everything is FIFO, so a ubatch's whole path is known when it is submitted: the
