@@ -3,11 +3,13 @@
 //
 //   bench_matmul [--threads 1,2] [--types q4_0,q8_0,...] [--mb 256] [--tokens 512]
 //                [--kb N] [--best] [--sweep] [--no-gemv] [--no-gemm] [--gemm-cols N]
+//                [--gemv-tokens 1,4,8] [--gemv-cols 4096]
 //                [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]
 //
 // Timing: 1 thread = the thread's CPU time (robust on a shared machine), more = wall time.
-// GEMV: one weight of `--mb` MiB (4096 columns; far larger than the L3) streamed per call,
-// n_tokens = 1, 4, 8; reports weight GB/s (weight bytes / time). GEMM: 1024xC and 7680xC weights (rows x cols, C =
+// GEMV: one weight of `--mb` MiB (`--gemv-cols` columns, 4096 by default; far larger than the L3)
+// streamed per call, n_tokens from `--gemv-tokens` (1, 4, 8 by default; multi-sequence decode and
+// short prompts take the same path up to 32 tokens); reports weight GB/s (weight bytes / time). GEMM: 1024xC and 7680xC weights (rows x cols, C =
 // --gemm-cols, 1024 by default)
 // times `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call). `--aq` lists the
 // activation modes to run (none: exact f32 activations; q8: ActQuant::kQ8, rows marked "+q8";
@@ -181,6 +183,8 @@ int main(int argc, char** argv) {
     size_t kb = 0;  // GEMV weight size in KiB instead of --mb (fits in cache: measures compute)
     int64_t tokens = 512;
     int64_t gemm_cols = 1024;
+    int64_t gemv_cols = 4096;
+    std::vector<int64_t> gemv_tokens = {1, 4, 8};
     bool gemv = true, gemm = true, sweep = false;
     std::vector<Mode> aqs = {kModeNone, kModeQ8, kModeQ8r};
     for (int i = 1; i < argc; ++i) {
@@ -207,6 +211,11 @@ int main(int argc, char** argv) {
             tokens = std::atoll(next().c_str());
         } else if (a == "--gemm-cols") {
             gemm_cols = std::atoll(next().c_str());
+        } else if (a == "--gemv-cols") {
+            gemv_cols = std::atoll(next().c_str());
+        } else if (a == "--gemv-tokens") {
+            gemv_tokens.clear();
+            for (const auto& t : split(next())) gemv_tokens.push_back(std::atoll(t.c_str()));
         } else if (a == "--aq") {
             aqs.clear();
             for (const auto& m : split(next())) aqs.push_back(m == "q8r" ? kModeQ8r : m == "q8" ? kModeQ8 : kModeNone);
@@ -221,13 +230,19 @@ int main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr, "usage: %s [--threads 1,2] [--types q4_0,...] [--mb N] [--tokens N] "
-                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--gemm-cols N] [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]\n", argv[0]);
+                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--gemm-cols N] [--gemv-tokens 1,4,8] [--gemv-cols N] [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]\n", argv[0]);
             return 2;
         }
     }
     std::printf("isa: %s\n", cpu_isa_name());
     if (gemv) {
-        const int64_t cols = 4096;
+        const int64_t cols = gemv_cols;
+        if (cols < 256 || cols % 256 != 0 || gemv_tokens.empty() ||
+            std::any_of(gemv_tokens.begin(), gemv_tokens.end(), [](int64_t n) { return n < 1 || n > 4096; })) {
+            std::fprintf(stderr, "--gemv-cols must be a positive multiple of 256 and --gemv-tokens 1..4096\n");
+            return 2;
+        }
+        const int64_t max_n = *std::max_element(gemv_tokens.begin(), gemv_tokens.end());
         const size_t bytes = kb ? kb << 10 : mb << 20;
         std::printf("\n== decode GEMV, %zu KiB weight, %lld columns ==\n", bytes >> 10, (long long)cols);
         for (int nt : threads) {
@@ -236,7 +251,7 @@ int main(int argc, char** argv) {
             std::printf("threads %d: memory read loop %.2f GB/s\n", nt, memory_read_gbs(pool, bytes));
         }
         std::printf("%-10s %7s", "type", "B/elem");
-        const int64_t ns[] = {1, 4, 8};
+        const std::vector<int64_t>& ns = gemv_tokens;
         for (int nt : threads)
             for (int64_t n : ns) std::printf("  n=%lld %dT GB/s", (long long)n, nt);
         std::printf("\n");
@@ -245,7 +260,7 @@ int main(int argc, char** argv) {
             const int64_t rows = std::max<int64_t>(8, static_cast<int64_t>(bytes / ggml_row_bytes(type, cols)));
             const auto w = make_weight(type, rows, cols);
             const Matrix m0 = prepare(type, w, rows, cols), mr = prepare(type, w, rows, cols, true);
-            std::vector<float> x(8 * cols, 0.01f), y(8 * rows);
+            std::vector<float> x(max_n * cols, 0.01f), y(max_n * rows);
             for (const Mode& md : aqs) {
             if (!applies(md, type, mr)) continue;
             const Matrix& m = md.repack ? mr : m0;
