@@ -188,8 +188,14 @@ private:
                                        // across start_seq: a new sequence may reuse a prefix)
     };
     void check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const;
-    UbatchHeader header_of(const Asked& a) const;  // checked against the slots (kInvalidArgument)
+    UbatchHeader header_of(const Asked& a) const;  // checked as a peer's is (Error{kProtocol})
     void send_ubatch(const Asked& a);  // runs stage 0 on a's tokens and sends them on
+    Result receive_result();           // the next result from the last stage, checked, logged
+    void log_result(const Asked& a, const ResultHeader& r);
+    // Re-forms the pipeline after `cause` (engine_recovery.cc): new links, handshake, every
+    // sequence's sampler, a replay of every logged token, then the ubatches that were in flight.
+    void recover(const Error& cause);
+    int64_t replay_tokens();
     // Stage 0's thread. A job is a ubatch to compute and send, or a message to send.
     struct Job {
         bool is_ubatch = false;
@@ -208,20 +214,6 @@ private:
     // True when `e` is a lost stage that relink may replace.
     bool recoverable(const Error& e) const { return opt_.relink && e.code() == ErrorCode::kPeerLost; }
     void stop_worker();
-    std::thread worker_;
-    std::mutex wmu_;
-    std::condition_variable wcv_;    // a job queued, or stop
-    std::condition_variable wdone_;  // the thread finished a job (or failed)
-    std::deque<Job> jobs_;           // guarded by wmu_, as are the four below
-    bool wbusy_ = false, wstop_ = false;
-    uint64_t sent_upto_ = 0;         // every ubatch id below it has left stage 0
-    std::exception_ptr werror_;      // the first error; the jobs queued after it are dropped
-    Result receive_result();           // the next result from the last stage, checked, logged
-    void log_result(const Asked& a, const ResultHeader& r);
-    // Re-forms the pipeline after `cause` (engine_recovery.cc): new links, handshake, every
-    // sequence's sampler, a replay of every logged token, then the ubatches that were in flight.
-    void recover(const Error& cause);
-    int64_t replay_tokens();
     std::vector<SlotLog> slots_;
     std::vector<Recovery> recoveries_;
 
@@ -237,6 +229,15 @@ private:
     std::vector<float> x_;
     PipelineStats stats_;
     Trace* trace_ = nullptr;
+    // Stage 0's thread (uses stage_, links_, opt_ and x_ while it runs a job; joined by ~Engine).
+    std::thread worker_;
+    std::mutex wmu_;
+    std::condition_variable wcv_;    // a job queued, or stop
+    std::condition_variable wdone_;  // the thread finished a job (or failed)
+    std::deque<Job> jobs_;           // guarded by wmu_, as are the four below
+    bool wbusy_ = false, wstop_ = false;
+    uint64_t sent_upto_ = 0;         // every ubatch id below it has left stage 0
+    std::exception_ptr werror_;      // the first error; the jobs queued after it are dropped
 };
 
 // One line per recovery: "recovery: stage 2: A -> B in 0.412 s, 57 tokens replayed (cause: ...)".
