@@ -21,7 +21,9 @@ phase "sanitizer build (address,undefined; with CUDA when nvcc is there): unit t
 [ -f build-asan/CMakeCache.txt ] || cmake -S . -B build-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=Debug \
   -DPIPELM_SANITIZE=address,undefined -DPIPELM_WARNINGS_AS_ERRORS=ON >/dev/null
 # Only what the unit tests need: the sanitizer build of everything would double CI time.
-ASAN_TARGETS=(pipelm gguf_test cli_errors_test ops_sampler_test tokenizer_test kernels_test transport_test hf_test)
+# scheduler_test and engine_thread_test: the scheduler's client threads and stage 0's own thread.
+ASAN_TARGETS=(pipelm gguf_test cli_errors_test ops_sampler_test tokenizer_test kernels_test transport_test hf_test
+              scheduler_test engine_thread_test)
 # The GPU-free CUDA tests (device functions and launch geometry on the host) exist with nvcc.
 grep -q '^build cuda_host_test:' build-asan/build.ninja 2>/dev/null && ASAN_TARGETS+=(cuda_host_test)
 cmake --build build-asan -j"$JOBS" --target "${ASAN_TARGETS[@]}" "${QUIET[@]}"
