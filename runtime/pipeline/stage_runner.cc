@@ -301,6 +301,11 @@ void Engine::wait_sent(uint64_t id) {
     wdone_.wait(lock, [&] { return sent_upto_ > id || werror_ || (jobs_.empty() && !wbusy_); });
 }
 
+void Engine::recover_idle(const Error& cause) {
+    (void)quiesce();  // the thread's own error, if any, is the same loss
+    recover(cause);
+}
+
 void Engine::stop_worker() {
     {
         std::lock_guard<std::mutex> lock(wmu_);
@@ -349,8 +354,7 @@ void Engine::start_seq(int slot, const sampling::SamplerParams& p, const std::ve
         post(Job{false, {}, make_message(kSeqStart, s)});
     } catch (const Error& e) {
         if (!recoverable(e)) throw;
-        (void)quiesce();  // the thread's own error, if any, is the same loss
-        recover(e);       // sends every started slot's sampler again, this one included
+        recover_idle(e);  // sends every started slot's sampler again, this one included
     }
 }
 
@@ -367,15 +371,10 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
     a.out_rows = out_rows;
     a.sample = sample;
     a.want_logits = want_logits && !out_rows.empty();
+    // Checked once, here, on the caller's thread (send_ubatch and a recovery's resend use it as is).
+    const UbatchHeader h = header_of(a);
+    check_ubatch(h, opt_.n_seq, 1 << 30);
     if (tail_) {
-        UbatchHeader h;
-        h.id = a.id;
-        h.seq = seq;
-        h.pos = pos;
-        h.out_rows = out_rows;
-        h.sample = sample;
-        h.want_logits = want_logits;
-        check_ubatch(h, opt_.n_seq, 1 << 30);
         const int64_t n = static_cast<int64_t>(tokens.size());
         x_.resize(n * stage_.n_embd());
         const int64_t start = wall_us();  // before t0: see send_ubatch
@@ -393,7 +392,6 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
     }
     for (int32_t row : out_rows)
         if (row >= 0 && row < static_cast<int32_t>(seq.size())) a.out_slots.push_back(seq[row]);
-    (void)header_of(a);  // a bad ubatch fails here, on the caller's thread
     asked_.push_back(std::move(a));
     ++in_flight_;
     try {
@@ -405,8 +403,7 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
             --in_flight_;
             throw;
         }
-        (void)quiesce();  // the thread's own error, if any, is the same loss
-        recover(e);       // sends every ubatch in flight again, this one included
+        recover_idle(e);  // sends every ubatch in flight again, this one included
     }
     return asked_.back().id;
 }
@@ -420,7 +417,6 @@ UbatchHeader Engine::header_of(const Asked& a) const {
     h.sample = a.sample;
     h.want_logits = a.want_logits;
     h.wire = static_cast<uint8_t>(opt_.wire);
-    check_ubatch(h, opt_.n_seq, 1 << 30);
     return h;
 }
 
@@ -486,8 +482,7 @@ Result Engine::next_result() {
                 break;
             } catch (const Error& e) {
                 if (!recoverable(e)) throw;
-                (void)quiesce();  // the thread's own error, if any, is the same loss
-                recover(e);       // then wait for the same ubatch's result from the re-formed pipeline
+                recover_idle(e);  // then wait for the same ubatch's result from the re-formed pipeline
             }
         }
     }

@@ -188,7 +188,7 @@ private:
                                        // across start_seq: a new sequence may reuse a prefix)
     };
     void check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const;
-    UbatchHeader header_of(const Asked& a) const;  // checked as a peer's is (Error{kProtocol})
+    UbatchHeader header_of(const Asked& a) const;  // unchecked: submit() checks it once
     void send_ubatch(const Asked& a);  // runs stage 0 on a's tokens and sends them on
     Result receive_result();           // the next result from the last stage, checked, logged
     void log_result(const Asked& a, const ResultHeader& r);
@@ -213,6 +213,8 @@ private:
     void wait_sent(uint64_t id);
     // True when `e` is a lost stage that relink may replace.
     bool recoverable(const Error& e) const { return opt_.relink && e.code() == ErrorCode::kPeerLost; }
+    // recover(cause) once stage 0's thread is idle (its own error, if any, is the same loss).
+    void recover_idle(const Error& cause);
     void stop_worker();
     std::vector<SlotLog> slots_;
     std::vector<Recovery> recoveries_;
