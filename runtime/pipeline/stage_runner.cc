@@ -476,7 +476,7 @@ Result Engine::next_result() {
             try {
                 // A ubatch that never left stage 0 has no result to wait for: the thread's error
                 // comes first. Once it is sent, the result comes or the ring link says why not.
-                if (submits_async() && !asked_.empty()) wait_sent(asked_.front().id);
+                if (!asked_.empty()) wait_sent(asked_.front().id);  // (2+ stages: stage 0 has a thread)
                 rethrow_worker_error();
                 r = receive_result();
                 break;
