@@ -395,6 +395,42 @@ void build_pairs(const ActQ8& a, int64_t n_pairs, int64_t ng, uint8_t* pb) {
     }
 }
 
+// The float steps of (row, pair) at the end of group g, float(S_b) given (before the lane
+// multiplier of kLane types): lane j = fma(mn_b, s_b, lane j) (types with a min), then
+// lane j = fma(float(S_b), fl(f_b * d_b), lane j). pvq: the pair's vectors of group g.
+template <class T>
+PIPELM_AI void pair_float_step(__m512 S, const RG& G, __m512 f, const __m512i* pvq, __m512& acc) {
+    if constexpr (T::MUL == Mul::kLane) S = _mm512_mul_ps(S, _mm512_broadcast_f32x8(G.mlo));
+    const float* fs = reinterpret_cast<const float*>(pvq + 10);
+    if constexpr (T::MIN) acc = _mm512_fmadd_ps(_mm512_broadcast_f32x8(G.mn), _mm512_load_ps(fs + 16), acc);
+    acc = _mm512_fmadd_ps(S, _mm512_mul_ps(f, _mm512_load_ps(fs)), acc);
+}
+
+// Group g of NR rows: prefetches each row's stream kVnPrefetchBytes ahead, points pv[q] at pair
+// q's vectors of the group, returns row 0's record.
+template <class T, int NR, int NP>
+PIPELM_AI const uint8_t* pair_group(const uint8_t* w, size_t rs, int64_t g, const uint8_t* pb, int64_t pstride,
+                                    const __m512i* (&pv)[NP]) {
+    const uint8_t* wg = w + g * T::REC;
+    static_for<NR>([&](auto i) AI_LAMBDA {
+        for (int off = 0; off < T::REC; off += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kVnPrefetchBytes + off), _MM_HINT_T0);
+    });
+    static_for<NP>([&](auto q) AI_LAMBDA { pv[q] = reinterpret_cast<const __m512i*>(pb + q * pstride + g * kPairVecs * 64); });
+    return wg;
+}
+
+// y[(2q + h) * ldy + i * ys] = the sum of half h of acc[i][q].
+template <int NR, int NP>
+PIPELM_AI void pair_store(const __m512 (&acc)[NR][NP], float* y, int64_t ldy, int64_t ys) {
+    static_for<NR>([&](auto i) AI_LAMBDA {
+        static_for<NP>([&](auto q) AI_LAMBDA {
+            y[(2 * q) * ldy + i * ys] = vf_hsum(acc[i][q], 0);
+            y[(2 * q + 1) * ldy + i * ys] = vf_hsum(acc[i][q], 1);
+        });
+    });
+}
+
 // NR rows (row i at w + i*rs) x NP token pairs (pair q's groups at pb + q * pstride bytes);
 // y[(2q + h) * ldy + i * ys].
 template <class T, int NR, int NP>
@@ -404,15 +440,8 @@ __attribute__((noinline)) void rec_pairs(const uint8_t* w, size_t rs, int64_t ng
     __m512 acc[NR][NP];
     static_for<NR>([&](auto i) AI_LAMBDA { static_for<NP>([&](auto q) AI_LAMBDA { acc[i][q] = _mm512_setzero_ps(); }); });
     for (int64_t g = 0; g < ng; ++g) {
-        const uint8_t* wg = w + g * T::REC;
-        static_for<NR>([&](auto i) AI_LAMBDA {
-            for (int off = 0; off < T::REC; off += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kVnPrefetchBytes + off), _MM_HINT_T0);
-        });
         const __m512i* pv[NP];
-        static_for<NP>([&](auto q) AI_LAMBDA {
-            pv[q] = reinterpret_cast<const __m512i*>(pb + q * pstride + g * kPairVecs * 64);
-        });
+        const uint8_t* wg = pair_group<T, NR, NP>(w, rs, g, pb, pstride, pv);
         static_for<NR>([&](auto i) AI_LAMBDA {
             const uint8_t* rec = wg + i * rs;
             const RG G = T::prep(rec);
@@ -450,20 +479,11 @@ __attribute__((noinline)) void rec_pairs(const uint8_t* w, size_t rs, int64_t ng
                                         _mm512_mul_ps(_mm512_cvtepi32_ps(Xlo[q]), _mm512_broadcast_f32x8(G.mlo)));
                 else
                     S = _mm512_cvtepi32_ps(X[q]);
-                if constexpr (T::MUL == Mul::kLane) S = _mm512_mul_ps(S, _mm512_broadcast_f32x8(G.mlo));
-                const float* fs = reinterpret_cast<const float*>(pv[q] + 10);
-                if constexpr (T::MIN)
-                    acc[i][q] = _mm512_fmadd_ps(_mm512_broadcast_f32x8(G.mn), _mm512_load_ps(fs + 16), acc[i][q]);
-                acc[i][q] = _mm512_fmadd_ps(S, _mm512_mul_ps(f, _mm512_load_ps(fs)), acc[i][q]);
+                pair_float_step<T>(S, G, f, pv[q], acc[i][q]);
             });
         });
     }
-    static_for<NR>([&](auto i) AI_LAMBDA {
-        static_for<NP>([&](auto q) AI_LAMBDA {
-            y[(2 * q) * ldy + i * ys] = vf_hsum(acc[i][q], 0);
-            y[(2 * q + 1) * ldy + i * ys] = vf_hsum(acc[i][q], 1);
-        });
-    });
+    pair_store<NR, NP>(acc, y, ldy, ys);
 }
 
 // rec_pairs with the rows inner: vector k of pair q is loaded once into a register and fed to
@@ -480,15 +500,8 @@ __attribute__((noinline)) void rec_pairs_ri(const uint8_t* w, size_t rs, int64_t
     __m512 acc[NR][NP];
     static_for<NR>([&](auto i) AI_LAMBDA { static_for<NP>([&](auto q) AI_LAMBDA { acc[i][q] = _mm512_setzero_ps(); }); });
     for (int64_t g = 0; g < ng; ++g) {
-        const uint8_t* wg = w + g * T::REC;
-        static_for<NR>([&](auto i) AI_LAMBDA {
-            for (int off = 0; off < T::REC; off += 64)
-                _mm_prefetch(reinterpret_cast<const char*>(wg + i * rs + kVnPrefetchBytes + off), _MM_HINT_T0);
-        });
         const __m512i* pv[NP];
-        static_for<NP>([&](auto q) AI_LAMBDA {
-            pv[q] = reinterpret_cast<const __m512i*>(pb + q * pstride + g * kPairVecs * 64);
-        });
+        const uint8_t* wg = pair_group<T, NR, NP>(w, rs, g, pb, pstride, pv);
         RG G[NR];
         __m256i v[NR][8];
         static_for<NR>([&](auto i) AI_LAMBDA {
@@ -522,21 +535,11 @@ __attribute__((noinline)) void rec_pairs_ri(const uint8_t* w, size_t rs, int64_t
             const __m512 f = _mm512_broadcast_f32x8(G[i].f);
             static_for<NP>([&](auto q) AI_LAMBDA {
                 if constexpr (kTwoChains) X[i][q] = _mm512_add_epi32(X[i][q], O[i][q]);
-                __m512 S = _mm512_cvtepi32_ps(X[i][q]);  // float(S_b), exact
-                if constexpr (T::MUL == Mul::kLane) S = _mm512_mul_ps(S, _mm512_broadcast_f32x8(G[i].mlo));
-                const float* fs = reinterpret_cast<const float*>(pv[q] + 10);
-                if constexpr (T::MIN)
-                    acc[i][q] = _mm512_fmadd_ps(_mm512_broadcast_f32x8(G[i].mn), _mm512_load_ps(fs + 16), acc[i][q]);
-                acc[i][q] = _mm512_fmadd_ps(S, _mm512_mul_ps(f, _mm512_load_ps(fs)), acc[i][q]);
+                pair_float_step<T>(_mm512_cvtepi32_ps(X[i][q]), G[i], f, pv[q], acc[i][q]);  // float(S_b): exact
             });
         });
     }
-    static_for<NR>([&](auto i) AI_LAMBDA {
-        static_for<NP>([&](auto q) AI_LAMBDA {
-            y[(2 * q) * ldy + i * ys] = vf_hsum(acc[i][q], 0);
-            y[(2 * q + 1) * ldy + i * ys] = vf_hsum(acc[i][q], 1);
-        });
-    });
+    pair_store<NR, NP>(acc, y, ldy, ys);
 }
 
 // NR-row x (up to 4 pairs) tiles, rows from NR contiguous parts of the range; an odd last
