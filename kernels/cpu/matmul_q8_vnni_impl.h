@@ -395,8 +395,8 @@ void build_pairs(const ActQ8& a, int64_t n_pairs, int64_t ng, uint8_t* pb) {
     }
 }
 
-// The float steps of (row, pair) at the end of group g, float(S_b) given (before the lane
-// multiplier of kLane types): lane j = fma(mn_b, s_b, lane j) (types with a min), then
+// The float steps of (row, pair) at the end of group g. S: float(S_b), or float(X) for kLane
+// types (times m_b here, exact). Then lane j = fma(mn_b, s_b, lane j) (types with a min) and
 // lane j = fma(float(S_b), fl(f_b * d_b), lane j). pvq: the pair's vectors of group g.
 template <class T>
 PIPELM_AI void pair_float_step(__m512 S, const RG& G, __m512 f, const __m512i* pvq, __m512& acc) {
@@ -535,7 +535,7 @@ __attribute__((noinline)) void rec_pairs_ri(const uint8_t* w, size_t rs, int64_t
             const __m512 f = _mm512_broadcast_f32x8(G[i].f);
             static_for<NP>([&](auto q) AI_LAMBDA {
                 if constexpr (kTwoChains) X[i][q] = _mm512_add_epi32(X[i][q], O[i][q]);
-                pair_float_step<T>(_mm512_cvtepi32_ps(X[i][q]), G[i], f, pv[q], acc[i][q]);  // float(S_b): exact
+                pair_float_step<T>(_mm512_cvtepi32_ps(X[i][q]), G[i], f, pv[q], acc[i][q]);
             });
         });
     }
