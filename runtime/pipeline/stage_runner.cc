@@ -371,7 +371,8 @@ uint64_t Engine::submit(const std::vector<int32_t>& tokens, const std::vector<in
     a.out_rows = out_rows;
     a.sample = sample;
     a.want_logits = want_logits && !out_rows.empty();
-    // Checked once, here, on the caller's thread (send_ubatch and a recovery's resend use it as is).
+    // A bad ubatch fails here, on the caller's thread. With 2+ stages send_ubatch builds the same
+    // header again from `a` on stage 0's thread (a few small vectors; not checked twice).
     const UbatchHeader h = header_of(a);
     check_ubatch(h, opt_.n_seq, 1 << 30);
     if (tail_) {

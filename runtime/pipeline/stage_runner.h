@@ -188,7 +188,7 @@ private:
                                        // across start_seq: a new sequence may reuse a prefix)
     };
     void check_result(const ResultHeader& r, size_t payload_bytes, const Asked& asked) const;
-    UbatchHeader header_of(const Asked& a) const;  // unchecked: submit() checks it once
+    UbatchHeader header_of(const Asked& a) const;  // unchecked (submit() checks a new ubatch's)
     void send_ubatch(const Asked& a);  // runs stage 0 on a's tokens and sends them on
     Result receive_result();           // the next result from the last stage, checked, logged
     void log_result(const Asked& a, const ResultHeader& r);
