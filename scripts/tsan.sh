@@ -53,7 +53,12 @@ for t in serve/scheduler_test serve/engine_thread_test transport/transport_test 
   run "$(basename $t)" "$BUILD/tests/$t"
 done
 
-M=$("$P" run -n 1 -p x -q 2>/dev/null >/dev/null; ls "${XDG_CACHE_HOME:-$HOME/.cache}"/pipelm/glm4-demo-f16.gguf)
+# The embedded demo model, where `run` writes it (README: XDG_CACHE_HOME, else ~/.cache, else /tmp).
+"$P" run -n 1 -p x -q >/dev/null
+if [ -n "${XDG_CACHE_HOME:-}" ]; then M=$XDG_CACHE_HOME/pipelm/glm4-demo-f16.gguf
+elif [ -n "${HOME:-}" ]; then M=$HOME/.cache/pipelm/glm4-demo-f16.gguf
+else M=/tmp/pipelm-cache/glm4-demo-f16.gguf; fi
+[ -f "$M" ] || { echo "tsan: the demo model is not at $M after \`pipelm run\`" >&2; exit 2; }
 run inprocess "$P" bench -m "$M" --stages 2 --threads 2 -p 16 -n 16 --sequences 4 -r 1
 
 TOK=$LOGS/token
