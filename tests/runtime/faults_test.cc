@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <regex>
 #include <thread>
@@ -64,12 +65,6 @@ std::vector<std::string> over_workers(const std::string& addresses, const std::s
     return {"--workers", addresses, "--token-file", token_file};
 }
 
-std::vector<std::string> perplexity_args(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> a = {"perplexity", "-m", kDemo, "-f", kValid, "--threads", "1"};
-    for (const auto& e : extra) a.push_back(e);
-    return a;
-}
-
 // A long generation (4000 tokens of the demo model: tens of seconds on one thread).
 std::vector<std::string> long_run_args(const std::vector<std::string>& extra = {}) {
     std::vector<std::string> a = {"run", "-m", kDemo, "-p", "[gMASK]<sop>The whale", "--ctx", "4096",
@@ -104,6 +99,24 @@ protected:
         else std::printf("logs kept in %s\n", dir_.c_str());
     }
     std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+    // A perplexity job that runs long enough to be interrupted: the demo's validation text 8 times
+    // (1392 windows of 256, ~15-30 s on one thread). The text itself is 174 windows, which a fast
+    // core (Zen 5, 0.01 s a window) finished within the second that the tests wait after the job
+    // starts, before the fault they inject.
+    std::vector<std::string> perplexity_args(const std::vector<std::string>& extra = {}) {
+        const std::string text = path("valid-x8.txt");
+        if (!std::filesystem::exists(text)) {
+            std::ifstream in(kValid, std::ios::binary);
+            const std::string one((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            EXPECT_FALSE(one.empty()) << "cannot read " << kValid;
+            std::ofstream out(text, std::ios::binary);
+            for (int i = 0; i < 8; ++i) out << one << "\n";
+        }
+        std::vector<std::string> a = {"perplexity", "-m", kDemo, "-f", text, "--threads", "1"};
+        for (const auto& e : extra) a.push_back(e);
+        return a;
+    }
 
     void skip_without_mpirun() {
         if (!on_path("mpirun")) GTEST_SKIP() << "mpirun is not on PATH (install openmpi-bin to run the MPI fault tests)";
