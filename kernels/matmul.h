@@ -105,13 +105,26 @@ private:
 // only on (row of W, row of x): batch-, thread- and split-invariant.
 enum class ActQuant { kNone = 0, kQ8 = 1 };
 
+constexpr int kMaxGroup = 4;
+
+// The weights the caller will multiply next (its next matmul call's, in order), a hint for the
+// memory stream: while this call's threads wait (at the end of its parallel region, and a worker
+// until the next region starts), each reads the start of its share of these weights into its L2
+// cache, up to kNextPrefetchBytes. Never changes a result.
+struct NextWeights {
+    const Matrix* w[kMaxGroup] = {};
+    int n = 0;
+};
+constexpr size_t kNextPrefetchBytes = size_t{256} << 10;
+
 // y[t * ldy + r] = Σ_c W[r][c] · x[t * ldx + c]   for t < n_tokens, r < W.rows().
 void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n_tokens,
-            ThreadPool& pool, ActQuant aq = ActQuant::kNone);
+            ThreadPool& pool, ActQuant aq = ActQuant::kNone, const NextWeights* next = nullptr);
 
 // Same, for rows [r0, r1) of W only (y columns r0..r1-1). Used to split lm_head work.
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y,
-                 int64_t ldy, int64_t n_tokens, ThreadPool& pool, ActQuant aq = ActQuant::kNone);
+                 int64_t ldy, int64_t n_tokens, ThreadPool& pool, ActQuant aq = ActQuant::kNone,
+                 const NextWeights* next = nullptr);
 
 // Several weights with the same number of columns times the same activations, in one parallel
 // region (Q, K and V of a layer: one pool wake-up and, with kQ8, one activation quantization
@@ -122,9 +135,8 @@ struct MatmulOut {
     float* y = nullptr;
     int64_t ldy = 0;
 };
-constexpr int kMaxGroup = 4;
 void matmul_group(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx, int64_t n_tokens,
-                  ThreadPool& pool, ActQuant aq = ActQuant::kNone);
+                  ThreadPool& pool, ActQuant aq = ActQuant::kNone, const NextWeights* next = nullptr);
 
 // true when matmul has an integer kernel for this type (kQ8 is not a fallback for it)
 bool act_quant_supported(GgmlType t);

@@ -188,10 +188,51 @@ void run_rows(const Part& p, int64_t r0, int64_t r1, const Operand& op) {
                                                                           op.n);
 }
 
+// The memory one weight's kernels stream: the repacked copy when there is one (it exists only when
+// the weight is used with kQ8 on a CPU that reads it), else the file's rows.
+void weight_bytes(const Matrix& m, const char*& base, size_t& bytes) {
+    const WeightView& v = m.view();
+    if (m.packed() != nullptr) {
+        base = static_cast<const char*>(m.packed().get());
+        bytes = detail::packed_layout(v.type, v.rows, v.cols).bytes;
+    } else {
+        base = static_cast<const char*>(v.data);
+        bytes = static_cast<size_t>(v.rows) * v.row_bytes;
+    }
+}
+
+// NextWeights: thread t's share of the next region starts at row (G t / nt) * 16 of the
+// concatenation of the next call's rows (run_parts below splits them so); its bytes are taken in
+// proportion to the rows of the weight holding that row (the repacked layouts keep rows in order).
+void set_next_prefetch(const NextWeights& next, ThreadPool& pool) {
+    int64_t rows = 0;
+    for (int i = 0; i < next.n; ++i) rows += next.w[i]->rows();
+    const int64_t grains = (rows + 15) / 16;
+    const int nt = static_cast<int>(std::min<int64_t>(pool.size(), grains));
+    for (int t = 0; t < pool.size(); ++t) {
+        pool.set_idle_prefetch(t, nullptr, 0);
+        if (t >= nt) continue;
+        int64_t r = grains * t / nt * 16, off = 0;
+        for (int i = 0; i < next.n; ++i) {
+            const int64_t len = next.w[i]->rows();
+            if (r < off + len) {
+                const char* base = nullptr;
+                size_t bytes = 0;
+                weight_bytes(*next.w[i], base, bytes);
+                const size_t from = static_cast<size_t>(static_cast<double>(bytes) * static_cast<double>(r - off) /
+                                                        static_cast<double>(len)) / 64 * 64;
+                pool.set_idle_prefetch(t, base + from, std::min(kNextPrefetchBytes, bytes - from));
+                break;
+            }
+            off += len;
+        }
+    }
+}
+
 // All parts in one parallel region: the threads split the concatenation of the parts' rows (in
 // 16-row grains), so several small weights (Q, K, V) cost one pool wake-up instead of three.
 // Small products are not worth waking the pool (results do not depend on the split).
-void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& pool) {
+void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& pool, const NextWeights* next) {
     int64_t rows = 0;
     double work = 0;
     for (int i = 0; i < n_parts; ++i) {
@@ -203,6 +244,7 @@ void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& po
         for (int i = 0; i < n_parts; ++i) run_rows(parts[i], parts[i].r0, parts[i].r1, op);
         return;
     }
+    if (next != nullptr && next->n > 0) set_next_prefetch(*next, pool);
     pool.parallel_for_balanced(
         rows,
         [&](int64_t b, int64_t e, int) {
@@ -237,7 +279,7 @@ void check_call(const WeightView& v, int64_t r0, int64_t r1, int64_t ldx, int64_
 }  // namespace
 
 void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_t ldx, float* y, int64_t ldy,
-                 int64_t n_tokens, ThreadPool& pool, ActQuant aq) {
+                 int64_t n_tokens, ThreadPool& pool, ActQuant aq, const NextWeights* next) {
     const WeightView& v = w.view();
     check_call(v, r0, r1, ldx, ldy, n_tokens, "matmul");
     if (r0 == r1 || n_tokens == 0) return;
@@ -259,11 +301,11 @@ void matmul_rows(const Matrix& w, int64_t r0, int64_t r1, const float* x, int64_
     p.ldy = ldy;
     p.q8 = uses_q8(v, aq);
     if (p.q8) op.quantize(v.cols, pool);
-    run_parts(&p, 1, op, pool);
+    run_parts(&p, 1, op, pool, next);
 }
 
 void matmul_group(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx, int64_t n_tokens,
-                  ThreadPool& pool, ActQuant aq) {
+                  ThreadPool& pool, ActQuant aq, const NextWeights* next) {
     PIPELM_CHECK(n_outs >= 0 && n_outs <= kMaxGroup, "matmul_group: ", n_outs, " weights (at most ", kMaxGroup, ")");
     if (n_outs == 0 || n_tokens == 0) return;
     const int64_t K = outs[0].w->cols();
@@ -293,12 +335,12 @@ void matmul_group(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx
     op.ldx = ldx;
     op.n = n_tokens;
     if (any_q8) op.quantize(K, pool);
-    run_parts(parts, n_outs, op, pool);
+    run_parts(parts, n_outs, op, pool, next);
 }
 
 void matmul(const Matrix& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n_tokens,
-            ThreadPool& pool, ActQuant aq) {
-    matmul_rows(w, 0, w.rows(), x, ldx, y, ldy, n_tokens, pool, aq);
+            ThreadPool& pool, ActQuant aq, const NextWeights* next) {
+    matmul_rows(w, 0, w.rows(), x, ldx, y, ldy, n_tokens, pool, aq, next);
 }
 
 }  // namespace pipelm::kernels

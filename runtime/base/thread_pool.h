@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -40,6 +41,18 @@ public:
     // fn(thread_index) on every thread.
     void run_on_all(const std::function<void(int)>& fn);
 
+    // Idle prefetch: bytes [p, p + n) for thread t to read into its L2 cache while it would
+    // otherwise spin, i.e. once its part of the next region is done: thread 0 while it waits for
+    // the others at that region's end, a worker from then until the region after it starts
+    // (while the caller runs serial work between regions, the memory bus would idle). Taken up by
+    // the next region only (set it before starting that region, from the calling thread); 4 KiB
+    // per step with the wait checked between steps, so a region is delayed by one step at most. A
+    // hint: prefetches never fault and change no result. Decode streams each weight matrix once
+    // per token; reading the start of the next one during these gaps hides part of its stream.
+    void set_idle_prefetch(int t, const void* p, size_t n);
+    // Bytes thread t has prefetched so far under set_idle_prefetch (tests, profiling).
+    uint64_t idle_prefetched(int t) const;
+
 private:
     void worker_loop(int index);
     void stop_and_join() noexcept;
@@ -60,6 +73,15 @@ private:
         std::atomic<int64_t> next{0};
     };
     std::vector<ChunkCursor> cursors_;  // parallel_for_balanced: next chunk of each thread's share
+    struct alignas(64) IdleRange {
+        const char* p = nullptr;
+        size_t n = 0;
+        std::atomic<uint64_t> done{0};  // bytes prefetched, written by its thread only
+    };
+    // set_idle_prefetch: written by the caller before a region starts; each thread copies (and
+    // clears) its own entry when it takes up that region, so the caller never writes one a thread
+    // is still reading.
+    std::vector<IdleRange> idle_;
 };
 
 }  // namespace pipelm

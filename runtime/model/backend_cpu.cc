@@ -20,6 +20,9 @@ public:
     explicit CpuWeight(kernels::Matrix m) : m_(std::move(m)) {}
     bool copied() const override { return m_.packed() != nullptr; }
     const kernels::Matrix& matrix() const { return m_; }
+    // The weights of the matmul call that followed the last call led by this weight (see
+    // CpuBackend::matmul); written and read by the backend's calling thread only.
+    mutable kernels::NextWeights next;
 
 private:
     kernels::Matrix m_;
@@ -91,16 +94,27 @@ public:
         kernels::rms_norm(x, n, w, x, n, n_rows, n, eps, pool_);
         kernels::add_inplace(y, x, n_rows * n);
     }
+    // FP32 accumulation satisfies every precision policy. The next call's weights are a hint for
+    // the memory stream (kernels::NextWeights): a forward pass multiplies its weights in the same
+    // order every time, so the call that followed this one's last time is the guess (learned on the
+    // first pass; a wrong guess costs some bandwidth, never a result).
     void matmul(const MatmulOut* outs, int n_outs, const float* x, int64_t ldx, int64_t n_tokens, Precision) override {
-        // FP32 accumulation satisfies every precision policy.
+        PIPELM_CHECK(n_outs <= kernels::kMaxGroup, "matmul group of ", n_outs, " weights (at most ", kernels::kMaxGroup, ")");
+        if (n_outs <= 0) return;
+        const auto* lead = static_cast<const CpuWeight*>(outs[0].w);
+        if (last_ != nullptr) {
+            last_->next.n = n_outs;
+            for (int i = 0; i < n_outs; ++i) last_->next.w[i] = &mat(outs[i].w);
+        }
+        last_ = lead;
+        const kernels::NextWeights* next = lead->next.n > 0 ? &lead->next : nullptr;
         if (n_outs == 1) {
-            kernels::matmul(mat(outs[0].w), x, ldx, outs[0].y, outs[0].ldy, n_tokens, pool_, aq_);
+            kernels::matmul(mat(outs[0].w), x, ldx, outs[0].y, outs[0].ldy, n_tokens, pool_, aq_, next);
             return;
         }
-        PIPELM_CHECK(n_outs <= kernels::kMaxGroup, "matmul group of ", n_outs, " weights (at most ", kernels::kMaxGroup, ")");
         kernels::MatmulOut o[kernels::kMaxGroup];
         for (int i = 0; i < n_outs; ++i) o[i] = {&mat(outs[i].w), outs[i].y, outs[i].ldy};
-        kernels::matmul_group(o, n_outs, x, ldx, n_tokens, pool_, aq_);
+        kernels::matmul_group(o, n_outs, x, ldx, n_tokens, pool_, aq_, next);
     }
     void add_bias(float* x, int64_t ld, const float* bias, int64_t n_rows, int64_t n) override {
         for (int64_t r = 0; r < n_rows; ++r) kernels::add_inplace(x + r * ld, bias, n);
@@ -140,6 +154,7 @@ public:
 private:
     ThreadPool& pool_;
     kernels::ActQuant aq_;
+    const CpuWeight* last_ = nullptr;  // lead weight of the last matmul call (the NextWeights hint)
     BackendShape shape_;
     KvCache kv_;
     std::vector<float> rope_cs_;  // [n_ctx][n_rot]

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/matmul_q8.h"
@@ -354,6 +356,62 @@ TEST(MatmulQ8, GroupEqualsSeparateMatmuls) {
     bad[0].y = bad[1].y = y.data();
     const auto x = random_x(1, cols, rng);
     EXPECT_THROW(matmul_group(bad, 2, x.data(), cols, 1, pool), Error);
+}
+
+// NextWeights (the hint for the memory stream): whatever weights it names (repacked or the file
+// layout, any type, the weight itself, several) every result keeps its bits; and the pool's
+// threads do prefetch from them while they wait.
+TEST(MatmulQ8, NextWeightsHintChangesNoBits) {
+    std::mt19937_64 rng(29);
+    ThreadPool pool(2);
+    const int64_t cols = 512;
+    std::vector<Weight> ws;
+    ws.push_back(make_weight(GgmlType::kQ8_0, 96, cols, rng));
+    ws.push_back(make_weight(GgmlType::kQ4_K, 40, cols, rng));
+    ws.push_back(make_weight(GgmlType::kF16, 24, cols, rng));
+    ws.push_back(make_weight(GgmlType::kQ6_K, 17, cols, rng));
+    Matrix::Options rep;
+    rep.repack_q8 = true;
+    std::vector<Matrix> ms;
+    for (const Weight& w : ws) ms.push_back(w.m);
+    for (const Weight& w : ws) ms.push_back(Matrix::prepare(w.m.view(), rep));
+    std::vector<NextWeights> hints(4);
+    hints[1].n = 1;
+    hints[1].w[0] = &ms[4];  // repacked Q8_0
+    hints[2].n = 4;
+    for (int i = 0; i < 4; ++i) hints[2].w[i] = &ms[4 + i];  // a group, repacked
+    hints[3].n = 2;
+    hints[3].w[0] = &ms[2];  // F16 file layout
+    hints[3].w[1] = &ms[1];
+    for (ActQuant aq : {ActQuant::kNone, ActQuant::kQ8}) {
+        for (int64_t n : {1, 5, 37}) {
+            const auto x = random_x(n, cols, rng);
+            for (size_t i = 0; i < ms.size(); ++i) {
+                const int64_t rows = ms[i].rows();
+                std::vector<float> ref(n * rows), got(n * rows);
+                matmul(ms[i], x.data(), cols, ref.data(), rows, n, pool, aq);
+                NextWeights self;
+                self.n = 1;
+                self.w[0] = &ms[i];
+                for (const NextWeights* h : std::vector<const NextWeights*>{&hints[1], &hints[2], &hints[3], &self}) {
+                    std::fill(got.begin(), got.end(), -1.f);
+                    matmul(ms[i], x.data(), cols, got.data(), rows, n, pool, aq, h);
+                    ASSERT_EQ(first_bit_diff(got.data(), ref.data(), n * rows), -1)
+                        << "weight " << i << " n " << n << " aq " << static_cast<int>(aq);
+                }
+                MatmulOut out = {&ms[i], got.data(), rows};
+                std::fill(got.begin(), got.end(), -1.f);
+                matmul_group(&out, 1, x.data(), cols, n, pool, aq, &hints[2]);
+                ASSERT_EQ(first_bit_diff(got.data(), ref.data(), n * rows), -1) << "group, weight " << i;
+            }
+        }
+    }
+    // 96 rows x 512 columns x 37 tokens wake the pool: the worker prefetched its share of the hint
+    // after its part (the caller then waits here, so the worker has the time).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (pool.idle_prefetched(1) == 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_GT(pool.idle_prefetched(1), 0u);
 }
 
 // Activation quantization: AVX2 == scalar == the contract, including round-half-even ties,

@@ -12,6 +12,8 @@
 #include <random>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -72,6 +74,61 @@ TEST(ThreadPool, BalancedCoversEachIndexOnceAndStealsFromSlowThreads) {
             if (b == 0) throw std::runtime_error("chunk failed");
         }), std::runtime_error);
     }
+}
+
+// set_idle_prefetch: a thread prefetches its range once its part of the region it was set for is
+// done (thread 0 while it waits for the others, a worker until the next region starts), stops as
+// soon as there is work again, and never takes the range up in a later region. The range is 1 TiB
+// of address space reserved PROT_NONE (prefetches of it are dropped and never fault): a thread that
+// did not stop would take ~6 s to get through it (64 GiB took 0.4 s on a Zen 5 core), far longer
+// than the test takes to start the next region.
+TEST(ThreadPool, IdlePrefetchFillsTheWaitOnlyAndStopsForWork) {
+    const size_t big = size_t{1} << 40;
+    void* range = mmap(nullptr, big, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(range, MAP_FAILED);
+    auto wait_for = [](const std::function<bool()>& done) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!done() && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    };
+    ThreadPool pool(2);
+    // A worker: prefetches after its job, while the caller is away, until the next region.
+    pool.set_idle_prefetch(1, range, big);
+    pool.run_on_all([](int) {});
+    wait_for([&] { return pool.idle_prefetched(1) > 0; });
+    EXPECT_GT(pool.idle_prefetched(1), 0u);
+    pool.run_on_all([](int) {});  // work again: the worker stops before it takes this job
+    const uint64_t worker = pool.idle_prefetched(1);
+    EXPECT_LT(worker, big);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_EQ(pool.idle_prefetched(1), worker) << "the range was taken up again by a later region";
+    // The caller: prefetches while the worker is still busy, and returns when the worker is done.
+    pool.set_idle_prefetch(0, range, big);
+    std::atomic<bool> release{false};
+    std::thread releaser([&] {
+        wait_for([&] { return pool.idle_prefetched(0) > 0; });
+        release = true;
+    });
+    pool.run_on_all([&](int t) {
+        if (t == 1) wait_for([&] { return release.load(); });
+    });
+    releaser.join();
+    const uint64_t caller = pool.idle_prefetched(0);
+    EXPECT_GT(caller, 0u);
+    EXPECT_LT(caller, big);
+    pool.run_on_all([](int) {});
+    EXPECT_EQ(pool.idle_prefetched(0), caller);
+    // Out-of-range threads and null ranges are ignored; a one-thread pool never prefetches.
+    pool.set_idle_prefetch(2, range, big);
+    pool.set_idle_prefetch(-1, range, big);
+    pool.set_idle_prefetch(1, nullptr, big);
+    pool.run_on_all([](int) {});
+    EXPECT_EQ(pool.idle_prefetched(1), worker);
+    ThreadPool one(1);
+    one.set_idle_prefetch(0, range, big);
+    one.run_on_all([](int) {});
+    EXPECT_EQ(one.idle_prefetched(0), 0u);
+    munmap(range, big);
 }
 
 TEST(Ops, RmsNormMatchesFp64) {
