@@ -316,17 +316,24 @@ TEST(MatmulQ8, RepackReportsRowsInStepsAndKeepsTheBits) {
 INSTANTIATE_TEST_SUITE_P(Isa, MatmulQ8Isa, ::testing::ValuesIn(testing::simd_isas()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
+// Four weights of `cols` columns as a layer's group might mix them: Q8_0 96 rows, Q4_K 40, F16 24
+// (no integer kernel: exact in both modes) and Q6_K 17 (not a multiple of the 16-row grain).
+std::vector<Weight> mixed_weights(int64_t cols, std::mt19937_64& rng) {
+    std::vector<Weight> ws;
+    ws.push_back(make_weight(GgmlType::kQ8_0, 96, cols, rng));
+    ws.push_back(make_weight(GgmlType::kQ4_K, 40, cols, rng));
+    ws.push_back(make_weight(GgmlType::kF16, 24, cols, rng));
+    ws.push_back(make_weight(GgmlType::kQ6_K, 17, cols, rng));
+    return ws;
+}
+
 // matmul_group (Q, K and V in one parallel region, mixed types) equals one matmul per weight,
 // in both activation modes, for decode and prefill token counts.
 TEST(MatmulQ8, GroupEqualsSeparateMatmuls) {
     std::mt19937_64 rng(23);
     ThreadPool pool(3);
     const int64_t cols = 512;
-    std::vector<Weight> ws;
-    ws.push_back(make_weight(GgmlType::kQ8_0, 96, cols, rng));
-    ws.push_back(make_weight(GgmlType::kQ4_K, 40, cols, rng));
-    ws.push_back(make_weight(GgmlType::kF16, 24, cols, rng));
-    ws.push_back(make_weight(GgmlType::kQ6_K, 17, cols, rng));
+    const std::vector<Weight> ws = mixed_weights(cols, rng);
     for (ActQuant aq : {ActQuant::kNone, ActQuant::kQ8}) {
         for (int64_t n : {1, 2, 5, 37}) {
             const int64_t ldx = cols + 1;
@@ -365,11 +372,7 @@ TEST(MatmulQ8, NextWeightsHintChangesNoBits) {
     std::mt19937_64 rng(29);
     ThreadPool pool(2);
     const int64_t cols = 512;
-    std::vector<Weight> ws;
-    ws.push_back(make_weight(GgmlType::kQ8_0, 96, cols, rng));
-    ws.push_back(make_weight(GgmlType::kQ4_K, 40, cols, rng));
-    ws.push_back(make_weight(GgmlType::kF16, 24, cols, rng));
-    ws.push_back(make_weight(GgmlType::kQ6_K, 17, cols, rng));
+    const std::vector<Weight> ws = mixed_weights(cols, rng);
     Matrix::Options rep;
     rep.repack_q8 = true;
     std::vector<Matrix> ms;
