@@ -188,22 +188,21 @@ void run_rows(const Part& p, int64_t r0, int64_t r1, const Operand& op) {
                                                                           op.n);
 }
 
-// The memory one weight's kernels stream: the repacked copy when there is one (it exists only when
-// the weight is used with kQ8 on a CPU that reads it), else the file's rows.
-void weight_bytes(const Matrix& m, const char*& base, size_t& bytes) {
+// The rows one weight's kernels stream: the repacked copy when there is one (it exists only when
+// the weight is used with kQ8 on a CPU that reads it), else the file's rows. Both are rows of a
+// fixed size in row order.
+const char* row_stream(const Matrix& m, size_t& row_bytes) {
     const WeightView& v = m.view();
     if (m.packed() != nullptr) {
-        base = static_cast<const char*>(m.packed().get());
-        bytes = detail::packed_layout(v.type, v.rows, v.cols).bytes;
-    } else {
-        base = static_cast<const char*>(v.data);
-        bytes = static_cast<size_t>(v.rows) * v.row_bytes;
+        row_bytes = detail::packed_layout(v.type, v.rows, v.cols).row_bytes;
+        return static_cast<const char*>(m.packed().get());
     }
+    row_bytes = v.row_bytes;
+    return static_cast<const char*>(v.data);
 }
 
 // NextWeights: thread t's share of the next region starts at row (G t / nt) * 16 of the
-// concatenation of the next call's rows (run_parts below splits them so); its bytes are taken in
-// proportion to the rows of the weight holding that row (the repacked layouts keep rows in order).
+// concatenation of the next call's rows (run_parts below splits them so).
 void set_next_prefetch(const NextWeights& next, ThreadPool& pool) {
     int64_t rows = 0;
     for (int i = 0; i < next.n; ++i) rows += next.w[i]->rows();
@@ -212,19 +211,18 @@ void set_next_prefetch(const NextWeights& next, ThreadPool& pool) {
     for (int t = 0; t < pool.size(); ++t) {
         pool.set_idle_prefetch(t, nullptr, 0);
         if (t >= nt) continue;
-        int64_t r = grains * t / nt * 16, off = 0;
+        int64_t r = grains * t / nt * 16;
         for (int i = 0; i < next.n; ++i) {
             const int64_t len = next.w[i]->rows();
-            if (r < off + len) {
-                const char* base = nullptr;
-                size_t bytes = 0;
-                weight_bytes(*next.w[i], base, bytes);
-                const size_t from = static_cast<size_t>(static_cast<double>(bytes) * static_cast<double>(r - off) /
-                                                        static_cast<double>(len)) / 64 * 64;
-                pool.set_idle_prefetch(t, base + from, std::min(kNextPrefetchBytes, bytes - from));
-                break;
+            if (r >= len) {
+                r -= len;
+                continue;
             }
-            off += len;
+            size_t row_bytes = 0;
+            const char* base = row_stream(*next.w[i], row_bytes);
+            const size_t left = static_cast<size_t>(len - r) * row_bytes;
+            pool.set_idle_prefetch(t, base + static_cast<size_t>(r) * row_bytes, std::min(kNextPrefetchBytes, left));
+            break;
         }
     }
 }
