@@ -53,12 +53,8 @@ for t in serve/scheduler_test serve/engine_thread_test transport/transport_test 
   run "$(basename $t)" "$BUILD/tests/$t"
 done
 
-# The embedded demo model, where `run` writes it (README: XDG_CACHE_HOME, else ~/.cache, else /tmp).
-"$P" run -n 1 -p x -q >/dev/null
-if [ -n "${XDG_CACHE_HOME:-}" ]; then M=$XDG_CACHE_HOME/pipelm/glm4-demo-f16.gguf
-elif [ -n "${HOME:-}" ]; then M=$HOME/.cache/pipelm/glm4-demo-f16.gguf
-else M=/tmp/pipelm-cache/glm4-demo-f16.gguf; fi
-[ -f "$M" ] || { echo "tsan: the demo model is not at $M after \`pipelm run\`" >&2; exit 2; }
+# The demo model (the file the binary embeds, tracked in the repository).
+M=$ROOT/launcher/assets/glm4-demo-f16.gguf
 run inprocess "$P" bench -m "$M" --stages 2 --threads 2 -p 16 -n 16 --sequences 4 -r 1
 
 TOK=$LOGS/token
@@ -67,29 +63,36 @@ chmod 600 "$TOK"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-W1=$(port) W2=$(port)
-"$P" worker --listen "127.0.0.1:$W1" --token-file "$TOK" -m "$M" >"$LOGS/worker1.log" 2>&1 & pids+=($!)
-"$P" worker --listen "127.0.0.1:$W2" --token-file "$TOK" -m "$M" >"$LOGS/worker2.log" 2>&1 & pids+=($!)
-sleep 2
-run tcp "$P" bench -m "$M" --workers "127.0.0.1:$W1,127.0.0.1:$W2" --token-file "$TOK" -p 16 -n 16 --sequences 4 -r 1
+# listen_address LOG KEY: waits (60 s at most) for a line with KEY from a process that bound port 0,
+# then prints the first 127.0.0.1:PORT of its log (the address it printed when it bound).
+listen_address() {
+  for _ in $(seq 600); do
+    if grep -q "$2" "$1" 2>/dev/null; then grep -o "127.0.0.1:[0-9]*" "$1" | head -1; return; fi
+    sleep 0.1
+  done
+  echo "tsan: no \"$2\" in $1 after 60 s" >&2
+  exit 2
+}
+"$P" worker --listen 127.0.0.1:0 --token-file "$TOK" -m "$M" >"$LOGS/worker1.log" 2>&1 & pids+=($!)
+"$P" worker --listen 127.0.0.1:0 --token-file "$TOK" -m "$M" >"$LOGS/worker2.log" 2>&1 & pids+=($!)
+W1=$(listen_address "$LOGS/worker1.log" "worker listening on")
+W2=$(listen_address "$LOGS/worker2.log" "worker listening on")
+run tcp "$P" bench -m "$M" --workers "$W1,$W2" --token-file "$TOK" -p 16 -n 16 --sequences 4 -r 1
 kill "${pids[@]}"
 wait "${pids[@]}" 2>/dev/null || true
 pids=()
 check worker1
 check worker2
 
-S=$(port)
-"$P" serve -m "$M" --stages 2 --port "$S" --parallel 8 >"$LOGS/serve.log" 2>&1 & pids+=($!)
-for _ in $(seq 60); do curl -sf "localhost:$S/health" >/dev/null && break; sleep 1; done
-curl -sf "localhost:$S/health" >/dev/null || { echo "tsan serve: not up after 60 s, see $LOGS/serve.log" >&2; exit 2; }
+"$P" serve -m "$M" --stages 2 --port 0 --parallel 8 >"$LOGS/serve.log" 2>&1 & pids+=($!)
+S=$(listen_address "$LOGS/serve.log" "serve: ready")
 clients=()
 for i in $(seq 8); do
-  curl -sf -N "localhost:$S/v1/completions" -d "{\"prompt\":\"The whale $i\",\"max_tokens\":40,\"stream\":true}" \
+  curl -sf -N "$S/v1/completions" -d "{\"prompt\":\"The whale $i\",\"max_tokens\":40,\"stream\":true}" \
     >"$LOGS/stream$i.txt" & clients+=($!)
 done
 for i in 1 2 3; do  # hang up mid-stream (timeout's exit 124 is expected)
-  timeout 0.5 curl -s -N "localhost:$S/v1/chat/completions" \
+  timeout 0.5 curl -s -N "$S/v1/chat/completions" \
     -d "{\"messages\":[{\"role\":\"user\",\"content\":\"hi $i\"}],\"max_tokens\":200,\"stream\":true}" >/dev/null &
   clients+=($!)
 done
