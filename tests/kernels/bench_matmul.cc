@@ -3,15 +3,18 @@
 //
 //   bench_matmul [--threads 1,2] [--types q4_0,q8_0,...] [--mb 256] [--tokens 512]
 //                [--kb N] [--best] [--sweep] [--no-gemv] [--no-gemm] [--gemm-cols N]
-//                [--gemv-tokens 1,4,8] [--gemv-cols 4096]
+//                [--gemv-tokens 1,4,8] [--gemv-cols 4096] [--split N]
 //                [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]
 //
 // Timing: 1 thread = the thread's CPU time (robust on a shared machine), more = wall time.
 // GEMV: one weight of `--mb` MiB (`--gemv-cols` columns, 4096 by default; far larger than the L3)
 // streamed per call, n_tokens from `--gemv-tokens` (1, 4, 8 by default; multi-sequence decode and
-// short prompts take the same path up to 32 tokens); reports weight GB/s (weight bytes / time). GEMM: 1024xC and 7680xC weights (rows x cols, C =
-// --gemm-cols, 1024 by default)
-// times `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call). `--aq` lists the
+// short prompts take the same path up to 32 tokens); reports weight GB/s (weight bytes / time).
+// `--split N` cuts that weight into N matrices of rows / N rows, each prepared on its own (as a
+// model's weights are) and multiplied one after the other: the cost of a decode's many short
+// calls (fork-join, cold streams) against one long one of the same bytes.
+// GEMM: 1024xC and 7680xC weights (rows x cols, C = --gemm-cols, 1024 by default) times
+// `--tokens` tokens; reports GFLOP/s (2*rows*cols*tokens per call). `--aq` lists the
 // activation modes to run (none: exact f32 activations; q8: ActQuant::kQ8, rows marked "+q8";
 // q8r: kQ8 on the weight repacked at load (Q8_0), rows "+q8r"; types without an integer kernel
 // are skipped for q8).
@@ -184,6 +187,7 @@ int main(int argc, char** argv) {
     int64_t tokens = 512;
     int64_t gemm_cols = 1024;
     int64_t gemv_cols = 4096;
+    int64_t split_n = 1;  // --split: the GEMV weight as this many matrices, called in turn
     std::vector<int64_t> gemv_tokens = {1, 4, 8};
     bool gemv = true, gemm = true, sweep = false;
     std::vector<Mode> aqs = {kModeNone, kModeQ8, kModeQ8r};
@@ -213,6 +217,8 @@ int main(int argc, char** argv) {
             gemm_cols = std::atoll(next().c_str());
         } else if (a == "--gemv-cols") {
             gemv_cols = std::atoll(next().c_str());
+        } else if (a == "--split") {
+            split_n = std::atoll(next().c_str());
         } else if (a == "--gemv-tokens") {
             gemv_tokens.clear();
             for (const auto& t : split(next())) gemv_tokens.push_back(std::atoll(t.c_str()));
@@ -230,7 +236,7 @@ int main(int argc, char** argv) {
             }
         } else {
             std::fprintf(stderr, "usage: %s [--threads 1,2] [--types q4_0,...] [--mb N] [--tokens N] "
-                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--gemm-cols N] [--gemv-tokens 1,4,8] [--gemv-cols N] [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]\n", argv[0]);
+                                 "[--kb N] [--best] [--no-gemv] [--no-gemm] [--gemm-cols N] [--gemv-tokens 1,4,8] [--gemv-cols N] [--split N] [--isa auto|scalar|avx2|avx2vnni|avx512|avx512vnni] [--aq none,q8,q8r]\n", argv[0]);
             return 2;
         }
     }
@@ -242,9 +248,14 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "--gemv-cols must be a positive multiple of 256 and --gemv-tokens 1..4096\n");
             return 2;
         }
+        if (split_n < 1) {
+            std::fprintf(stderr, "--split must be at least 1\n");
+            return 2;
+        }
         const int64_t max_n = *std::max_element(gemv_tokens.begin(), gemv_tokens.end());
         const size_t bytes = kb ? kb << 10 : mb << 20;
-        std::printf("\n== decode GEMV, %zu KiB weight, %lld columns ==\n", bytes >> 10, (long long)cols);
+        std::printf("\n== decode GEMV, %zu KiB weight, %lld columns, %lld call(s) ==\n", bytes >> 10, (long long)cols,
+                    (long long)split_n);
         for (int nt : threads) {
             ThreadPool pool(nt);
             g_cpu_time = nt == 1;
@@ -257,13 +268,26 @@ int main(int argc, char** argv) {
         std::printf("\n");
         for (const auto& name : types) {
             const GgmlType type = parse_ggml_type(name);
-            const int64_t rows = std::max<int64_t>(8, static_cast<int64_t>(bytes / ggml_row_bytes(type, cols)));
+            const int64_t rows = std::max<int64_t>(8 * split_n, static_cast<int64_t>(bytes / ggml_row_bytes(type, cols)));
+            const int64_t part_rows = rows / split_n;
             const auto w = make_weight(type, rows, cols);
-            const Matrix m0 = prepare(type, w, rows, cols), mr = prepare(type, w, rows, cols, true);
+            // --split: part i is rows [i * part_rows, (i + 1) * part_rows) of w, its own Matrix (and
+            // its own repacked copy); the file layout parts are copies too, so no part follows
+            // another in memory.
+            std::vector<std::vector<uint8_t>> wp(static_cast<size_t>(split_n));
+            std::vector<Matrix> m0, mr;
+            const size_t rb = ggml_row_bytes(type, cols);
+            for (int64_t i = 0; i < split_n; ++i) {
+                const uint8_t* src = w.data() + static_cast<size_t>(i * part_rows) * rb;
+                if (split_n > 1) wp[i].assign(src, src + static_cast<size_t>(part_rows) * rb);
+                const std::vector<uint8_t>& wi = split_n > 1 ? wp[i] : w;
+                m0.push_back(prepare(type, wi, part_rows, cols));
+                mr.push_back(prepare(type, wi, part_rows, cols, true));
+            }
             std::vector<float> x(max_n * cols, 0.01f), y(max_n * rows);
             for (const Mode& md : aqs) {
-            if (!applies(md, type, mr)) continue;
-            const Matrix& m = md.repack ? mr : m0;
+            if (!applies(md, type, mr[0])) continue;
+            const std::vector<Matrix>& m = md.repack ? mr : m0;
             const ActQuant aq = md.aq;
             std::printf("%-10s %7.4f", (name + md.suffix).c_str(),
                         double(ggml_row_bytes(type, cols)) / cols);
@@ -271,8 +295,11 @@ int main(int argc, char** argv) {
                 ThreadPool pool(nt);
                 g_cpu_time = nt == 1;
                 for (int64_t n : ns) {
-                    const double t = time_it([&] { matmul(m, x.data(), cols, y.data(), rows, n, pool, aq); }, 7);
-                    std::printf("  %13.2f", double(w.size()) / t / 1e9);
+                    const double t = time_it([&] {
+                        for (int64_t i = 0; i < split_n; ++i)
+                            matmul(m[i], x.data(), cols, y.data() + i * part_rows, rows, n, pool, aq);
+                    }, 7);
+                    std::printf("  %13.2f", double(rb * part_rows * split_n) / t / 1e9);
                     if (kb) std::printf(" (%4.2f el/ns)", double(rows) * cols / t / 1e9);
                 }
             }
