@@ -1,8 +1,9 @@
 // matmul / matmul_rows: argument checks, ISA dispatch, threading, and the scalar fallback.
 //
-// Threads split the rows of W (never k): ThreadPool::parallel_for_balanced gives each thread a
-// contiguous share of 16-row grains, cut into chunks that idle threads may take over, and the
-// per-ISA block kernel computes all n tokens of a chunk's rows. Because every (r, t) follows the accumulation contract of matmul_internal.h, the
+// Threads split the rows of W (never k) in 16-row grains, a contiguous share each, and the
+// per-ISA block kernel computes all n tokens of a chunk's rows. Prefill cuts the shares into
+// chunks that idle threads may take over (ThreadPool::parallel_for_balanced); decode runs each
+// share as one chunk (see run_parts). Because every (r, t) follows the accumulation contract of matmul_internal.h, the
 // result does not depend on the chunking, the thread count or n_tokens.
 #include <algorithm>
 #include <cmath>
@@ -243,22 +244,30 @@ void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& po
         return;
     }
     if (next != nullptr && next->n > 0) set_next_prefetch(*next, pool);
-    pool.parallel_for_balanced(
-        rows,
-        [&](int64_t b, int64_t e, int) {
-            int64_t off = 0;  // first row of part i in the concatenation
-            for (int i = 0; i < n_parts && b < e; ++i) {
-                const Part& p = parts[i];
-                const int64_t len = p.r1 - p.r0;
-                if (b < off + len) {
-                    const int64_t stop = std::min(e, off + len);
-                    run_rows(p, p.r0 + (b - off), p.r0 + (stop - off), op);
-                    b = stop;
-                }
-                off += len;
+    auto chunk = [&](int64_t b, int64_t e, int) {
+        int64_t off = 0;  // first row of part i in the concatenation
+        for (int i = 0; i < n_parts && b < e; ++i) {
+            const Part& p = parts[i];
+            const int64_t len = p.r1 - p.r0;
+            if (b < off + len) {
+                const int64_t stop = std::min(e, off + len);
+                run_rows(p, p.r0 + (b - off), p.r0 + (stop - off), op);
+                b = stop;
             }
-        },
-        16);
+            off += len;
+        }
+    };
+    // The integer decode kernels (1-2 tokens, int8 activations) read each weight once, and a
+    // chunk's rows are 4 (2) new memory streams whose first reads wait on DRAM: a balanced share
+    // is ~6 chunks (halves down to 16 rows), so they take each share whole. Zen 5 guest, 2
+    // threads, tg64 static / balanced: Q4_K_M 1.05-1.07 (fast memory), Q8_0 0.98-1.14; with a
+    // `yes` process taking half the CPU no worse (1.02, 1.04); bench_matmul --split 64 (256 MiB
+    // as 64 calls) lost 12-15 % of one call's GB/s with the chunks. F16 decode (measured no better)
+    // and prefill (compute-bound, long chunks) keep the stealing.
+    if (op.n <= 2 && op.has_q8)
+        pool.parallel_for(rows, chunk, 16);
+    else
+        pool.parallel_for_balanced(rows, chunk, 16);
 }
 
 bool uses_q8(const WeightView& v, ActQuant aq) {
