@@ -314,19 +314,6 @@ PIPELM_AI void kquant_sc_m(const uint8_t* blk, __m128i& sc, __m128i& m) {
     m = _mm_cvtsi64_si128(static_cast<long long>(m_lo | (uint64_t)m_hi << 32));
 }
 
-// Eight 6-bit fields, field j at bits 6j..6j+5 of the little-endian bytes at p (the packed
-// Q4_K / Q5_K records of matmul_q8.h hold sc_j and m_j so) -> int32 lane j. Reads p[0..8).
-// Lane j takes bytes 6j/8 and 6j/8 + 1 of the broadcast qword and shifts right by 6j % 8: four
-// vector instructions where the GGUF layout takes some fifteen scalar ones (kquant_sc_m).
-PIPELM_AI __m256i six_bit_lanes(const uint8_t* p) {
-    uint64_t q;
-    std::memcpy(&q, p, 8);
-    const __m256i pairs = _mm256_setr_epi8(0, 1, -1, -1, 0, 1, -1, -1, 1, 2, -1, -1, 2, 3, -1, -1,  //
-                                           3, 4, -1, -1, 3, 4, -1, -1, 4, 5, -1, -1, 5, 6, -1, -1);
-    const __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi64x(static_cast<long long>(q)), pairs);
-    return _mm256_and_si256(_mm256_srlv_epi32(x, _mm256_setr_epi32(0, 6, 4, 2, 0, 6, 4, 2)), _mm256_set1_epi32(63));
-}
-
 PIPELM_AI KScales kquant_scales(const uint8_t* blk, bool times_2m24) {
     __m128i sc, m;
     kquant_sc_m(blk, sc, m);

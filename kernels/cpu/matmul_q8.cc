@@ -239,16 +239,9 @@ inline __attribute__((always_inline)) void pack_header(GgmlType type, const uint
         case GgmlType::kQ5_0:
         case GgmlType::kIQ4_NL: std::memcpy(rec + 2 * j, blk, 2); return;  // d
         case GgmlType::kQ4_K:
-        case GgmlType::kQ5_K: {  // d, dmin, then the 6-bit sc_j at bits 6j of rec[4..10), m_j of rec[10..16)
-            if (j == 0) std::memcpy(rec, blk, 4);
-            uint8_t sc, m;
-            scale_min_k4(j, blk + 4, &sc, &m);
-            for (int i = 0; i < 6; ++i) {
-                rec[4 + (6 * j + i) / 8] |= static_cast<uint8_t>(((sc >> i) & 1) << ((6 * j + i) % 8));
-                rec[10 + (6 * j + i) / 8] |= static_cast<uint8_t>(((m >> i) & 1) << ((6 * j + i) % 8));
-            }
+        case GgmlType::kQ5_K:
+            if (j == 0) std::memcpy(rec, blk, 16);  // d, dmin, 12 scale bytes
             return;
-        }
         case GgmlType::kIQ4_XS:
             if (j == 0) std::memcpy(rec, blk, 8);  // d, scales_h, scales_l
             return;

@@ -38,9 +38,7 @@ void interleave_act_q8(const int8_t* q, int64_t K, int64_t ldd, int8_t* qi);
 // each exactly as large as the GGUF bytes it holds, with the values reordered so that 32-byte
 // vector k holds values 4k..4k+3 of sub-block j in dword lane j (the layout of ActQ8::qi):
 //   factors   Q8_0, Q4_0, Q5_0, IQ4_NL: 8 fp16 d (lane j = block j); Q4_1, Q5_1: 8 d, then 8 m;
-//             Q4_K, Q5_K: the block's d, dmin, then its 6-bit sub-block scales sc_j at bits 6j..6j+5
-//             of bytes 4..9 and mins m_j likewise in bytes 10..15 (re-laid from GGUF's 12 packed
-//             bytes so that a vector shuffle and shift unpack them); IQ4_XS: its 8 header
+//             Q4_K, Q5_K: the block's d, dmin and 12 packed scale bytes; IQ4_XS: its 8 header
 //             bytes; Q6_K: d, then 8 int8 scales of elements 0..15 of sub-block j, then 8 of
 //             elements 16..31
 //   H         5-bit types: one vector, byte e of lane j has bit 4 of value 4k + e in bit k;

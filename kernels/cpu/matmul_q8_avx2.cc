@@ -511,13 +511,11 @@ PIPELM_AI PGK lanes_d(const uint8_t* rec, bool biased = false) {
     return {fp16x8(rec), _mm256_setzero_ps(), ones16(), ones16(), biased ? ones16() : _mm256_setzero_si256()};
 }
 PIPELM_AI PGK lanes_dm(const uint8_t* rec) { return {fp16x8(rec), fp16x8(rec + 16), ones16(), ones16(), _mm256_setzero_si256()}; }
-// Q4_K / Q5_K header (6-bit sc_j, m_j at bits 6j of rec[4..10), rec[10..16)): f = d,
-// mn_j = -(dmin * m_j) (exact, as kquant_group), multipliers sc_j.
+// Q4_K / Q5_K header: f = d, mn_j = -(dmin * m_j) (exact), multipliers sc_j.
 PIPELM_AI PGK kquant_lanes(const uint8_t* rec) {
-    const __m256 ndmin = _mm256_xor_ps(bcast_fp16(rec + 2), _mm256_set1_ps(-0.0f));
-    const __m256i sc = pairs16(six_bit_lanes(rec + 4));
-    return {bcast_fp16(rec), _mm256_mul_ps(_mm256_cvtepi32_ps(six_bit_lanes(rec + 10)), ndmin), sc, sc,
-            _mm256_setzero_si256()};
+    const GK g = kquant_group(rec);
+    const __m256i sc = pairs16(_mm256_cvtepi16_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(g.sc))));
+    return {g.f, g.mn, sc, sc, _mm256_setzero_si256()};
 }
 struct PQ8_0 : PFlags<EQ8_0> {
     static constexpr int REC = 272;

@@ -26,9 +26,11 @@ PIPELM_AI RG rg_d(const uint8_t* rec) { return {vn_fp16x8(rec), _mm256_setzero_p
 PIPELM_AI RG rg_dm(const uint8_t* rec) { return {vn_fp16x8(rec), vn_fp16x8(rec + 16), _mm256_setzero_ps(), _mm256_setzero_ps()}; }
 // Q4_K / Q5_K header: f = d, mn_j = -(dmin * m_j) (exact, as kquant_group), multipliers sc_j.
 PIPELM_AI RG rg_kquant(const uint8_t* rec) {
+    __m128i sc, m;
+    kquant_sc_m(rec, sc, m);
     const __m256 ndmin = _mm256_xor_ps(bcast_fp16(rec + 2), _mm256_set1_ps(-0.0f));
-    return {bcast_fp16(rec), _mm256_mul_ps(_mm256_cvtepi32_ps(six_bit_lanes(rec + 10)), ndmin),
-            _mm256_cvtepi32_ps(six_bit_lanes(rec + 4)), _mm256_setzero_ps()};
+    return {bcast_fp16(rec), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m)), ndmin),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)), _mm256_setzero_ps()};
 }
 PIPELM_AI void vn_lut128(__m256i* v) {
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4Lut128)));
