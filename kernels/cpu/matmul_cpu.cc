@@ -3,8 +3,8 @@
 // Threads split the rows of W (never k) in 16-row grains, a contiguous share each, and the
 // per-ISA block kernel computes all n tokens of a chunk's rows. Prefill cuts the shares into
 // chunks that idle threads may take over (ThreadPool::parallel_for_balanced); decode runs each
-// share as one chunk (see run_parts). Because every (r, t) follows the accumulation contract of matmul_internal.h, the
-// result does not depend on the chunking, the thread count or n_tokens.
+// share as one chunk (see run_parts). Because every (r, t) follows the accumulation contract of
+// matmul_internal.h, the result does not depend on the chunking, the thread count or n_tokens.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -202,17 +202,18 @@ const char* row_stream(const Matrix& m, size_t& row_bytes) {
     return static_cast<const char*>(v.data);
 }
 
-// NextWeights: thread t's share of the next region starts at row (G t / nt) * 16 of the
+// Rows per grain of run_parts' split (the pool's shares are whole grains).
+constexpr int64_t kRowGrain = 16;
+
+// NextWeights: thread t's share of the next region starts at the pool's share_begin in the
 // concatenation of the next call's rows (run_parts below splits them so).
 void set_next_prefetch(const NextWeights& next, ThreadPool& pool) {
     int64_t rows = 0;
     for (int i = 0; i < next.n; ++i) rows += next.w[i]->rows();
-    const int64_t grains = (rows + 15) / 16;
-    const int nt = static_cast<int>(std::min<int64_t>(pool.size(), grains));
     for (int t = 0; t < pool.size(); ++t) {
         pool.set_idle_prefetch(t, nullptr, 0);
-        if (t >= nt) continue;
-        int64_t r = grains * t / nt * 16;
+        int64_t r = pool.share_begin(rows, kRowGrain, t);
+        if (r >= rows) continue;
         for (int i = 0; i < next.n; ++i) {
             const int64_t len = next.w[i]->rows();
             if (r >= len) {
@@ -229,7 +230,7 @@ void set_next_prefetch(const NextWeights& next, ThreadPool& pool) {
 }
 
 // All parts in one parallel region: the threads split the concatenation of the parts' rows (in
-// 16-row grains), so several small weights (Q, K, V) cost one pool wake-up instead of three.
+// kRowGrain-row grains), so several small weights (Q, K, V) cost one pool wake-up instead of three.
 // Small products are not worth waking the pool (results do not depend on the split).
 void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& pool, const NextWeights* next) {
     int64_t rows = 0;
@@ -239,7 +240,7 @@ void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& po
         work += static_cast<double>(parts[i].r1 - parts[i].r0) * static_cast<double>(parts[i].v->cols) *
                 static_cast<double>(op.n);
     }
-    if (pool.size() == 1 || work < 65536.0 || rows <= 16) {
+    if (pool.size() == 1 || work < 65536.0 || rows <= kRowGrain) {
         for (int i = 0; i < n_parts; ++i) run_rows(parts[i], parts[i].r0, parts[i].r1, op);
         return;
     }
@@ -265,9 +266,9 @@ void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& po
     // as 64 calls) lost 12-15 % of one call's GB/s with the chunks. F16 decode (measured no better)
     // and prefill (compute-bound, long chunks) keep the stealing.
     if (op.n <= 2 && op.has_q8)
-        pool.parallel_for(rows, chunk, 16);
+        pool.parallel_for(rows, chunk, kRowGrain);
     else
-        pool.parallel_for_balanced(rows, chunk, 16);
+        pool.parallel_for_balanced(rows, chunk, kRowGrain);
 }
 
 bool uses_q8(const WeightView& v, ActQuant aq) {

@@ -38,6 +38,9 @@ inline size_t prefetch_step(const char*& p, size_t n, std::atomic<uint64_t>& don
     return n - step;
 }
 
+// First grain of share t of n_grains split over nt threads (the one split every caller uses).
+inline int64_t share_grain(int64_t n_grains, int nt, int t) { return n_grains * t / nt; }
+
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads)
@@ -153,6 +156,15 @@ void ThreadPool::parallel_for_balanced(int64_t n, const std::function<void(int64
     run_shares(n, fn, grain, true);
 }
 
+int64_t ThreadPool::share_begin(int64_t n, int64_t grain, int t) const {
+    if (n <= 0) return 0;
+    grain = std::max<int64_t>(1, grain);
+    const int64_t n_grains = (n + grain - 1) / grain;
+    const int nt = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
+    if (t >= nt) return n;
+    return std::min(n, share_grain(n_grains, nt, std::max(t, 0)) * grain);
+}
+
 void ThreadPool::run_shares(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain,
                             bool steal) {
     if (n <= 0) return;
@@ -166,8 +178,7 @@ void ThreadPool::run_shares(int64_t n, const std::function<void(int64_t, int64_t
     if (!steal) {  // one contiguous share per thread
         run_on_all([&](int t) {
             if (t >= nt) return;
-            const int64_t g0 = n_grains * t / nt, g1 = n_grains * (t + 1) / nt;
-            const int64_t b = g0 * grain, e = std::min(n, g1 * grain);
+            const int64_t b = share_begin(n, grain, t), e = share_begin(n, grain, t + 1);
             if (b < e) fn(b, e, t);
         });
         return;
@@ -177,7 +188,7 @@ void ThreadPool::run_shares(int64_t n, const std::function<void(int64_t, int64_t
         if (t >= nt) return;
         for (int k = 0; k < nt; ++k) {
             const int v = (t + k) % nt;  // own share first, then the others'
-            const int64_t g0 = n_grains * v / nt, g1 = n_grains * (v + 1) / nt, G = g1 - g0;
+            const int64_t g0 = share_grain(n_grains, nt, v), g1 = share_grain(n_grains, nt, v + 1), G = g1 - g0;
             for (;;) {
                 // Chunk c of a share of G grains: [G - (G >> c), G - (G >> (c + 1))), the last
                 // one ending at G: halves, then quarters, ... down to one grain.

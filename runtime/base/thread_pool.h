@@ -37,6 +37,9 @@ public:
     // chunks keep the others' wait at the end of the region short. fn may run several times per
     // thread; every index of [0, n) is covered exactly once.
     void parallel_for_balanced(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain = 1);
+    // Where thread t's contiguous share of [0, n) begins when either parallel_for splits it in
+    // grains of `grain` on this pool (n when t has no share; share t ends where t + 1's begins).
+    int64_t share_begin(int64_t n, int64_t grain, int t) const;
 
     // fn(thread_index) on every thread.
     void run_on_all(const std::function<void(int)>& fn);

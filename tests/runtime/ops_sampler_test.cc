@@ -76,6 +76,45 @@ TEST(ThreadPool, BalancedCoversEachIndexOnceAndStealsFromSlowThreads) {
     }
 }
 
+// share_begin names the share parallel_for hands each thread (the matmul's idle prefetch aims at
+// it), for every size, grain and thread count, including threads without a share; and the shares
+// it names are an even split: grain-aligned, in order, covering [0, n), sizes within one grain.
+TEST(ThreadPool, ShareBeginIsWhereEachThreadsShareStarts) {
+    for (int threads : {1, 2, 3, 5}) {
+        ThreadPool pool(threads);
+        for (int64_t n : {1, 2, 15, 16, 17, 100, 1000, 4099}) {
+            for (int64_t grain : {1, 4, 16}) {
+                std::vector<int64_t> begin(static_cast<size_t>(threads), n), end(static_cast<size_t>(threads), n);
+                pool.parallel_for(n, [&](int64_t b, int64_t e, int t) {
+                    begin[static_cast<size_t>(t)] = b;
+                    end[static_cast<size_t>(t)] = e;
+                }, grain);
+                for (int t = 0; t < threads; ++t) {
+                    EXPECT_EQ(pool.share_begin(n, grain, t), begin[static_cast<size_t>(t)])
+                        << "n " << n << " grain " << grain << " thread " << t << " of " << threads;
+                    if (begin[static_cast<size_t>(t)] < n) {
+                        EXPECT_EQ(pool.share_begin(n, grain, t + 1), end[static_cast<size_t>(t)]);
+                    }
+                }
+                const int64_t n_grains = (n + grain - 1) / grain;
+                const int nt = static_cast<int>(std::min<int64_t>(threads, n_grains));
+                EXPECT_EQ(pool.share_begin(n, grain, 0), 0);
+                for (int t = 0; t < threads; ++t) {
+                    const int64_t b = pool.share_begin(n, grain, t), e = pool.share_begin(n, grain, t + 1);
+                    ASSERT_LE(b, e);
+                    if (t >= nt) {
+                        EXPECT_EQ(b, n);
+                        continue;
+                    }
+                    EXPECT_EQ(b % grain, 0);
+                    const int64_t g = (e - b + grain - 1) / grain;  // grains of share t
+                    EXPECT_TRUE(g == n_grains / nt || g == n_grains / nt + 1) << "share " << t << ": " << g << " grains";
+                }
+            }
+        }
+    }
+}
+
 // set_idle_prefetch: a thread prefetches its range once its part of the region it was set for is
 // done (thread 0 while it waits for the others, a worker until the next region starts), stops as
 // soon as there is work again, and never takes the range up in a later region. The range is 1 TiB
