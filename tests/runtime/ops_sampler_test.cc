@@ -193,6 +193,7 @@ TEST(Ops, RmsNormMatchesFp64) {
 // float rounding midpoint (2^38 + 109^2 * 2^14, which ties to the even float below) when the 0.17s
 // are lost one by one against 2^48 (one chain), and just above it when the lanes sum them first;
 // the scales then differ by one ulp.
+// A second row tells the documented tree from its neighbours (below); a short row is all tail.
 TEST(Ops, RmsNormSumsInTheDocumentedOrder) {
     ThreadPool pool(2);
     auto lanes = [](const std::vector<float>& x) {
@@ -211,18 +212,33 @@ TEST(Ops, RmsNormSumsInTheDocumentedOrder) {
     std::vector<float> tie(1024, 0.17f);
     tie[0] = 16777216.f;
     tie[1] = 446464.f;
+    // The tree: lane sums L0 = 2^60 + 2^36, L1 = L3 = 100, L2 = 0 give a mean (sum / 8) just above a
+    // float midpoint when L1 + L3 is added as one (the documented (L0 + L2) + (L1 + L3)) and exactly
+    // on it (ties to even, one ulp lower) when each 100 is lost against L0 alone, as in
+    // (L0 + L1) + (L2 + L3) or one chain.
+    std::vector<float> tree{1073741824.f, 10.f, 0.f, 10.f, 262144.f, 0.f, 0.f, 0.f};
+    auto adjacent = [](const std::vector<float>& x) {
+        double L[4];
+        for (int j = 0; j < 4; ++j) L[j] = double(x[j]) * double(x[j]) + double(x[j + 4]) * double(x[j + 4]);
+        return (L[0] + L[1]) + (L[2] + L[3]);
+    };
     auto random = random_vec(1029, 7, 1.f);
-    for (const auto* x : {&tie, &random}) {
+    auto short_row = random_vec(7, 9, 1.f);  // the tail only
+    for (const auto* x : {&tie, &tree, &random, &short_row}) {
         const int64_t n = static_cast<int64_t>(x->size());
         const auto w = random_vec(n, 8);
         std::vector<float> y(n);
         kernels::rms_norm(x->data(), n, w.data(), y.data(), n, 1, n, 1e-5f, pool);
         auto scale_of = [&](double ss) { return 1.0f / std::sqrt(static_cast<float>(ss / double(n)) + 1e-5f); };
         const float scale = scale_of(lanes(*x));
-        if (x == &tie) {
+        if (x == &tie || x == &tree) {
             ASSERT_NE(scale, scale_of(chain(*x))) << "the row no longer tells the two orders apart";
         }
-        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], ((*x)[i] * scale) * w[i]) << "n " << n << " i " << i;
+        if (x == &tree) {
+            ASSERT_NE(scale, scale_of(adjacent(*x))) << "the row no longer tells the two trees apart";
+        }
+        for (int64_t i = 0; i < n; ++i)
+            ASSERT_EQ(y[i], ((*x)[i] * scale) * w[i]) << "n " << n << " i " << i;
     }
 }
 
