@@ -2,9 +2,10 @@
 //
 // Threads split the rows of W (never k) in 16-row grains, a contiguous share each, and the
 // per-ISA block kernel computes all n tokens of a chunk's rows. Prefill cuts the shares into
-// chunks that idle threads may take over (ThreadPool::parallel_for_balanced); decode runs each
-// share as one chunk (see run_parts). Because every (r, t) follows the accumulation contract of
-// matmul_internal.h, the result does not depend on the chunking, the thread count or n_tokens.
+// chunks that idle threads may take over (ThreadPool::parallel_for_balanced); decode (up to 8
+// tokens) runs each share as one chunk (see run_parts). Because every (r, t) follows the
+// accumulation contract of matmul_internal.h, the result does not depend on the chunking, the
+// thread count or n_tokens.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -204,6 +205,8 @@ const char* row_stream(const Matrix& m, size_t& row_bytes) {
 
 // Rows per grain of run_parts' split (the pool's shares are whole grains).
 constexpr int64_t kRowGrain = 16;
+// Calls of at most this many tokens run each thread's share as one chunk (run_parts).
+constexpr int64_t kDecodeMaxTokens = 8;
 
 // NextWeights: thread t's share of the next region starts at the pool's share_begin in the
 // concatenation of the next call's rows (run_parts below splits them so).
@@ -258,14 +261,14 @@ void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& po
             off += len;
         }
     };
-    // The integer decode kernels (1-2 tokens, int8 activations) read each weight once, and a
-    // chunk's rows are 4 (2) new memory streams whose first reads wait on DRAM: a balanced share
-    // is ~6 chunks (halves down to 16 rows), so they take each share whole. Zen 5 guest, 2
-    // threads, tg64 static / balanced: Q4_K_M 1.05-1.07 (fast memory), Q8_0 0.98-1.14; with a
-    // `yes` process taking half the CPU no worse (1.02, 1.04); bench_matmul --split 64 (256 MiB
-    // as 64 calls) lost 12-15 % of one call's GB/s with the chunks. F16 decode (measured no better)
-    // and prefill (compute-bound, long chunks) keep the stealing.
-    if (op.n <= 2 && op.has_q8)
+    // Decode-sized calls (up to kDecodeMaxTokens tokens: the GEMVs and the few-token kernels, int8
+    // or float) read each weight once, and a chunk's rows are new memory streams (4 or 2) whose
+    // first reads wait on DRAM: a balanced share is ~6 chunks (halves down to 16 rows), so they
+    // take each share whole. Zen 5 guest, 2 threads, static / balanced: tg64 Q4_K_M 1.05-1.07 and
+    // Q8_0 0.98-1.14 (int8, 1 token), F16 1.01-1.07 (6 pairs, fast memory; no change in the slow
+    // state), Q4_K_M with 8 sequences 1.02-1.04; with a `yes` process taking half the CPU no worse
+    // (Q4_K_M 1.02, 1.04). Prefill (compute-bound, long chunks) keeps the stealing.
+    if (op.n <= kDecodeMaxTokens)
         pool.parallel_for(rows, chunk, kRowGrain);
     else
         pool.parallel_for_balanced(rows, chunk, kRowGrain);
