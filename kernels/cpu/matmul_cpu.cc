@@ -2,7 +2,7 @@
 //
 // Threads split the rows of W (never k) in 16-row grains, a contiguous share each, and the
 // per-ISA block kernel computes all n tokens of a chunk's rows. Prefill cuts the shares into
-// chunks that idle threads may take over (ThreadPool::parallel_for_balanced); decode (up to 8
+// chunks that idle threads may take over (ThreadPool::parallel_for_balanced); decode (up to 16
 // tokens) runs each share as one chunk (see run_parts). Because every (r, t) follows the
 // accumulation contract of matmul_internal.h, the result does not depend on the chunking, the
 // thread count or n_tokens.
@@ -206,7 +206,7 @@ const char* row_stream(const Matrix& m, size_t& row_bytes) {
 // Rows per grain of run_parts' split (the pool's shares are whole grains).
 constexpr int64_t kRowGrain = 16;
 // Calls of at most this many tokens run each thread's share as one chunk (run_parts).
-constexpr int64_t kDecodeMaxTokens = 8;
+constexpr int64_t kDecodeMaxTokens = 16;
 
 // NextWeights: thread t's share of the next region starts at the pool's share_begin in the
 // concatenation of the next call's rows (run_parts below splits them so).
@@ -266,8 +266,10 @@ void run_parts(const Part* parts, int n_parts, const Operand& op, ThreadPool& po
     // first reads wait on DRAM: a balanced share is ~6 chunks (halves down to 16 rows), so they
     // take each share whole. Zen 5 guest, 2 threads, static / balanced: tg64 Q4_K_M 1.05-1.07 and
     // Q8_0 0.98-1.14 (int8, 1 token), F16 1.01-1.07 (6 pairs, fast memory; no change in the slow
-    // state), Q4_K_M with 8 sequences 1.02-1.04; with a `yes` process taking half the CPU no worse
-    // (Q4_K_M 1.02, 1.04). Prefill (compute-bound, long chunks) keeps the stealing.
+    // state), Q4_K_M with 8 sequences 1.02-1.04, with 16 1.01-1.05 (static up to 16 against up to
+    // 8; F16 there 0.98-1.01, the avx2 level's GEMM 0.99-1.07: no loss); with a `yes` process
+    // taking half the CPU no worse (Q4_K_M 1.02, 1.04). At 32 sequences (1.0 +- 0.03) and in
+    // prefill (compute-bound, long chunks) the stealing stays.
     if (op.n <= kDecodeMaxTokens)
         pool.parallel_for(rows, chunk, kRowGrain);
     else
