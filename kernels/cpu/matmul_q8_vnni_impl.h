@@ -50,8 +50,13 @@ namespace {
 // alternating rounds), Q8_0: 512 bytes 37.9-43.4, 1024 43.3-44.2, 1536 44.1-45.7, 2048 41.5-42.4,
 // 3072 38.5-40.5; Q4_K_M: 512 50.1-52.0, 1536 54.9-69.5, 3072 58.4-67.4 (noisy). 512 was chosen on
 // a Xeon (read loop 25 GB/s, where decode was at the roofline); a core that reads 30+ GB/s needs
-// more bytes in flight per stream.
-constexpr int kVnPrefetchBytes = 1536;
+// more bytes in flight per stream. Again on the Zen 5 guest once its memory had two states (2026-12-08,
+// bench_matmul 1 token, 2 threads, GB/s q4_k / q6_k / q8_0): at a ~96 GB/s read loop 1536 bytes
+// 72.8 / 74-81 / 76-79, 2048 76.4-80.2 / 82.5-85.6 / 80-83, 3072 84.5-86.4 / 90-91 / 78-79; at
+// ~54 GB/s 2048 and 1536 equal within 1 %, 3072 4-6 % lower (q4_k, per GB/s of the loop). Q4_K_M
+// tg64 in the fast state 1536 89.6-92.3, 2048 95.5-97.4, 3072 98.7-100.1 t/s; Q8_0 60.0 / 60.0 /
+// 57.8. 2048: the fast state's gain without the slow state's loss.
+constexpr int kVnPrefetchBytes = 2048;
 
 // NR rows (row i at w + i*rs) x NT tokens t0.. of the interleaved activations; y[t*ldy + i*ys].
 // Each (row, token) sums its 8 vectors in two int32 chains (even / odd k) that are added at the
