@@ -178,7 +178,9 @@ void ThreadPool::run_shares(int64_t n, const std::function<void(int64_t, int64_t
     if (!steal) {  // one contiguous share per thread
         run_on_all([&](int t) {
             if (t >= nt) return;
-            const int64_t b = share_begin(n, grain, t), e = share_begin(n, grain, t + 1);
+            // share_begin's split, from the n_grains and nt computed above for every thread
+            const int64_t b = share_grain(n_grains, nt, t) * grain;
+            const int64_t e = std::min(n, share_grain(n_grains, nt, t + 1) * grain);
             if (b < e) fn(b, e, t);
         });
         return;

@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
                             matmul(m[i], x.data(), cols, y.data() + i * part_rows, rows, n, pool, aq);
                     }, 7);
                     std::printf("  %13.2f", double(rb * part_rows * split_n) / t / 1e9);
-                    if (kb) std::printf(" (%4.2f el/ns)", double(rows) * cols / t / 1e9);
+                    if (kb) std::printf(" (%4.2f el/ns)", double(part_rows * split_n) * cols / t / 1e9);
                 }
             }
             std::printf("\n");
